@@ -1,0 +1,18 @@
+"""Business days: Monday to Friday, less the public holidays of the creditor's country."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import date, timedelta
+
+import holidays
+
+
+def business_days(start: date, country: str) -> Iterator[date]:
+    """`start` (if a business day) and the business days after it, forever."""
+    closed = holidays.country_holidays(country, years=range(start.year, start.year + 3))
+    day = start
+    while True:
+        if day.weekday() < 5 and day not in closed:
+            yield day
+        day += timedelta(days=1)

@@ -1,0 +1,315 @@
+"""The `dunning` command. Only `run`, `serve` and `demo` import Prefect, so the others answer
+at once."""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import sys
+from collections.abc import Callable
+from datetime import date
+from typing import Annotated, Any, TypeVar
+
+import typer
+
+from dunning.errors import ConfigError, DunningError
+
+app = typer.Typer(
+    name="dunning",
+    help="Chase unpaid B2B invoices up an escalation ladder, every business day.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+db_app = typer.Typer(help="The dunning database.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+
+F = TypeVar("F", bound=Callable[..., Any])
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON on stdout.")]
+EXIT_REJECTED_ROWS = 3
+
+
+def _fail(message: str, code: int) -> typer.Exit:
+    typer.echo(f"dunning: {message}", err=True)
+    return typer.Exit(code)
+
+
+def handles_errors(command: F) -> F:
+    """Turn dunning's exceptions into a message on stderr and the documented exit status."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except DunningError as exc:
+            raise _fail(str(exc), exc.exit_code) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _print_json(data: Any) -> None:
+    typer.echo(json.dumps(data, indent=2, ensure_ascii=False, default=str))
+
+
+def _parse_date(value: str | None, option: str) -> date | None:
+    if value is None:
+        return None
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise ConfigError(f"{option}: {value!r} is not a date (expected YYYY-MM-DD)") from None
+
+
+def _context() -> Any:
+    from dunning.daily import load_context
+
+    return load_context()
+
+
+def _quiet_prefect(quiet: bool) -> None:
+    """Prefect logs progress on a terminal; piped or with --json, only warnings."""
+    # The ephemeral server would try to reach Prefect's analytics service on every start.
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    if quiet or not sys.stderr.isatty():
+        os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+
+
+# --- db -----------------------------------------------------------------------------------
+
+
+@db_app.command("upgrade")
+@handles_errors
+def db_upgrade() -> None:
+    """Create or migrate the schema of DUNNING_DATABASE_URL to the newest version."""
+    from dunning.db import upgrade
+    from dunning.settings import load_settings
+
+    revision = upgrade(load_settings().database_url)
+    typer.echo(f"database at revision {revision}", err=True)
+
+
+# --- the daily run --------------------------------------------------------------------------
+
+
+@app.command()
+@handles_errors
+def run(
+    as_of: Annotated[str | None, typer.Option("--as-of", metavar="YYYY-MM-DD",
+                                              help="Business date (default: today in the "
+                                                   "policy's time zone).")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Compute and report; write and "
+                                                            "send nothing.")] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Run the daily flow once: pull, reconcile, evaluate, record, dispatch, report.
+
+    Exit status 3 when rows of the snapshot were rejected (the rest was processed)."""
+    from dunning.daily import check_date
+    from dunning.db import upgrade
+
+    business_date = _parse_date(as_of, "--as-of")
+    ctx = _context()
+    if not dry_run:
+        upgrade(ctx.settings.database_url)
+        # Refuse a date in the past before starting Prefect (a few seconds).
+        check_date(ctx, business_date or ctx.today())
+    _quiet_prefect(as_json)
+    from flows.daily import daily_dunning
+
+    report = daily_dunning(as_of=business_date, dry_run=dry_run)
+    _show_report(report, as_json)
+    if report["rejected_rows"]:
+        raise typer.Exit(EXIT_REJECTED_ROWS)
+
+
+def _show_report(report: dict[str, Any], as_json: bool) -> None:
+    from dunning.report import summary_lines
+
+    if as_json:
+        _print_json(report)
+        return
+    for line in summary_lines(report):
+        typer.echo(line)
+    for reject in report["rejected_rows"]:
+        typer.echo(f"rejected {reject['file']}:{reject['line']}: {reject['field']}: "
+                   f"{reject['message']}", err=True)
+
+
+# --- looking -------------------------------------------------------------------------------
+
+
+def _session() -> Any:
+    from dunning.db import require_schema, transaction
+    from dunning.settings import load_settings
+
+    return transaction(require_schema(load_settings().database_url))
+
+
+def _table(rows: list[dict[str, Any]], columns: list[str], title: str) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title, title_justify="left")
+    for column in columns:
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        table.add_row(*["" if row[c] is None else
+                        (", ".join(row[c]) if isinstance(row[c], list) else str(row[c]))
+                        for c in columns])
+    Console().print(table)
+
+
+@app.command()
+@handles_errors
+def status(
+    customer: Annotated[str | None, typer.Option("--customer", help="Only this customer.")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Every known invoice: stage, state, open amount, days overdue, pending action.
+
+    Days overdue are counted on the last run's business date."""
+    from dunning.ledger import business_date
+    from dunning.views import invoice_status
+
+    with _session() as session:
+        from datetime import datetime
+
+        from dunning.daily import load_context
+
+        today = datetime.now(load_context().policy.zone).date()
+        rows = invoice_status(session, business_date(session, today), customer)
+    if as_json:
+        _print_json(rows)
+    else:
+        _table(rows, ["invoice_id", "customer_id", "stage", "state", "amount_open",
+                      "currency", "days_overdue", "pending_action"], f"{len(rows)} invoices")
+
+
+@app.command()
+@handles_errors
+def history(invoice_id: str, as_json: JsonOption = False) -> None:
+    """An invoice's transitions: when, from which stage to which, why, and who."""
+    from dunning.views import invoice_history
+
+    with _session() as session:
+        rows = invoice_history(session, invoice_id)
+    if as_json:
+        _print_json(rows)
+    else:
+        _table(rows, ["at", "event", "from_stage", "to_stage", "reason", "detail", "actor"],
+               f"history of {invoice_id}")
+
+
+@app.command()
+@handles_errors
+def actions(
+    status: Annotated[str | None, typer.Option("--status", help="pending_approval, approved, "
+                                               "rejected, queued, sending, sent, failed or "
+                                               "cancelled.")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """The actions (messages and tasks) the ladder created, and what happened to them."""
+    from dunning.views import action_list
+
+    known = ("pending_approval", "approved", "rejected", "queued", "sending", "sent", "failed",
+             "cancelled")
+    if status is not None and status not in known:
+        raise ConfigError(f"--status: {status!r} is not one of {', '.join(known)}")
+    with _session() as session:
+        rows = action_list(session, status)
+    if as_json:
+        _print_json(rows)
+    else:
+        _table(rows, ["action_id", "kind", "stage", "customer_id", "invoice_ids", "status",
+                      "created_at", "last_error"], f"{len(rows)} actions")
+
+
+# --- approvals -------------------------------------------------------------------------------
+
+
+def _decide_on(action_id: int, by: str, approve: bool, text: str | None) -> dict[str, Any]:
+    from datetime import datetime
+
+    from dunning import ledger
+
+    if not by.strip():
+        raise ConfigError("--by: give the name of the person deciding")
+    ctx = _context()
+    with _session() as session:
+        on = ledger.business_date(session, datetime.now(ctx.policy.zone).date())
+        if approve:
+            action = ledger.approve(session, ctx.policy, action_id, by, text, on)
+        else:
+            action = ledger.reject(session, action_id, by, text or "", on)
+        return {"action_id": action.id, "status": action.status, "stage": action.stage,
+                "by": by, "business_date": on.isoformat()}
+
+
+@app.command()
+@handles_errors
+def approve(
+    action_id: int,
+    by: Annotated[str, typer.Option("--by", help="Who approves.")],
+    comment: Annotated[str | None, typer.Option("--comment")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Approve a pending action: its invoices enter the stage and it goes out at the next run."""
+    result = _decide_on(action_id, by, True, comment)
+    if as_json:
+        _print_json(result)
+    else:
+        typer.echo(f"action {action_id} ({result['stage']}) {result['status']} by {by}")
+
+
+@app.command()
+@handles_errors
+def reject(
+    action_id: int,
+    by: Annotated[str, typer.Option("--by", help="Who rejects.")],
+    reason: Annotated[str, typer.Option("--reason", help="Why (kept in the history).")],
+    as_json: JsonOption = False,
+) -> None:
+    """Reject a pending action: nothing goes out and that stage is not proposed again."""
+    if not reason.strip():
+        raise ConfigError("--reason: say why the action is rejected")
+    result = _decide_on(action_id, by, False, reason)
+    if as_json:
+        _print_json(result)
+    else:
+        typer.echo(f"action {action_id} ({result['stage']}) rejected by {by}")
+
+
+# --- demo and serve ---------------------------------------------------------------------------
+
+
+@app.command()
+@handles_errors
+def demo(
+    days: Annotated[int, typer.Option("--days", min=1, help="Business days to simulate.")] = 20,
+    as_json: JsonOption = False,
+) -> None:
+    """Seed the sample portfolio and run the daily flow over simulated business days, on the
+    embedded defaults (SQLite, emails in the outbox folder)."""
+    _quiet_prefect(True)
+    from flows.demo import run_demo
+
+    run_demo(days=days, as_json=as_json)
+
+
+@app.command()
+@handles_errors
+def serve() -> None:
+    """Serve the daily deployment on this machine: 06:30 Monday to Friday in the policy's time
+    zone, one run at a time."""
+    from flows.serve import serve_daily
+
+    serve_daily()
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

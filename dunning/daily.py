@@ -1,0 +1,154 @@
+"""The daily run as plain functions: the Prefect tasks in `tasks/` call these, and tests can too.
+
+    pull -> reconcile -> evaluate (batches) -> dispatch -> report
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from datetime import date, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, func, select
+from sqlalchemy.orm import Session
+
+from dunning import ledger
+from dunning.channels.email import transport
+from dunning.db import get_engine, transaction
+from dunning.dispatch import DispatchResult, dispatch_email, waiting_by_channel
+from dunning.ledger import BatchResult, ReconcileResult
+from dunning.models import Action
+from dunning.policy import Policy, default_policy_path, load_policy
+from dunning.settings import Settings, load_settings
+from dunning.sources import Snapshot, pull
+
+
+@dataclass(frozen=True)
+class Context:
+    settings: Settings
+    policy_path: Path
+    policy: Policy
+
+    @property
+    def engine(self) -> Engine:
+        return get_engine(self.settings.database_url)
+
+    def today(self) -> date:
+        """Today's business date in the policy's time zone."""
+        return datetime.now(self.policy.zone).date()
+
+
+def policy_path(settings: Settings) -> Path:
+    """DUNNING_CONFIG when set; else ./config/policy.yaml when present; else the shipped one."""
+    if "DUNNING_CONFIG" in os.environ or settings.config.exists():
+        return settings.config
+    return default_policy_path()
+
+
+def load_context() -> Context:
+    settings = load_settings()
+    path = policy_path(settings)
+    return Context(settings=settings, policy_path=path, policy=load_policy(path))
+
+
+def pull_snapshot(ctx: Context) -> Snapshot:
+    return pull(ctx.policy, ctx.policy_path)
+
+
+def check_date(ctx: Context, as_of: date) -> None:
+    with transaction(ctx.engine) as session:
+        ledger.check_run_date(session, as_of)
+
+
+def reconcile(ctx: Context, snapshot: Snapshot, as_of: date, run_id: str) -> ReconcileResult:
+    """Record the run and bring the ledger in line with the snapshot, in one transaction."""
+    with transaction(ctx.engine) as session:
+        ledger.start_run(session, run_id, as_of)
+        return ledger.reconcile(session, snapshot, as_of, run_id)
+
+
+def plan(ctx: Context) -> list[tuple[int, int]]:
+    with transaction(ctx.engine) as session:
+        return ledger.plan_batches(session, ctx.policy.batch_size)
+
+
+def evaluate(ctx: Context, as_of: date, run_id: str, low: int, high: int) -> BatchResult:
+    """One batch of customers, decided and recorded in one transaction."""
+    with transaction(ctx.engine) as session:
+        return ledger.evaluate_batch(session, ctx.policy, as_of, run_id, low, high)
+
+
+def dispatch(ctx: Context, as_of: date, *, dry_run: bool = False) -> DispatchResult:
+    settings = ctx.settings
+    key = settings.sendgrid_api_key.get_secret_value() if settings.sendgrid_api_key else None
+    channel = None if dry_run else transport(ctx.policy, settings.outbox_dir, key,
+                                             settings.sendgrid_api_host)
+    return dispatch_email(ctx.engine, ctx.policy, channel, as_of, dry_run=dry_run)
+
+
+def simulate(ctx: Context, snapshot: Snapshot, as_of: date, run_id: str) -> \
+        tuple[ReconcileResult, BatchResult, DispatchResult]:
+    """A dry run: every step in one transaction that is rolled back, so nothing is written."""
+    engine = ctx.engine
+    with Session(engine) as session:
+        session.begin()
+        try:
+            ledger.check_run_date(session, as_of)
+            reconciled = ledger.reconcile(session, snapshot, as_of, run_id)
+            evaluated = BatchResult()
+            for low, high in ledger.plan_batches(session, ctx.policy.batch_size):
+                evaluated.merge(ledger.evaluate_batch(session, ctx.policy, as_of, run_id, low,
+                                                      high))
+            dispatched = DispatchResult(channel="email")
+            dispatched.would_send = session.execute(
+                select(func.count()).select_from(Action).where(
+                    Action.kind == "email", Action.status.in_(("queued", "approved")))
+            ).scalar_one()
+        finally:
+            session.rollback()
+    return reconciled, evaluated, dispatched
+
+
+def finish(ctx: Context, run_id: str, report: dict[str, Any], status: str = "completed") -> None:
+    with transaction(ctx.engine) as session:
+        ledger.finish_run(session, run_id, status, {
+            "invoices_seen": report["snapshot"]["invoices"],
+            "rejected_rows": len(report["rejected_rows"]),
+            "transitions": report["evaluation"]["transitions"],
+            "actions_created": sum(report["evaluation"]["actions_created"].values()),
+            "actions_sent": report["dispatch"]["sent"],
+            "actions_failed": report["dispatch"]["failed"],
+        })
+
+
+def fail(ctx: Context, run_id: str) -> None:
+    with transaction(ctx.engine) as session:
+        ledger.finish_run(session, run_id, "failed", {})
+
+
+def build_report(
+    ctx: Context, run_id: str, as_of: date, dry_run: bool, snapshot: Snapshot,
+    reconciled: ReconcileResult, evaluated: BatchResult, dispatched: DispatchResult,
+) -> dict[str, Any]:
+    """What happened, as stable JSON (documented in the README)."""
+    return {
+        "run_id": run_id,
+        "as_of": as_of.isoformat(),
+        "dry_run": dry_run,
+        "snapshot": {"customers": len(snapshot.customers), "invoices": len(snapshot.invoices),
+                     "rejected": len(snapshot.rejects)},
+        "reconcile": reconciled.as_dict(),
+        "evaluation": {
+            "invoices": evaluated.invoices,
+            "entered": dict(sorted(evaluated.entered.items(),
+                                   key=lambda kv: ctx.policy.stage_index(kv[0]))),
+            "awaiting_approval": dict(evaluated.proposed),
+            "actions_created": dict(evaluated.actions),
+            "transitions": evaluated.transitions,
+        },
+        "dispatch": dispatched.as_dict(),
+        "outstanding": {} if dry_run else waiting_by_channel(ctx.engine),
+        "rejected_rows": [reject.as_dict() for reject in snapshot.rejects],
+    }

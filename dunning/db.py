@@ -1,0 +1,102 @@
+"""Engines, sessions and schema migrations (Alembic)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event, inspect
+from sqlalchemy.exc import ArgumentError, OperationalError
+from sqlmodel import Session
+
+from dunning.errors import ConfigError
+from dunning.resources import resource_dir
+
+_engines: dict[str, Engine] = {}
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    # WAL lets `dunning status` read while a run writes; busy_timeout waits instead of failing.
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.close()
+
+
+def get_engine(url: str) -> Engine:
+    """One engine per URL for the process."""
+    engine = _engines.get(url)
+    if engine is None:
+        try:
+            engine = create_engine(url)
+        except (ArgumentError, ImportError, ValueError) as exc:
+            raise ConfigError(f"DUNNING_DATABASE_URL: cannot use {url!r}: {exc}") from None
+        if engine.dialect.name == "sqlite":
+            event.listen(engine, "connect", _sqlite_pragmas)
+        _engines[url] = engine
+    return engine
+
+
+def dispose_engines() -> None:
+    for engine in _engines.values():
+        engine.dispose()
+    _engines.clear()
+
+
+@contextmanager
+def transaction(engine: Engine) -> Iterator[Session]:
+    """A session whose work commits at the end of the block, or rolls back on any error."""
+    with Session(engine, expire_on_commit=False) as session:
+        with session.begin():
+            yield session
+
+
+def _alembic_config(url: str) -> Any:
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", str(resource_dir("migrations")))
+    config.attributes["url"] = url
+    return config
+
+
+def upgrade(url: str) -> str | None:
+    """Create or migrate the schema to the newest revision; returns that revision."""
+    from alembic import command
+
+    engine = get_engine(url)
+    config = _alembic_config(url)
+    try:
+        with engine.begin() as connection:
+            config.attributes["connection"] = connection
+            command.upgrade(config, "head")
+    except OperationalError as exc:
+        raise ConfigError(f"DUNNING_DATABASE_URL: cannot open the database: {exc.orig}") from None
+    return current_revision(engine)
+
+
+def current_revision(engine: Engine) -> str | None:
+    from sqlalchemy import text
+
+    if not inspect(engine).has_table("alembic_version"):
+        return None
+    with engine.connect() as connection:
+        return connection.execute(text("SELECT version_num FROM alembic_version")).scalar()
+
+
+def require_schema(url: str) -> Engine:
+    """The engine, once the schema is known to exist (without importing Alembic)."""
+    engine = get_engine(url)
+    try:
+        ready = inspect(engine).has_table("run")
+    except OperationalError as exc:
+        raise ConfigError(f"DUNNING_DATABASE_URL: cannot open the database: {exc.orig}") from None
+    if not ready:
+        raise ConfigError(
+            f"the database {engine.url.render_as_string(hide_password=True)} has no dunning "
+            "tables: run `dunning db upgrade` first"
+        )
+    return engine

@@ -1,0 +1,172 @@
+"""Dispatch: deliver queued and approved actions from the outbox table, claiming each one before
+calling out so that no action is ever delivered twice."""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from datetime import date
+from typing import Any
+
+from sqlalchemy import Engine, and_, func, or_, select, update
+
+from dunning.channels.email import Letter, Line, Outbox, SendGrid, render
+from dunning.db import transaction
+from dunning.errors import DeliveryError
+from dunning.ledger import chunks
+from dunning.models import Action, ActionInvoice, Customer, Invoice, utcnow
+from dunning.policy import Policy
+
+log = logging.getLogger("dunning.dispatch")
+CLAIM_CHUNK = 100
+
+
+@dataclass
+class DispatchResult:
+    channel: str
+    sent: int = 0
+    failed: int = 0
+    cancelled: int = 0
+    would_send: int = 0
+    in_flight: int = 0  # claimed by an earlier dispatch that never recorded an outcome
+    waiting: Counter[str] = field(default_factory=Counter)  # undelivered, by channel
+    errors: list[dict[str, Any]] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"channel": self.channel, "sent": self.sent, "failed": self.failed,
+                "cancelled": self.cancelled, "would_send": self.would_send,
+                "in_flight": self.in_flight, "errors": self.errors}
+
+
+def _claimable(policy: Policy, kind: str) -> Any:
+    max_attempts = policy.email.max_attempts if policy.email else 5
+    return and_(
+        Action.kind == kind,
+        or_(
+            Action.status.in_(("queued", "approved")),
+            and_(Action.status == "failed", Action.retryable.is_(True),
+                 Action.attempts < max_attempts),
+        ),
+    )
+
+
+def _letters(engine: Engine, ids: list[int], as_of: date) -> dict[int, tuple[Action, Letter | None]]:
+    """The claimed actions with what their messages say (None: no invoice left to mention)."""
+    out: dict[int, tuple[Action, Letter | None]] = {}
+    with transaction(engine) as session:
+        actions = {a.id: a for a in session.execute(
+            select(Action).where(Action.id.in_(ids))).scalars()}
+        customers = {c.id: c for c in session.execute(
+            select(Customer).where(Customer.id.in_({a.customer_id for a in actions.values()}))
+        ).scalars()}
+        lines: dict[int, list[Line]] = defaultdict(list)
+        for link, invoice in session.execute(
+            select(ActionInvoice, Invoice)
+            .join(Invoice, Invoice.id == ActionInvoice.invoice_id)
+            .where(ActionInvoice.action_id.in_(ids), ActionInvoice.dropped_reason.is_(None))
+            .order_by(ActionInvoice.action_id, Invoice.due_date, Invoice.id)
+        ).tuples():
+            lines[link.action_id].append(Line(
+                number=invoice.number or invoice.external_id, issue_date=invoice.issue_date,
+                due_date=invoice.due_date, currency=invoice.currency, amount=invoice.amount,
+                amount_open=invoice.amount_open,
+                days_overdue=(as_of - invoice.due_date).days,
+            ))
+    for action_id, action in actions.items():
+        customer = customers[action.customer_id]
+        if not lines[action_id]:
+            out[action_id] = (action, None)
+            continue
+        recipients = tuple(a.strip() for a in (customer.email or "").split(";") if a.strip())
+        out[action_id] = (action, Letter(
+            customer_ref=customer.external_id, customer_name=customer.name,
+            language=customer.language, country=customer.country, recipients=recipients,
+            stage=action.stage, template=action.template or action.stage,
+            as_of=as_of, lines=tuple(lines[action_id]),
+        ))
+    return out
+
+
+def _record(engine: Engine, action_id: int, **values: Any) -> None:
+    with transaction(engine) as session:
+        session.execute(update(Action).where(Action.id == action_id)
+                        .values(updated_at=utcnow(), **values))
+
+
+def dispatch_email(
+    engine: Engine, policy: Policy, transport: Outbox | SendGrid | None, as_of: date,
+    *, dry_run: bool = False,
+) -> DispatchResult:
+    """Deliver every claimable email action; with `dry_run` (or no transport) only count them."""
+    result = DispatchResult(channel="email")
+    claimable = _claimable(policy, "email")
+    with transaction(engine) as session:
+        ids = list(session.execute(
+            select(Action.id).where(claimable).order_by(Action.id)).scalars())
+        result.in_flight = session.execute(
+            select(func.count()).select_from(Action)
+            .where(Action.kind == "email", Action.status == "sending")).scalar_one()
+    if dry_run or transport is None:
+        result.would_send = len(ids)
+        return result
+
+    for batch in chunks(ids, CLAIM_CHUNK):
+        with transaction(engine) as session:
+            # A conditional UPDATE is the claim: of two dispatchers, only one sees the row
+            # still claimable; the other skips it.
+            claimed = list(session.execute(
+                update(Action)
+                .where(Action.id.in_(batch), claimable)
+                .values(status="sending", attempts=Action.attempts + 1, updated_at=utcnow())
+                .returning(Action.id)
+                .execution_options(synchronize_session=False)
+            ).scalars())
+        if not claimed:
+            continue
+        for action_id, (action, letter) in sorted(_letters(engine, claimed, as_of).items()):
+            if letter is None:
+                _record(engine, action_id, status="cancelled",
+                        last_error="cancelled: no invoice left to mention")
+                result.cancelled += 1
+                continue
+            try:
+                if not letter.recipients:
+                    # Retrying would fail the same way every morning: fail once, visibly.
+                    raise DeliveryError(f"customer {letter.customer_ref} has no email address; "
+                                        "add one in the accounting system", retryable=False)
+                provider_id = transport.send(render(letter, policy), action_id,
+                                             action.dedupe_key)
+            except DeliveryError as exc:
+                _record(engine, action_id, status="failed", last_error=str(exc),
+                        retryable=exc.retryable)
+                result.failed += 1
+                result.errors.append({"action_id": action_id, "customer_id": letter.customer_ref,
+                                      "error": str(exc)})
+                log.warning("action %s failed: %s", action_id, exc)
+                continue
+            except Exception as exc:  # a bug must not stop the other customers' messages
+                log.exception("action %s failed unexpectedly", action_id)
+                _record(engine, action_id, status="failed", last_error=f"internal error: {exc!r}")
+                result.failed += 1
+                result.errors.append({"action_id": action_id, "customer_id": letter.customer_ref,
+                                      "error": repr(exc)})
+                continue
+            _record(engine, action_id, status="sent", provider_id=provider_id,
+                    sent_at=utcnow(), last_error=None)
+            result.sent += 1
+    return result
+
+
+def waiting_by_channel(engine: Engine) -> dict[str, dict[str, int]]:
+    """Undelivered actions per channel and status."""
+    out: dict[str, dict[str, int]] = defaultdict(dict)
+    with transaction(engine) as session:
+        for kind, status, n in session.execute(
+            select(Action.kind, Action.status, func.count())
+            .where(Action.status.in_(("pending_approval", "approved", "queued", "failed",
+                                      "sending")))
+            .group_by(Action.kind, Action.status)
+        ):
+            out[kind][status] = n
+    return dict(out)

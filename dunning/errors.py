@@ -1,0 +1,51 @@
+"""The exceptions dunning raises, and what the command line makes of them.
+
+    DunningError                 anything dunning refuses or fails to do (exit 1)
+    ├── ConfigError              bad policy, missing file or header, bad option (exit 2)
+    │   └── RunDateError         a run dated before the last one (exit 2)
+    ├── SnapshotError            a snapshot that cannot be read at all (exit 2)
+    ├── NotFoundError            an unknown invoice, action or customer id (exit 2)
+    └── DeliveryError            a channel could not deliver an action (recorded, not raised to users)
+"""
+
+from __future__ import annotations
+
+
+class DunningError(Exception):
+    """Base class: something dunning refused or failed to do."""
+
+    exit_code = 1
+
+
+class ConfigError(DunningError):
+    """The configuration or the command line is wrong; the message says where."""
+
+    exit_code = 2
+
+
+class RunDateError(ConfigError):
+    """A run was asked for a business date earlier than the last run."""
+
+
+class SnapshotError(ConfigError):
+    """The snapshot cannot be read at all (missing file, no header): nothing was changed."""
+
+
+class NotFoundError(DunningError):
+    """An id given on the command line does not exist."""
+
+    exit_code = 2
+
+
+class DeliveryError(DunningError):
+    """A channel could not deliver an action; the action is marked failed with this message."""
+
+    def __init__(self, message: str, *, retryable: bool = True) -> None:
+        super().__init__(message)
+        self.retryable = retryable
+
+
+class ConflictError(DunningError):
+    """The request does not fit the current state (e.g. approving an action already sent)."""
+
+    exit_code = 2

@@ -1,0 +1,524 @@
+"""The ledger: bring our tables in line with a snapshot, record the ladder's decisions as
+transitions and actions, and record approvals. Functions take a session; the caller owns the
+transaction (one per unit of work)."""
+
+from __future__ import annotations
+
+import hashlib
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Any, TypeVar
+
+from sqlalchemy import func, insert, select, update
+from sqlalchemy.orm import Session
+
+from dunning.errors import ConflictError, NotFoundError, RunDateError
+from dunning.ladder import Decision, InvoiceFacts, decide
+from dunning.models import (
+    Action,
+    ActionInvoice,
+    Approval,
+    Customer,
+    Invoice,
+    Run,
+    Transition,
+    utcnow,
+)
+from dunning.policy import Policy
+from dunning.sources.snapshot import CustomerRow, InvoiceRow, Snapshot
+
+UNDELIVERED = ("pending_approval", "approved", "queued", "failed")
+SYSTEM = "dunning"
+_CHUNK = 2000
+T = TypeVar("T")
+
+
+def chunks(items: Sequence[T], size: int = _CHUNK) -> Iterator[Sequence[T]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+# --- runs -------------------------------------------------------------------------------------
+
+
+def last_run_date(session: Session) -> date | None:
+    return session.execute(select(func.max(Run.business_date))).scalar()
+
+
+def business_date(session: Session, today: date) -> date:
+    """The ledger's current business date: that of the latest run, or today before any run."""
+    return last_run_date(session) or today
+
+
+def check_run_date(session: Session, as_of: date) -> None:
+    """Time does not go backwards: refuse a date earlier than the last run's."""
+    last = last_run_date(session)
+    if last is not None and as_of < last:
+        raise RunDateError(
+            f"--as-of {as_of} is earlier than the last run ({last}); a run may repeat the last "
+            "date or move forward, never back. Nothing was changed."
+        )
+
+
+def start_run(session: Session, run_id: str, as_of: date) -> Run:
+    check_run_date(session, as_of)
+    run = Run(id=run_id, business_date=as_of, status="running")
+    session.add(run)
+    session.flush()
+    return run
+
+
+def finish_run(session: Session, run_id: str, status: str, counts: dict[str, int]) -> None:
+    values: dict[str, Any] = {"status": status, "finished_at": utcnow()}
+    values.update({key: value for key, value in counts.items() if hasattr(Run, key)})
+    session.execute(update(Run).where(Run.id == run_id).values(**values))
+
+
+# --- reconcile --------------------------------------------------------------------------------
+
+
+@dataclass
+class ReconcileResult:
+    customers_new: int = 0
+    customers_updated: int = 0
+    invoices_new: int = 0
+    invoices_updated: int = 0
+    settled: int = 0
+    reopened: int = 0
+    resumed: int = 0
+    actions_cancelled: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return dict(self.__dict__)
+
+
+_CUSTOMER_FIELDS = ("name", "email", "phone", "language", "country", "credit_limit", "segment")
+_INVOICE_FIELDS = ("number", "issue_date", "due_date", "currency", "amount", "amount_open")
+
+
+def _customer_values(row: CustomerRow) -> dict[str, Any]:
+    return {name: getattr(row, name) for name in _CUSTOMER_FIELDS}
+
+
+def reconcile(session: Session, snapshot: Snapshot, as_of: date, run_id: str | None) -> \
+        ReconcileResult:
+    """Insert new customers and invoices, update changed ones, settle what is gone or paid."""
+    result = ReconcileResult()
+    now = utcnow()
+    customer_ids = _reconcile_customers(session, snapshot.customers, result, now)
+
+    settle: list[tuple[int, str | None, str]] = []
+    reopen: list[tuple[int, str | None, str]] = []
+    for rows in chunks(snapshot.invoices):
+        known = {
+            row.external_id: row
+            for row in session.execute(
+                select(Invoice.id, Invoice.external_id, Invoice.customer_id, Invoice.state,
+                       Invoice.stage, *[getattr(Invoice, f) for f in _INVOICE_FIELDS])
+                .where(Invoice.external_id.in_([r.external_id for r in rows]))
+            )
+        }
+        inserts: list[dict[str, Any]] = []
+        updates: list[dict[str, Any]] = []
+        for row in rows:
+            values = {name: getattr(row, name) for name in _INVOICE_FIELDS}
+            values["customer_id"] = customer_ids[row.customer_external_id]
+            existing = known.get(row.external_id)
+            if existing is None:
+                settled_already = row.amount_open == 0
+                inserts.append(values | {
+                    "external_id": row.external_id,
+                    "state": "closed" if settled_already else "active",
+                    "state_reason": "settled" if settled_already else None,
+                    "closed_on": as_of if settled_already else None,
+                    "updated_at": now,
+                })
+                continue
+            changed = any(getattr(existing, k) != v for k, v in values.items())
+            if changed:
+                updates.append(values | {"id": existing.id, "updated_at": now})
+            if existing.state != "closed" and row.amount_open == 0:
+                settle.append((existing.id, existing.stage, "nothing open in the snapshot"))
+            elif existing.state == "closed" and row.amount_open != 0:
+                reopen.append((existing.id, existing.stage,
+                               f"back in the snapshot with {row.amount_open} {row.currency} open"))
+        if inserts:
+            session.execute(insert(Invoice), inserts)
+            result.invoices_new += len(inserts)
+        if updates:
+            session.execute(update(Invoice), updates)
+            result.invoices_updated += len(updates)
+
+    seen = snapshot.seen_invoice_ids
+    for invoice_id, external_id, stage in session.execute(
+        select(Invoice.id, Invoice.external_id, Invoice.stage).where(Invoice.state != "closed")
+    ).all():
+        if external_id not in seen:
+            settle.append((invoice_id, stage, "absent from the snapshot"))
+
+    result.settled = len(settle)
+    result.actions_cancelled = _settle(session, settle, as_of, run_id, now)
+    result.reopened = len(reopen)
+    _set_state(session, reopen, "reopened", "active", as_of, run_id, now, reason="reopened")
+    result.resumed = _resume_expired_pauses(session, as_of, run_id, now)
+    return result
+
+
+def _reconcile_customers(
+    session: Session, rows: list[CustomerRow], result: ReconcileResult, now: datetime
+) -> dict[str, int]:
+    known: dict[str, Any] = {
+        row.external_id: row
+        for row in session.execute(
+            select(Customer.id, Customer.external_id,
+                   *[getattr(Customer, f) for f in _CUSTOMER_FIELDS])
+        )
+    }
+    inserts: list[dict[str, Any]] = []
+    updates: list[dict[str, Any]] = []
+    for row in rows:
+        values = _customer_values(row)
+        existing = known.get(row.external_id)
+        if existing is None:
+            inserts.append(values | {"external_id": row.external_id, "updated_at": now})
+        elif any(getattr(existing, k) != v for k, v in values.items()):
+            updates.append(values | {"id": existing.id, "updated_at": now})
+    for batch in chunks(inserts):
+        session.execute(insert(Customer), list(batch))
+    if updates:
+        session.execute(update(Customer), updates)
+    result.customers_new = len(inserts)
+    result.customers_updated = len(updates)
+    return dict(session.execute(select(Customer.external_id, Customer.id)).tuples().all())
+
+
+def _set_state(
+    session: Session,
+    changes: list[tuple[int, str | None, str]],
+    event: str,
+    state: str,
+    as_of: date,
+    run_id: str | None,
+    now: datetime,
+    *,
+    reason: str,
+) -> None:
+    """Move invoices to `state`, one transition each; `changes` are (id, stage, detail)."""
+    if not changes:
+        return
+    values: dict[str, Any] = {"state": state, "updated_at": now}
+    if state == "closed":
+        values |= {"state_reason": "settled", "closed_on": as_of, "paused_until": None}
+    else:
+        values |= {"state_reason": None, "closed_on": None, "paused_until": None}
+    for batch in chunks(changes):
+        ids = [invoice_id for invoice_id, _, _ in batch]
+        session.execute(update(Invoice).where(Invoice.id.in_(ids)).values(**values))
+    session.execute(insert(Transition), [
+        {"invoice_id": invoice_id, "event": event, "from_stage": stage, "to_stage": stage,
+         "state": state, "business_date": as_of, "at": now, "reason": reason,
+         "detail": detail, "actor": SYSTEM, "run_id": run_id}
+        for invoice_id, stage, detail in changes
+    ])
+
+
+def _settle(
+    session: Session,
+    changes: list[tuple[int, str | None, str]],
+    as_of: date,
+    run_id: str | None,
+    now: datetime,
+) -> int:
+    """Close settled invoices and take them out of every undelivered action (settlement wins)."""
+    _set_state(session, changes, "settled", "closed", as_of, run_id, now, reason="settled")
+    ids = [invoice_id for invoice_id, _, _ in changes]
+    return drop_from_undelivered(session, ids, f"settled on {as_of}", now)
+
+
+def drop_from_undelivered(
+    session: Session, invoice_ids: Sequence[int], why: str, now: datetime
+) -> int:
+    """Take invoices out of actions not yet delivered; cancel the actions left with none.
+    Returns how many actions were cancelled."""
+    touched: set[int] = set()
+    for batch in chunks(invoice_ids):
+        touched.update(session.execute(
+            select(ActionInvoice.action_id)
+            .join(Action, Action.id == ActionInvoice.action_id)
+            .where(ActionInvoice.invoice_id.in_(batch), ActionInvoice.dropped_reason.is_(None),
+                   Action.status.in_(UNDELIVERED))
+        ).scalars())
+        session.execute(
+            update(ActionInvoice)
+            .where(ActionInvoice.invoice_id.in_(batch), ActionInvoice.dropped_reason.is_(None),
+                   ActionInvoice.action_id.in_(
+                       select(Action.id).where(Action.status.in_(UNDELIVERED))))
+            .values(dropped_reason=why)
+        )
+    cancelled = 0
+    for batch in chunks(sorted(touched)):
+        still_open = select(ActionInvoice.action_id).where(
+            ActionInvoice.action_id == Action.id, ActionInvoice.dropped_reason.is_(None)
+        ).exists()
+        cancelled += session.execute(
+            update(Action)
+            .where(Action.id.in_(batch), Action.status.in_(UNDELIVERED), ~still_open)
+            .values(status="cancelled", last_error=f"cancelled: every invoice {why}",
+                    updated_at=now)
+            .execution_options(synchronize_session=False)
+        ).rowcount
+    return cancelled
+
+
+def _resume_expired_pauses(session: Session, as_of: date, run_id: str | None, now: datetime) -> int:
+    rows = session.execute(
+        select(Invoice.id, Invoice.stage, Invoice.paused_until)
+        .where(Invoice.state == "paused", Invoice.paused_until.is_not(None),
+               Invoice.paused_until < as_of)
+    ).all()
+    _set_state(session, [(i, s, f"pause ended on {until}") for i, s, until in rows], "resumed",
+               "active", as_of, run_id, now, reason="pause ended")
+    return len(rows)
+
+
+# --- evaluate and record ----------------------------------------------------------------------
+
+
+@dataclass
+class BatchResult:
+    invoices: int = 0
+    entered: Counter[str] = field(default_factory=Counter)
+    proposed: Counter[str] = field(default_factory=Counter)  # stages awaiting approval
+    actions: Counter[str] = field(default_factory=Counter)  # by channel
+    transitions: int = 0
+
+    def merge(self, other: BatchResult) -> None:
+        self.invoices += other.invoices
+        self.entered.update(other.entered)
+        self.proposed.update(other.proposed)
+        self.actions.update(other.actions)
+        self.transitions += other.transitions
+
+
+def _active_filter() -> list[Any]:
+    return [Invoice.state == "active", Invoice.amount_open > 0]
+
+
+def plan_batches(session: Session, batch_size: int) -> list[tuple[int, int]]:
+    """Customer-id ranges of about `batch_size` active invoices; a customer is never split, so
+    its messages are grouped within one batch."""
+    ranges: list[tuple[int, int]] = []
+    low: int | None = None
+    count = 0
+    for customer_id, n in session.execute(
+        select(Invoice.customer_id, func.count())
+        .where(*_active_filter())
+        .group_by(Invoice.customer_id)
+        .order_by(Invoice.customer_id)
+    ):
+        if low is None:
+            low = customer_id
+        count += n
+        if count >= batch_size:
+            ranges.append((low, customer_id))
+            low, count = None, 0
+    if low is not None:
+        ranges.append((low, customer_id))
+    return ranges
+
+
+def dedupe_key(as_of: date, stage: str, customer_id: int, invoice_ids: Iterable[int]) -> str:
+    """Same date, stage, customer and invoices: the same message, whatever reruns happen."""
+    digest = hashlib.sha256(",".join(map(str, sorted(invoice_ids))).encode()).hexdigest()[:16]
+    return f"{as_of.isoformat()}:{stage}:{customer_id}:{digest}"
+
+
+def facts_for(session: Session, low: int, high: int) -> list[InvoiceFacts]:
+    """The ladder's input for the active invoices of customers `low`..`high`."""
+    blocked: dict[int, tuple[set[str], str | None]] = defaultdict(lambda: (set(), None))
+    for invoice_id, stage, status in session.execute(
+        select(ActionInvoice.invoice_id, Action.stage, Action.status)
+        .join(Action, Action.id == ActionInvoice.action_id)
+        .where(Action.customer_id.between(low, high),
+               Action.status.in_(("pending_approval", "rejected")),
+               ActionInvoice.dropped_reason.is_(None))
+    ):
+        rejected, pending = blocked[invoice_id]
+        if status == "rejected":
+            rejected.add(stage)
+        else:
+            pending = stage
+        blocked[invoice_id] = (rejected, pending)
+    facts = []
+    for row in session.execute(
+        select(Invoice.id, Invoice.customer_id, Invoice.due_date, Invoice.amount,
+               Invoice.amount_open, Invoice.stage, Invoice.stage_entered_on, Invoice.state)
+        .where(Invoice.customer_id.between(low, high), *_active_filter())
+        .order_by(Invoice.customer_id, Invoice.id)
+    ):
+        rejected, pending = blocked.get(row.id, (set(), None))
+        facts.append(InvoiceFacts(
+            invoice_id=row.id, customer_id=row.customer_id, due_date=row.due_date,
+            amount=row.amount, amount_open=row.amount_open, stage=row.stage,
+            stage_entered_on=row.stage_entered_on, state=row.state,
+            rejected_stages=frozenset(rejected), pending_stage=pending,
+        ))
+    return facts
+
+
+def evaluate_batch(
+    session: Session, policy: Policy, as_of: date, run_id: str | None, low: int, high: int
+) -> BatchResult:
+    """Decide every active invoice of customers `low`..`high` and record the outcome: one
+    action per customer and stage, transitions for stages that need no approval."""
+    result = BatchResult()
+    facts = facts_for(session, low, high)
+    result.invoices = len(facts)
+    groups: dict[tuple[int, str], list[tuple[InvoiceFacts, Decision]]] = defaultdict(list)
+    for invoice in facts:
+        decision = decide(invoice, policy, as_of)
+        if decision.stage is not None:
+            groups[(invoice.customer_id, decision.stage)].append((invoice, decision))
+    if not groups:
+        return result
+
+    now = utcnow()
+    actions: list[dict[str, Any]] = []
+    for (customer_id, stage_name), members in groups.items():
+        stage = policy.stage(stage_name)
+        actions.append({
+            "dedupe_key": dedupe_key(as_of, stage_name, customer_id,
+                                     (inv.invoice_id for inv, _ in members)),
+            "kind": stage.channel, "stage": stage_name, "template": stage.template_name,
+            "customer_id": customer_id,
+            "status": "pending_approval" if stage.requires_approval else "queued",
+            "business_date": as_of, "run_id": run_id, "created_at": now, "updated_at": now,
+        })
+    action_ids = session.execute(
+        insert(Action).returning(Action.id, sort_by_parameter_order=True), actions
+    ).scalars().all()
+
+    links: list[dict[str, Any]] = []
+    transitions: list[dict[str, Any]] = []
+    moves: list[dict[str, Any]] = []
+    for action_id, action, members in zip(action_ids, actions, groups.values(), strict=True):
+        stage_name = action["stage"]
+        approval = action["status"] == "pending_approval"
+        result.actions[action["kind"]] += 1
+        for invoice, decision in members:
+            links.append({"action_id": action_id, "invoice_id": invoice.invoice_id,
+                          "amount_open": invoice.amount_open,
+                          "days_overdue": decision.days_overdue, "reason": decision.reason})
+            if approval:
+                result.proposed[stage_name] += 1
+                continue
+            result.entered[stage_name] += 1
+            transitions.append({
+                "invoice_id": invoice.invoice_id, "event": "stage", "from_stage": invoice.stage,
+                "to_stage": stage_name, "state": "active", "business_date": as_of, "at": now,
+                "reason": decision.reason, "actor": SYSTEM, "run_id": run_id,
+                "action_id": action_id,
+            })
+            moves.append({"id": invoice.invoice_id, "stage": stage_name,
+                          "stage_entered_on": as_of, "updated_at": now})
+    session.execute(insert(ActionInvoice), links)
+    if transitions:
+        session.execute(insert(Transition), transitions)
+        session.execute(update(Invoice), moves)
+    result.transitions = len(transitions)
+    return result
+
+
+# --- approvals --------------------------------------------------------------------------------
+
+
+def _pending_action(session: Session, action_id: int) -> Action:
+    action = session.execute(
+        select(Action).where(Action.id == action_id).with_for_update()
+    ).scalar_one_or_none()
+    if action is None:
+        raise NotFoundError(f"no action {action_id} (see `dunning actions`)")
+    if action.status != "pending_approval":
+        raise ConflictError(
+            f"action {action_id} is {action.status}, not waiting for approval; nothing changed"
+        )
+    return action
+
+
+def _links(session: Session, action_id: int) -> list[tuple[ActionInvoice, Invoice]]:
+    return [
+        (link, invoice)
+        for link, invoice in session.execute(
+            select(ActionInvoice, Invoice)
+            .join(Invoice, Invoice.id == ActionInvoice.invoice_id)
+            .where(ActionInvoice.action_id == action_id, ActionInvoice.dropped_reason.is_(None))
+            .order_by(Invoice.id)
+        ).tuples()
+    ]
+
+
+def approve(
+    session: Session, policy: Policy, action_id: int, by: str, comment: str | None, on: date
+) -> Action:
+    """Approve a proposed action: its invoices enter the stage now (actor: the approver) and the
+    action goes out at the next dispatch."""
+    action = _pending_action(session, action_id)
+    now = utcnow()
+    target = policy.stage_index(action.stage)
+    entering: list[tuple[ActionInvoice, Invoice]] = []
+    stale: list[int] = []
+    for link, invoice in _links(session, action_id):
+        if invoice.state == "active" and policy.stage_index(invoice.stage) < target:
+            entering.append((link, invoice))
+        else:
+            stale.append(invoice.id)  # type: ignore[arg-type]
+    if stale:
+        drop_from_undelivered(session, stale, "no longer active at approval", now)
+    if not entering:
+        action.status = "cancelled"
+        action.last_error = "cancelled: none of its invoices can enter the stage any more"
+    else:
+        action.status = "approved"
+        note = f"; approved by {by}" + (f": {comment}" if comment else "")
+        session.execute(insert(Transition), [
+            {"invoice_id": invoice.id, "event": "stage", "from_stage": invoice.stage,
+             "to_stage": action.stage, "state": "active", "business_date": on, "at": now,
+             "reason": link.reason + note, "actor": by, "run_id": None, "action_id": action_id}
+            for link, invoice in entering
+        ])
+        session.execute(update(Invoice), [
+            {"id": invoice.id, "stage": action.stage, "stage_entered_on": on, "updated_at": now}
+            for _, invoice in entering
+        ])
+    action.updated_at = now
+    session.add(Approval(action_id=action_id, decision="approved", by=by, at=now, comment=comment))
+    session.flush()
+    return action
+
+
+def reject(session: Session, action_id: int, by: str, reason: str, on: date) -> Action:
+    """Reject a proposed action: nothing goes out, and the ladder will not propose that stage
+    again for these invoices."""
+    action = _pending_action(session, action_id)
+    now = utcnow()
+    action.status = "rejected"
+    action.updated_at = now
+    session.add(Approval(action_id=action_id, decision="rejected", by=by, at=now, comment=reason))
+    rows = _links(session, action_id)
+    if rows:
+        session.execute(insert(Transition), [
+            {"invoice_id": invoice.id, "event": "rejected", "from_stage": invoice.stage,
+             "to_stage": invoice.stage, "state": invoice.state, "business_date": on, "at": now,
+             "reason": f"{action.stage} rejected by {by}: {reason}", "actor": by,
+             "run_id": None, "action_id": action_id}
+            for _, invoice in rows
+        ])
+    session.flush()
+    return action
+
+
+def money_total(amounts: Iterable[Decimal]) -> Decimal:
+    return sum(amounts, Decimal("0"))

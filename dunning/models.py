@@ -1,0 +1,190 @@
+"""The tables: customers and invoices mirror the snapshot; transitions, actions, approvals and
+runs are ours. Transitions are append-only; an action is an outbox row with a unique dedupe key."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import BigInteger, Column, DateTime, Index, Numeric
+from sqlalchemy.engine import Dialect
+from sqlalchemy.types import TypeDecorator
+from sqlmodel import Field, SQLModel
+
+CENT = Decimal("0.01")
+_SCALE = 10_000
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Money(TypeDecorator[Decimal]):
+    """Exact money: NUMERIC(18,4) on PostgreSQL, ten-thousandths in an integer on SQLite
+    (SQLite has no decimal type and would round-trip through float)."""
+
+    impl = Numeric(18, 4)
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: Dialect) -> Any:
+        if dialect.name == "sqlite":
+            return dialect.type_descriptor(BigInteger())
+        return dialect.type_descriptor(Numeric(18, 4, asdecimal=True))
+
+    def process_bind_param(self, value: Any, dialect: Dialect) -> Any:
+        if value is None:
+            return None
+        value = Decimal(value)
+        if dialect.name == "sqlite":
+            return int((value * _SCALE).to_integral_value())
+        return value
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> Decimal | None:
+        if value is None:
+            return None
+        amount = Decimal(value).scaleb(-4) if dialect.name == "sqlite" else Decimal(value)
+        cents = amount.quantize(CENT)
+        return cents if cents == amount else amount.normalize()
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timestamps stored and returned UTC-aware on every database."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: Any, dialect: Dialect) -> Any:
+        if value is not None and value.tzinfo is None:
+            raise ValueError("naive datetime given for a UTC timestamp")
+        return value
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value
+
+
+def _money(nullable: bool = False) -> Any:
+    return Field(sa_column=Column(Money(), nullable=nullable))
+
+
+def _stamp(nullable: bool = False) -> Any:
+    return Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=nullable))
+
+
+class Customer(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    external_id: str = Field(unique=True, max_length=100)
+    name: str
+    email: str | None = None
+    phone: str | None = None
+    language: str = Field(max_length=8)
+    country: str | None = Field(default=None, max_length=2)
+    credit_limit: Decimal | None = _money(nullable=True)
+    segment: str | None = None
+    collector: str | None = None
+    hold_until: date | None = None
+    hold_reason: str | None = None
+    updated_at: datetime = _stamp()
+
+
+class Invoice(SQLModel, table=True):
+    __table_args__ = (Index("ix_invoice_state_customer", "state", "customer_id"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    external_id: str = Field(unique=True, max_length=100)
+    customer_id: int = Field(foreign_key="customer.id", index=True)
+    number: str | None = None
+    issue_date: date | None = None
+    due_date: date
+    currency: str = Field(max_length=3)
+    amount: Decimal = _money()
+    amount_open: Decimal = _money()
+    stage: str | None = Field(default=None, max_length=64)
+    stage_entered_on: date | None = None
+    state: str = Field(default="active", max_length=16)  # active | paused | closed
+    state_reason: str | None = None
+    paused_until: date | None = None
+    closed_on: date | None = None
+    updated_at: datetime = _stamp()
+
+
+class Transition(SQLModel, table=True):
+    """One change of an invoice's stage or state; never updated, never deleted."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    invoice_id: int = Field(foreign_key="invoice.id", index=True)
+    event: str = Field(max_length=16)  # stage | settled | reopened | paused | resumed
+    from_stage: str | None = None
+    to_stage: str | None = None
+    state: str = Field(max_length=16)  # the invoice's state after the change
+    business_date: date
+    at: datetime = _stamp()
+    reason: str
+    detail: str | None = None
+    actor: str = Field(max_length=100)
+    run_id: str | None = Field(default=None, max_length=64, index=True)
+    action_id: int | None = Field(default=None, foreign_key="action.id")
+
+
+class Action(SQLModel, table=True):
+    """A message or task to deliver; its status says what happened to it."""
+
+    __table_args__ = (Index("ix_action_status_kind", "status", "kind"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    dedupe_key: str = Field(unique=True, max_length=200)
+    kind: str = Field(max_length=16)  # the channel: email | phone | letter | agency | injunction
+    stage: str = Field(max_length=64)
+    template: str | None = None
+    customer_id: int = Field(foreign_key="customer.id", index=True)
+    status: str = Field(max_length=20)
+    business_date: date
+    run_id: str | None = Field(default=None, max_length=64)
+    attempts: int = 0
+    retryable: bool = True
+    provider_id: str | None = None
+    last_error: str | None = None
+    created_at: datetime = _stamp()
+    updated_at: datetime = _stamp()
+    sent_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime(), nullable=True))
+
+
+class ActionInvoice(SQLModel, table=True):
+    """The invoices an action is about, with their figures when it was decided. An invoice settled
+    before delivery is dropped (kept here with the reason) so the message never mentions it."""
+
+    __tablename__ = "action_invoice"
+
+    action_id: int = Field(foreign_key="action.id", primary_key=True)
+    invoice_id: int = Field(foreign_key="invoice.id", primary_key=True, index=True)
+    amount_open: Decimal = _money()
+    days_overdue: int
+    reason: str
+    dropped_reason: str | None = None
+
+
+class Approval(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    action_id: int = Field(foreign_key="action.id", index=True)
+    decision: str = Field(max_length=16)  # approved | rejected
+    by: str = Field(max_length=100)
+    at: datetime = _stamp()
+    comment: str | None = None
+
+
+class Run(SQLModel, table=True):
+    id: str = Field(primary_key=True, max_length=64)
+    business_date: date = Field(index=True)
+    started_at: datetime = _stamp()
+    finished_at: datetime | None = Field(
+        default=None, sa_column=Column(UTCDateTime(), nullable=True)
+    )
+    status: str = Field(default="running", max_length=16)  # running | completed | failed
+    invoices_seen: int = 0
+    rejected_rows: int = 0
+    transitions: int = 0
+    actions_created: int = 0
+    actions_sent: int = 0
+    actions_failed: int = 0

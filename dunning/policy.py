@@ -1,0 +1,204 @@
+"""The policy file: the ladder, the source, the creditor. Validated once, at the edge."""
+
+from __future__ import annotations
+
+import re
+from decimal import Decimal
+from pathlib import Path
+from typing import Annotated, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from dunning.errors import ConfigError
+from dunning.resources import resource_dir
+
+Channel = Literal["email", "phone", "letter", "agency", "injunction"]
+Language = Literal["fr", "en", "nl", "de"]
+LANGUAGES: tuple[str, ...] = ("fr", "en", "nl", "de")
+_IDENTIFIER = re.compile(r"^[a-z][a-z0-9_]*$")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Stage(_Strict):
+    """One rung of the ladder."""
+
+    name: str
+    channel: Channel
+    days_after_due: int
+    min_days_since_previous: int = Field(0, ge=0)
+    min_amount: Decimal = Field(Decimal("0"), ge=0)
+    requires_approval: bool = False
+    template: str | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _identifier(cls, value: str) -> str:
+        if not _IDENTIFIER.match(value):
+            raise ValueError("must be a lower-case identifier (letters, digits, underscores)")
+        return value
+
+    @property
+    def template_name(self) -> str:
+        return self.template or self.name
+
+
+class CsvSource(_Strict):
+    kind: Literal["csv"] = "csv"
+    customers: Path
+    invoices: Path
+
+
+class HttpSource(_Strict):
+    """Declared here so a policy naming it is understood; the reader comes with the HTTP source."""
+
+    kind: Literal["http"]
+    url: str
+
+
+Source = Annotated[CsvSource | HttpSource, Field(discriminator="kind")]
+
+
+class Creditor(_Strict):
+    name: str
+    country: str = Field(min_length=2, max_length=2)
+    legal_id: str | None = None
+    address: str | None = None
+    email: str | None = None
+    phone: str | None = None
+    iban: str | None = None
+    bic: str | None = None
+
+
+class EmailSettings(_Strict):
+    from_address: str = Field(alias="from")
+    from_name: str | None = None
+    reply_to: str | None = None
+    max_attempts: int = Field(5, ge=1)
+    timeout: float = Field(20, gt=0)
+
+
+class Agency(_Strict):
+    url: str
+    token_env: str = "DUNNING_AGENCY_TOKEN"
+    timeout: float = Field(20, gt=0)
+
+
+class Policy(_Strict):
+    timezone: str = "Europe/Paris"
+    currency: str = Field("EUR", min_length=3, max_length=3)
+    language: Language = "fr"
+    source: Source
+    creditor: Creditor
+    email: EmailSettings | None = None
+    agency: Agency | None = None
+    payment_days: int = Field(8, ge=0, description="days given to pay in firmer reminders")
+    batch_size: int = Field(20_000, ge=1)
+    stages: list[Stage] = Field(min_length=1)
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {value!r}") from None
+        return value
+
+    @model_validator(mode="after")
+    def _ladder_in_order(self) -> Policy:
+        seen: set[str] = set()
+        previous: Stage | None = None
+        for index, stage in enumerate(self.stages):
+            if stage.name in seen:
+                raise ValueError(f"stages[{index}].name: duplicate stage name {stage.name!r}")
+            seen.add(stage.name)
+            if previous is not None and stage.days_after_due < previous.days_after_due:
+                raise ValueError(
+                    f"stages[{index}].days_after_due: {stage.name} ({stage.days_after_due}) comes "
+                    f"after {previous.name} ({previous.days_after_due}); list stages in "
+                    "escalation order"
+                )
+            previous = stage
+        return self
+
+    @property
+    def zone(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+    def stage(self, name: str) -> Stage:
+        for stage in self.stages:
+            if stage.name == name:
+                return stage
+        raise KeyError(name)
+
+    def stage_index(self, name: str | None) -> int:
+        """Position of a stage in the ladder; -1 for none (or a stage no longer in the policy)."""
+        if name is None:
+            return -1
+        for index, stage in enumerate(self.stages):
+            if stage.name == name:
+                return index
+        return -1
+
+
+def default_policy_path() -> Path:
+    """The policy shipped with dunning, used when `config/policy.yaml` is not in this folder."""
+    return resource_dir("config") / "policy.yaml"
+
+
+def _location(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif part in ("csv", "http") and out.endswith("source"):
+            continue
+        else:
+            out += f".{part}" if out else str(part)
+    return out
+
+
+def load_policy(path: Path) -> Policy:
+    """Read and validate a policy file; every error names the file and the field."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: policy file not found (set DUNNING_CONFIG)") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the policy file: {exc.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(f"{path}:{where}: invalid YAML: {problem}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the policy must be a YAML mapping (timezone:, stages:, ...)")
+    try:
+        return Policy.model_validate(data)
+    except ValidationError as exc:
+        lines = []
+        for error in exc.errors():
+            field = _location(error["loc"])
+            message = error["msg"].removeprefix("Value error, ")
+            if error["type"] == "extra_forbidden":
+                message = "unknown field"
+            elif error["type"] == "literal_error" and "channel" in field:
+                message = f"unknown channel {error['input']!r}; {error['msg'].lower()}"
+            lines.append(f"{path}: {field}: {message}" if field else f"{path}: {message}")
+        raise ConfigError("\n".join(lines)) from None
+
+
+def resolve_input(policy_path: Path, path: Path) -> Path:
+    """A source path from the policy: absolute, else from the working directory, else from the
+    policy file's folder."""
+    if path.is_absolute() or path.exists():
+        return path
+    beside = policy_path.parent / path
+    return beside if beside.exists() else path

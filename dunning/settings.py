@@ -1,0 +1,25 @@
+"""Settings read from the environment (see the README's Environment table)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """The process environment; secrets never live in files."""
+
+    model_config = SettingsConfigDict(extra="ignore", populate_by_name=True)
+
+    database_url: str = Field("sqlite:///./dunning.db", alias="DUNNING_DATABASE_URL")
+    config: Path = Field(Path("config/policy.yaml"), alias="DUNNING_CONFIG")
+    outbox_dir: Path = Field(Path("outbox"), alias="DUNNING_OUTBOX_DIR")
+    sendgrid_api_key: SecretStr | None = Field(None, alias="SENDGRID_API_KEY")
+    sendgrid_api_host: str | None = Field(None, alias="SENDGRID_API_HOST")
+
+
+def load_settings() -> Settings:
+    """Read the environment now (tests change it between calls)."""
+    return Settings()

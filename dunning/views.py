@@ -1,0 +1,128 @@
+"""What the command line shows: invoices with their stage, an invoice's history, actions."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from datetime import date
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from dunning.errors import NotFoundError
+from dunning.ledger import UNDELIVERED
+from dunning.models import Action, ActionInvoice, Customer, Invoice, Transition
+
+
+def _money(value: Any) -> str | None:
+    return None if value is None else f"{value:.2f}"
+
+
+def invoice_status(session: Session, as_of: date, customer: str | None = None) -> \
+        list[dict[str, Any]]:
+    """Every known invoice with its stage, state and undelivered action (if any)."""
+    query = (
+        select(Invoice, Customer.external_id)
+        .join(Customer, Customer.id == Invoice.customer_id)
+        .order_by(Customer.external_id, Invoice.due_date, Invoice.external_id)
+    )
+    if customer is not None:
+        found = session.execute(
+            select(Customer.id).where(Customer.external_id == customer)).scalar()
+        if found is None:
+            raise NotFoundError(f"no customer {customer!r} in the ledger")
+        query = query.where(Invoice.customer_id == found)
+    pending: dict[int, int] = {}
+    for invoice_id, action_id in session.execute(
+        select(ActionInvoice.invoice_id, ActionInvoice.action_id)
+        .join(Action, Action.id == ActionInvoice.action_id)
+        .where(Action.status.in_(UNDELIVERED), ActionInvoice.dropped_reason.is_(None))
+        .order_by(ActionInvoice.action_id)
+    ):
+        pending[invoice_id] = action_id
+    return [
+        {
+            "invoice_id": invoice.external_id,
+            "customer_id": customer_ref,
+            "number": invoice.number,
+            "stage": invoice.stage,
+            "state": invoice.state,
+            "state_reason": invoice.state_reason,
+            "due_date": invoice.due_date.isoformat(),
+            "currency": invoice.currency,
+            "amount": _money(invoice.amount),
+            "amount_open": _money(invoice.amount_open),
+            "days_overdue": (as_of - invoice.due_date).days,
+            "pending_action": pending.get(invoice.id),  # type: ignore[arg-type]
+        }
+        for invoice, customer_ref in session.execute(query).tuples()
+    ]
+
+
+def invoice_history(session: Session, external_id: str) -> list[dict[str, Any]]:
+    invoice_id = session.execute(
+        select(Invoice.id).where(Invoice.external_id == external_id)).scalar()
+    if invoice_id is None:
+        raise NotFoundError(f"no invoice {external_id!r} in the ledger")
+    return [
+        {
+            "at": t.at.isoformat(),
+            "business_date": t.business_date.isoformat(),
+            "event": t.event,
+            "from_stage": t.from_stage,
+            "to_stage": t.to_stage,
+            "state": t.state,
+            "reason": t.reason,
+            "detail": t.detail,
+            "actor": t.actor,
+            "run_id": t.run_id,
+            "action_id": t.action_id,
+        }
+        for t in session.execute(
+            select(Transition).where(Transition.invoice_id == invoice_id)
+            .order_by(Transition.at, Transition.id)
+        ).scalars()
+    ]
+
+
+def action_list(session: Session, status: str | None = None) -> list[dict[str, Any]]:
+    query = (select(Action, Customer.external_id)
+             .join(Customer, Customer.id == Action.customer_id).order_by(Action.id))
+    if status is not None:
+        query = query.where(Action.status == status)
+    rows = session.execute(query).tuples().all()
+    invoices: dict[int, list[str]] = defaultdict(list)
+    dropped: dict[int, list[str]] = defaultdict(list)
+    totals: dict[int, dict[str, Any]] = defaultdict(dict)
+    ids = [action.id for action, _ in rows]
+    for start in range(0, len(ids), 2000):
+        for action_id, external_id, reason, amount, currency in session.execute(
+            select(ActionInvoice.action_id, Invoice.external_id, ActionInvoice.dropped_reason,
+                   ActionInvoice.amount_open, Invoice.currency)
+            .join(Invoice, Invoice.id == ActionInvoice.invoice_id)
+            .where(ActionInvoice.action_id.in_(ids[start:start + 2000]))
+            .order_by(Invoice.external_id)
+        ):
+            if reason is None:
+                invoices[action_id].append(external_id)
+                totals[action_id][currency] = totals[action_id].get(currency, 0) + amount
+            else:
+                dropped[action_id].append(external_id)
+    return [
+        {
+            "action_id": action.id,
+            "kind": action.kind,
+            "stage": action.stage,
+            "customer_id": customer_ref,
+            "invoice_ids": invoices[action.id],  # type: ignore[index]
+            "dropped_invoice_ids": dropped[action.id],  # type: ignore[index]
+            "total_open": {cur: _money(v) for cur, v in totals[action.id].items()},  # type: ignore[index]
+            "status": action.status,
+            "created_at": action.created_at.isoformat(),
+            "business_date": action.business_date.isoformat(),
+            "attempts": action.attempts,
+            "provider_id": action.provider_id,
+            "last_error": action.last_error,
+        }
+        for action, customer_ref in rows
+    ]

@@ -1,0 +1,1 @@
+"""Prefect flows: the daily run and the demo."""

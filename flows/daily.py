@@ -1,0 +1,58 @@
+"""The daily dunning run: pull, reconcile, evaluate, dispatch, report."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import date
+from typing import Any
+
+from prefect import flow, get_run_logger
+from prefect.runtime import flow_run
+
+from dunning import daily
+from dunning.ledger import BatchResult
+from tasks.daily import (
+    dispatch_email,
+    evaluate,
+    plan_batches,
+    publish_report,
+    pull_snapshot,
+    reconcile,
+    simulate,
+)
+
+
+@flow(name="daily-dunning", log_prints=False)
+def daily_dunning(as_of: date | None = None, dry_run: bool = False) -> dict[str, Any]:
+    """Walk every open invoice one step up the ladder and send what is due, for `as_of`
+    (default: today in the policy's time zone). `dry_run` writes and sends nothing."""
+    logger = get_run_logger()
+    ctx = daily.load_context()
+    as_of = as_of or ctx.today()
+    run_id = str(flow_run.id or uuid.uuid4())
+    daily.check_date(ctx, as_of)
+
+    snapshot = pull_snapshot(ctx)
+    logger.info("snapshot: %d customers, %d invoices, %d rejected rows",
+                len(snapshot.customers), len(snapshot.invoices), len(snapshot.rejects))
+    if dry_run:
+        reconciled, evaluated, dispatched = simulate(ctx, snapshot, as_of, run_id)
+    else:
+        reconciled = reconcile(ctx, snapshot, as_of, run_id)
+        try:
+            evaluated = BatchResult()
+            for low, high in plan_batches(ctx):
+                evaluated.merge(evaluate(ctx, as_of, run_id, low, high))
+            dispatched = dispatch_email(ctx, as_of, dry_run=False)
+        except BaseException:
+            daily.fail(ctx, run_id)
+            raise
+
+    report = daily.build_report(ctx, run_id, as_of, dry_run, snapshot, reconciled, evaluated,
+                                dispatched)
+    if not dry_run:
+        daily.finish(ctx, run_id, report)
+    publish_report(report)
+    logger.info("entered: %s; sent %d, failed %d", report["evaluation"]["entered"],
+                report["dispatch"]["sent"], report["dispatch"]["failed"])
+    return report

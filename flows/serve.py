@@ -1,0 +1,21 @@
+"""`dunning serve`: the daily deployment served by this process (no work pool needed)."""
+
+from __future__ import annotations
+
+from prefect.schedules import Cron
+
+from dunning.daily import load_context
+from flows.daily import daily_dunning
+
+SCHEDULE = "30 6 * * 1-5"  # 06:30, Monday to Friday
+
+
+def serve_daily() -> None:
+    policy = load_context().policy
+    daily_dunning.serve(
+        name="daily",
+        schedules=[Cron(SCHEDULE, timezone=policy.timezone)],
+        global_limit=1,  # never two daily runs at once
+        description="The daily dunning run (pull, reconcile, evaluate, dispatch, report).",
+        tags=["dunning"],
+    )

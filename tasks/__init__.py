@@ -1,0 +1,1 @@
+"""Prefect tasks: thin wrappers over `dunning.daily`, one per step, batch or channel."""

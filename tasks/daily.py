@@ -1,0 +1,71 @@
+"""The daily run's tasks. Business logic lives in `dunning.daily`; here: names, retries, caching.
+
+Caching is off everywhere: every run must read the accounting system and the database afresh,
+and hashing a snapshot of a million rows to build a cache key would cost more than the step."""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Any
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from dunning import daily
+from dunning.daily import Context
+from dunning.dispatch import DispatchResult
+from dunning.ledger import BatchResult, ReconcileResult
+from dunning.sources import Snapshot
+
+
+@task(name="pull", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[5, 30])
+def pull_snapshot(ctx: Context) -> Snapshot:
+    """Read the receivables snapshot named by the policy."""
+    return daily.pull_snapshot(ctx)
+
+
+@task(name="reconcile", cache_policy=NO_CACHE)
+def reconcile(ctx: Context, snapshot: Snapshot, as_of: date, run_id: str) -> ReconcileResult:
+    """Record the run and bring the ledger in line with the snapshot."""
+    return daily.reconcile(ctx, snapshot, as_of, run_id)
+
+
+@task(name="plan-batches", cache_policy=NO_CACHE)
+def plan_batches(ctx: Context) -> list[tuple[int, int]]:
+    """Split the active invoices into customer ranges of about `batch_size` invoices."""
+    return daily.plan(ctx)
+
+
+@task(name="evaluate", cache_policy=NO_CACHE, task_run_name="evaluate-customers-{low}-{high}")
+def evaluate(ctx: Context, as_of: date, run_id: str, low: int, high: int) -> BatchResult:
+    """Decide and record one batch of customers in one transaction."""
+    return daily.evaluate(ctx, as_of, run_id, low, high)
+
+
+@task(name="dispatch-email", cache_policy=NO_CACHE)
+def dispatch_email(ctx: Context, as_of: date, dry_run: bool) -> DispatchResult:
+    """Deliver queued and approved emails (each claimed first: never twice)."""
+    return daily.dispatch(ctx, as_of, dry_run=dry_run)
+
+
+@task(name="simulate", cache_policy=NO_CACHE)
+def simulate(ctx: Context, snapshot: Snapshot, as_of: date, run_id: str) -> \
+        tuple[ReconcileResult, BatchResult, DispatchResult]:
+    """A dry run of reconcile and evaluate in a transaction that is rolled back."""
+    return daily.simulate(ctx, snapshot, as_of, run_id)
+
+
+@task(name="report", cache_policy=NO_CACHE)
+def publish_report(report: dict[str, Any]) -> None:
+    """Publish the run's report as Prefect artifacts (markdown and tables)."""
+    from prefect.artifacts import create_markdown_artifact, create_table_artifact
+
+    from dunning.report import markdown, stage_rows
+
+    create_markdown_artifact(markdown=markdown(report), key="dunning-daily-report",
+                             description=f"Dunning run of {report['as_of']}")
+    create_table_artifact(table=stage_rows(report), key="dunning-daily-stages",
+                          description="Invoices entering each stage, and actions created")
+    if report["rejected_rows"]:
+        create_table_artifact(table=report["rejected_rows"], key="dunning-rejected-rows",
+                              description="Snapshot rows left out: file, line, field, why")
