@@ -66,7 +66,7 @@ def _letters(engine: Engine, ids: list[int], as_of: date) -> dict[int, tuple[Act
             .join(Invoice, Invoice.id == ActionInvoice.invoice_id)
             .where(ActionInvoice.action_id.in_(ids), ActionInvoice.dropped_reason.is_(None))
             .order_by(ActionInvoice.action_id, Invoice.due_date, Invoice.id)
-        ).tuples():
+        ):
             lines[link.action_id].append(Line(
                 number=invoice.number or invoice.external_id, issue_date=invoice.issue_date,
                 due_date=invoice.due_date, currency=invoice.currency, amount=invoice.amount,

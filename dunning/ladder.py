@@ -74,6 +74,12 @@ def decide(invoice: InvoiceFacts, policy: Policy, as_of: date) -> Decision:
     if invoice.amount_open <= 0:
         return stay("nothing open")
 
+    if invoice.stage is not None and invoice.stage_entered_on is not None:
+        since = (as_of - invoice.stage_entered_on).days
+        if since < 1:
+            # Reruns of a day, and approvals recorded on it, never move an invoice twice.
+            return stay(f"{invoice.stage} entered {_days(since)} ago: one stage per day at most")
+
     stages = policy.stages
     current = policy.stage_index(invoice.stage)
     candidate = current + 1

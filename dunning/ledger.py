@@ -192,7 +192,7 @@ def _reconcile_customers(
         session.execute(update(Customer), updates)
     result.customers_new = len(inserts)
     result.customers_updated = len(updates)
-    return dict(session.execute(select(Customer.external_id, Customer.id)).tuples().all())
+    return dict(session.execute(select(Customer.external_id, Customer.id)).all())
 
 
 def _set_state(
@@ -456,7 +456,7 @@ def _links(session: Session, action_id: int) -> list[tuple[ActionInvoice, Invoic
             .join(Invoice, Invoice.id == ActionInvoice.invoice_id)
             .where(ActionInvoice.action_id == action_id, ActionInvoice.dropped_reason.is_(None))
             .order_by(Invoice.id)
-        ).tuples()
+        )
     ]
 
 

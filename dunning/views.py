@@ -55,7 +55,7 @@ def invoice_status(session: Session, as_of: date, customer: str | None = None) -
             "days_overdue": (as_of - invoice.due_date).days,
             "pending_action": pending.get(invoice.id),  # type: ignore[arg-type]
         }
-        for invoice, customer_ref in session.execute(query).tuples()
+        for invoice, customer_ref in session.execute(query)
     ]
 
 
@@ -90,7 +90,7 @@ def action_list(session: Session, status: str | None = None) -> list[dict[str, A
              .join(Customer, Customer.id == Action.customer_id).order_by(Action.id))
     if status is not None:
         query = query.where(Action.status == status)
-    rows = session.execute(query).tuples().all()
+    rows = session.execute(query).all()
     invoices: dict[int, list[str]] = defaultdict(list)
     dropped: dict[int, list[str]] = defaultdict(list)
     totals: dict[int, dict[str, Any]] = defaultdict(dict)

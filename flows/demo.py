@@ -55,9 +55,9 @@ def run_demo(days: int = 20, as_json: bool = False) -> dict[str, Any]:
     with transaction(ctx.engine) as session:
         stages = dict(session.execute(
             select(Invoice.stage, func.count()).where(Invoice.state == "active")
-            .group_by(Invoice.stage)).tuples().all())
+            .group_by(Invoice.stage)).all())
         states = dict(session.execute(
-            select(Invoice.state, func.count()).group_by(Invoice.state)).tuples().all())
+            select(Invoice.state, func.count()).group_by(Invoice.state)).all())
         pending = action_list(session, "pending_approval")
     outbox = ctx.settings.outbox_dir
     summary = {

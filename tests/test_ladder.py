@@ -1,0 +1,155 @@
+"""The ladder's rules, one row each, and its invariants under random invoices."""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from dunning.ladder import InvoiceFacts, decide
+from dunning.policy import Policy, load_policy
+
+REPO = Path(__file__).resolve().parents[1]
+POLICY = load_policy(REPO / "config" / "policy.yaml")
+AS_OF = date(2026, 11, 23)
+STAGES = [s.name for s in POLICY.stages]
+
+
+def facts(days_overdue: int, *, stage: str | None = None, entered_days_ago: int | None = None,
+          amount: str = "1000", amount_open: str | None = None, state: str = "active",
+          rejected: frozenset[str] = frozenset(), pending: str | None = None) -> InvoiceFacts:
+    return InvoiceFacts(
+        invoice_id=1, customer_id=1, due_date=AS_OF - timedelta(days=days_overdue),
+        amount=Decimal(amount), amount_open=Decimal(amount_open or amount), stage=stage,
+        stage_entered_on=None if entered_days_ago is None else AS_OF - timedelta(
+            days=entered_days_ago),
+        state=state, rejected_stages=rejected, pending_stage=pending,
+    )
+
+
+CASES = [
+    # (id, invoice, expected stage, words the reason must contain)
+    ("6 days before due: nothing yet", facts(-6), None, "waiting for pre_due_reminder"),
+    ("5 days before due: pre-due reminder", facts(-5), "pre_due_reminder", "due in 5 days ≤ 5"),
+    ("1 day before due: pre-due reminder", facts(-1), "pre_due_reminder", "due in 1 day"),
+    ("due today: pre-due passed over, waits for friendly", facts(0), None,
+     "waiting for friendly_reminder: 0 days overdue < 3"),
+    ("2 days overdue, no stage: waits", facts(2), None, "2 days overdue < 3"),
+    ("3 days overdue, no stage: friendly", facts(3), "friendly_reminder", "3 days overdue ≥ 3"),
+    ("after pre-due, 3 days overdue: friendly", facts(3, stage="pre_due_reminder",
+                                                     entered_days_ago=8),
+     "friendly_reminder", "3 days overdue ≥ 3"),
+    ("90 days overdue, no stage: only the friendly reminder", facts(90), "friendly_reminder",
+     "90 days overdue ≥ 3"),
+    ("second reminder too soon after friendly", facts(12, stage="friendly_reminder",
+                                                      entered_days_ago=6),
+     None, "friendly_reminder entered 6 days ago < 7"),
+    ("second reminder after 7 days", facts(12, stage="friendly_reminder", entered_days_ago=7),
+     "second_reminder", "12 days overdue ≥ 10; friendly_reminder entered 7 days ago ≥ 7"),
+    ("phone call at 15 days", facts(15, stage="second_reminder", entered_days_ago=5),
+     "phone_call", "15 days overdue ≥ 15"),
+    ("formal notice at 31 days, phone 16 days ago", facts(31, stage="phone_call",
+                                                          entered_days_ago=16),
+     "formal_notice", "31 days overdue ≥ 30; phone_call entered 16 days ago ≥ 7"),
+    ("formal notice awaiting approval is not proposed twice",
+     facts(31, stage="phone_call", entered_days_ago=16, pending="formal_notice"), None,
+     "formal_notice awaits approval"),
+    ("rejected formal notice: escalation stops",
+     facts(45, stage="phone_call", entered_days_ago=30, rejected=frozenset({"formal_notice"})),
+     None, "formal_notice was rejected"),
+    ("agency below its minimum waits", facts(70, stage="formal_notice", entered_days_ago=20,
+                                             amount="400"),
+     None, "open 400.00 < 500.00"),
+    ("agency above its minimum", facts(70, stage="formal_notice", entered_days_ago=20,
+                                       amount="800"),
+     "collection_agency", "open 800.00 ≥ 500.00"),
+    ("partial payment counts the open amount", facts(70, stage="formal_notice",
+                                                     entered_days_ago=20, amount="2000",
+                                                     amount_open="450"),
+     None, "open 450.00 < 500.00"),
+    ("last stage: nothing more", facts(200, stage="injunction", entered_days_ago=50), None,
+     "at the last stage"),
+    ("entered a stage today: never a second one the same day",
+     facts(40, stage="friendly_reminder", entered_days_ago=0), None, "entered 0 days ago"),
+    ("closed invoice is never dunned", facts(40, state="closed"), None, "closed"),
+    ("paused invoice is never dunned", facts(40, state="paused"), None, "paused"),
+    ("credit note is never dunned", facts(40, amount="-300"), None, "credit note"),
+    ("nothing open", facts(40, amount_open="0"), None, "nothing open"),
+]
+
+
+@pytest.mark.parametrize(("invoice", "stage", "reason"), [c[1:] for c in CASES],
+                         ids=[c[0] for c in CASES])
+def test_decide(invoice: InvoiceFacts, stage: str | None, reason: str) -> None:
+    decision = decide(invoice, POLICY, AS_OF)
+    assert decision.stage == stage
+    assert reason in decision.reason
+    assert decision.days_overdue == (AS_OF - invoice.due_date).days
+
+
+def test_a_zero_day_gap_still_waits_until_the_next_run() -> None:
+    data = POLICY.model_dump(by_alias=True)
+    for stage in data["stages"]:
+        stage["min_days_since_previous"] = 0
+    policy = Policy.model_validate(data)
+    decision = decide(facts(40, stage="friendly_reminder", entered_days_ago=0), policy, AS_OF)
+    assert decision.stage is None
+    moved = decide(facts(40, stage="friendly_reminder", entered_days_ago=1), policy, AS_OF)
+    assert moved.stage == "second_reminder"
+
+
+invoices = st.builds(
+    facts,
+    days_overdue=st.integers(-60, 400),
+    stage=st.sampled_from([None, *STAGES]),
+    entered_days_ago=st.integers(0, 120),
+    amount=st.decimals(-5000, 50000, places=2, allow_nan=False,
+                       allow_infinity=False).map(str),
+    state=st.sampled_from(["active", "active", "active", "paused", "closed"]),
+    rejected=st.frozensets(st.sampled_from(STAGES), max_size=2),
+    pending=st.sampled_from([None, *STAGES]),
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(invoices)
+def test_at_most_one_stage_and_never_a_skipped_post_due_stage(invoice: InvoiceFacts) -> None:
+    decision = decide(invoice, POLICY, AS_OF)
+    if decision.stage is None:
+        return
+    current = POLICY.stage_index(invoice.stage)
+    target = POLICY.stage_index(decision.stage)
+    assert target > current
+    skipped = POLICY.stages[current + 1:target]
+    # Only reminders before the due date may be passed over, and only once it is due.
+    assert all(s.days_after_due < 0 for s in skipped)
+    assert not skipped or decision.days_overdue >= 0
+    assert decision.stage not in invoice.rejected_stages
+    assert decision.stage != invoice.pending_stage
+
+
+@settings(max_examples=300, deadline=None)
+@given(invoices)
+def test_closed_paused_credit_notes_and_settled_invoices_never_move(invoice: InvoiceFacts) -> None:
+    decision = decide(invoice, POLICY, AS_OF)
+    if invoice.state != "active" or invoice.amount < 0 or invoice.amount_open <= 0:
+        assert decision.stage is None
+
+
+@settings(max_examples=300, deadline=None)
+@given(invoices, st.integers(0, 30))
+def test_a_stage_once_entered_respects_its_thresholds(invoice: InvoiceFacts, _: int) -> None:
+    decision = decide(invoice, POLICY, AS_OF)
+    if decision.stage is None:
+        return
+    stage = POLICY.stage(decision.stage)
+    assert decision.days_overdue >= stage.days_after_due
+    assert invoice.amount_open >= stage.min_amount
+    if stage.days_after_due < 0:
+        assert decision.days_overdue < 0
+    if invoice.stage is not None and invoice.stage_entered_on is not None:
+        assert (AS_OF - invoice.stage_entered_on).days >= max(stage.min_days_since_previous, 1)
