@@ -1,0 +1,127 @@
+"""Email through the real `sendgrid` client, against a local server playing SendGrid."""
+
+from __future__ import annotations
+
+import json
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from pytest_httpserver import HTTPServer
+from werkzeug import Request, Response
+
+from tests.conftest import Portfolio, query
+from tests.test_pipeline import as_json, day, run
+
+pytestmark = pytest.mark.usefixtures("prefect_server")
+
+
+@pytest.fixture
+def sendgrid(httpserver: HTTPServer, monkeypatch: pytest.MonkeyPatch) -> HTTPServer:
+    monkeypatch.setenv("SENDGRID_API_KEY", "SG.test-key")
+    monkeypatch.setenv("SENDGRID_API_HOST", httpserver.url_for("").rstrip("/"))
+    return httpserver
+
+
+def _accept(seen: list[dict[str, Any]], status: int = 202, message_id: str = "msg-1"):  # type: ignore[no-untyped-def]
+    def handler(request: Request) -> Response:
+        seen.append({"auth": request.headers.get("Authorization"), "body": request.get_json()})
+        return Response("" if status == 202 else json.dumps({"errors": [{"message": "boom"}]}),
+                        status=status, headers={"X-Message-Id": message_id})
+    return handler
+
+
+def test_the_v3_payload_and_the_message_id(portfolio: Portfolio, sendgrid: HTTPServer,
+                                           db_url: str) -> None:
+    portfolio.customer("C1", email="a@c1.example; b@c1.example", language="nl", country="BE")
+    portfolio.invoice("I1", "C1", due=day(-4), amount="1500.00")
+    portfolio.invoice("I2", "C1", due=day(-3), amount="250.00")
+    portfolio.write()
+    seen: list[dict[str, Any]] = []
+    sendgrid.expect_request("/v3/mail/send", method="POST").respond_with_handler(_accept(seen))
+
+    report = run(day(0))
+    assert report["dispatch"]["sent"] == 1
+    assert len(seen) == 1
+    body = seen[0]["body"]
+    assert seen[0]["auth"] == "Bearer SG.test-key"
+    assert body["personalizations"][0]["to"] == [{"email": "a@c1.example"},
+                                                 {"email": "b@c1.example"}]
+    assert body["from"] == {"email": "recouvrement@atelier-exemple.example",
+                            "name": "Atelier Exemple — Service recouvrement"}
+    assert body["reply_to"] == {"email": "recouvrement@atelier-exemple.example"}
+    assert [c["type"] for c in body["content"]] == ["text/plain", "text/html"]
+    assert "F-I1" in body["content"][0]["value"] and "1.750,00" in body["content"][0]["value"]
+    action = as_json("actions")[0]
+    assert body["custom_args"]["dunning_action_key"] == query(
+        db_url, "SELECT dedupe_key FROM action")[0][0]
+    assert body["custom_args"]["dunning_action_id"] == str(action["action_id"])
+    assert (action["status"], action["provider_id"]) == ("sent", "sendgrid:msg-1")
+
+
+def test_a_server_error_fails_the_action_and_the_next_run_retries(
+        portfolio: Portfolio, sendgrid: HTTPServer) -> None:
+    portfolio.customer("C1")
+    portfolio.invoice("I1", "C1", due=day(-4))
+    portfolio.write()
+    seen: list[dict[str, Any]] = []
+    sendgrid.expect_oneshot_request("/v3/mail/send").respond_with_handler(_accept(seen, 503))
+    report = run(day(0))
+    assert report["dispatch"]["failed"] == 1
+    failed = as_json("actions", "--status", "failed")[0]
+    assert "SendGrid answered 503" in failed["last_error"] and failed["attempts"] == 1
+
+    sendgrid.expect_oneshot_request("/v3/mail/send").respond_with_handler(
+        _accept(seen, 202, "msg-2"))
+    report = run(day(1))
+    assert report["dispatch"]["sent"] == 1
+    action = as_json("actions")[0]
+    assert (action["status"], action["attempts"], action["provider_id"]) == (
+        "sent", 2, "sendgrid:msg-2")
+    assert seen[0]["body"]["custom_args"] == seen[1]["body"]["custom_args"]
+
+    run(day(2))
+    assert len(seen) == 2, "a sent action is never sent again"
+
+
+def test_a_refused_message_is_not_retried(portfolio: Portfolio, sendgrid: HTTPServer) -> None:
+    portfolio.customer("C1")
+    portfolio.invoice("I1", "C1", due=day(-4))
+    portfolio.write()
+    seen: list[dict[str, Any]] = []
+    sendgrid.expect_request("/v3/mail/send").respond_with_handler(_accept(seen, 400))
+    run(day(0))
+    run(day(1))
+    assert len(seen) == 1
+    failed = as_json("actions", "--status", "failed")[0]
+    assert "SendGrid answered 400" in failed["last_error"] and "boom" in failed["last_error"]
+
+
+@pytest.fixture
+def silent_server() -> Iterator[str]:
+    """Accepts connections and never answers."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(8)
+    yield f"http://127.0.0.1:{server.getsockname()[1]}"
+    server.close()
+
+
+def test_a_stalled_sendgrid_times_out_instead_of_hanging(
+        portfolio: Portfolio, policy_file: Path, silent_server: str,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    data = yaml.safe_load(policy_file.read_text(encoding="utf-8"))
+    data["email"]["timeout"] = 0.5
+    policy_file.write_text(yaml.safe_dump(data), encoding="utf-8")
+    monkeypatch.setenv("SENDGRID_API_KEY", "SG.test-key")
+    monkeypatch.setenv("SENDGRID_API_HOST", silent_server)
+    portfolio.customer("C1")
+    portfolio.invoice("I1", "C1", due=day(-4))
+    portfolio.write()
+    report = run(day(0))
+    assert report["dispatch"]["failed"] == 1
+    failed = as_json("actions", "--status", "failed")[0]
+    assert "SendGrid unreachable" in failed["last_error"] and failed["attempts"] == 1

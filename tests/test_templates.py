@@ -1,0 +1,72 @@
+"""Every reminder renders in every language, with amounts and dates as its readers write them."""
+
+from __future__ import annotations
+
+from datetime import date
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from dunning.channels.email import Letter, Line, render
+from dunning.errors import DeliveryError
+from dunning.policy import LANGUAGES, load_policy
+
+REPO = Path(__file__).resolve().parents[1]
+POLICY = load_policy(REPO / "config" / "policy.yaml")
+EMAIL_STAGES = [s.template_name for s in POLICY.stages if s.channel == "email"]
+
+
+def letter(language: str, template: str, country: str = "FR", days_overdue: int = 12) -> Letter:
+    lines = (
+        Line("F2026-0001", date(2026, 9, 1), date(2026, 10, 1), "EUR", Decimal("12345.60"),
+             Decimal("1234.56"), days_overdue),
+        Line("F2026-0002", None, date(2026, 10, 15), "EUR", Decimal("99.90"),
+             Decimal("99.90"), days_overdue - 14),
+    )
+    return Letter(customer_ref="C042", customer_name="Müller & Söhne <GmbH>", language=language,
+                  country=country, recipients=("ap@x.example",), stage=template,
+                  template=template, as_of=date(2026, 11, 2), lines=lines)
+
+
+@pytest.mark.parametrize("language", LANGUAGES)
+@pytest.mark.parametrize("template", EMAIL_STAGES)
+def test_every_reminder_renders(language: str, template: str) -> None:
+    rendered = render(letter(language, template), POLICY)
+    assert rendered.subject and "\n" not in rendered.subject
+    for body in (rendered.text, rendered.html):
+        assert "F2026-0001" in body and "F2026-0002" in body
+        assert "C042-2026-11-02" in body, "the payment reference"
+        assert "FR76 3000 6000 0112 3456 7890 189" in body
+    assert "Müller &amp; Söhne &lt;GmbH&gt;" in rendered.html
+    assert "<GmbH>" not in rendered.html
+
+
+@pytest.mark.parametrize(("language", "country", "total", "long_date"), [
+    ("fr", "FR", "1\u202f334,46\u00a0€", "2 novembre 2026"),
+    ("fr", "BE", "1\u202f334,46\u00a0€", "2 novembre 2026"),
+    ("en", "GB", "€1,334.46", "2 November 2026"),
+    ("nl", "BE", "€\u00a01.334,46", "2 november 2026"),
+    ("de", "DE", "1.334,46\u00a0€", "2. November 2026"),
+    ("de", "CH", "EUR\u00a01’334.46", "2. November 2026"),
+])
+def test_amounts_and_dates_follow_the_language_and_country(language: str, country: str,
+                                                           total: str, long_date: str) -> None:
+    rendered = render(letter(language, "second_reminder", country), POLICY)
+    assert total in rendered.text
+    assert long_date in rendered.text
+
+
+def test_the_tone_firms_up_with_the_stage() -> None:
+    texts = {t: render(letter("en", t), POLICY).text for t in EMAIL_STAGES}
+    assert "10 November 2026" in texts["second_reminder"], "a pay-by date: run date + 8 days"
+    assert "10 November 2026" not in texts["friendly_reminder"]
+
+
+def test_a_missing_template_is_a_permanent_failure(tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DUNNING_TEMPLATES_DIR", str(tmp_path))
+    with pytest.raises(DeliveryError) as error:
+        render(letter("fr", "friendly_reminder"), POLICY)
+    assert "email/fr/friendly_reminder.subject.j2" in str(error.value)
+    assert error.value.retryable is False
