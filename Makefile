@@ -24,7 +24,6 @@ test: $(BIN)/dunning
 
 lint: $(BIN)/dunning
 	$(BIN)/ruff check dunning flows tasks tests bench
-	$(BIN)/mypy dunning flows tasks
 
 clean:
 	rm -rf $(VENV) dunning.db dunning.db-wal dunning.db-shm outbox data .pytest_cache

@@ -51,7 +51,9 @@ def _claimable(policy: Policy, kind: str) -> Any:
     )
 
 
-def _letters(engine: Engine, ids: list[int], as_of: date) -> dict[int, tuple[Action, Letter | None]]:
+def _letters(
+    engine: Engine, ids: list[int], as_of: date
+) -> dict[int, tuple[Action, Letter | None]]:
     """The claimed actions with what their messages say (None: no invoice left to mention)."""
     out: dict[int, tuple[Action, Letter | None]] = {}
     with transaction(engine) as session:

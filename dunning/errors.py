@@ -1,11 +1,12 @@
 """The exceptions dunning raises, and what the command line makes of them.
 
-    DunningError                 anything dunning refuses or fails to do (exit 1)
-    ├── ConfigError              bad policy, missing file or header, bad option (exit 2)
-    │   └── RunDateError         a run dated before the last one (exit 2)
-    ├── SnapshotError            a snapshot that cannot be read at all (exit 2)
-    ├── NotFoundError            an unknown invoice, action or customer id (exit 2)
-    └── DeliveryError            a channel could not deliver an action (recorded, not raised to users)
+    DunningError              anything dunning refuses or fails to do (exit 1)
+    ├── ConfigError           bad policy, option or database URL (exit 2)
+    │   ├── RunDateError      a run dated before the last one (exit 2)
+    │   └── SnapshotError     a snapshot file missing or without header: nothing changed (exit 2)
+    ├── NotFoundError         an unknown invoice, action or customer id (exit 2)
+    ├── ConflictError         a request that does not fit the current state (exit 2)
+    └── DeliveryError         a channel could not deliver an action (recorded on the action)
 """
 
 from __future__ import annotations

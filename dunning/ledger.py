@@ -28,7 +28,7 @@ from dunning.models import (
     utcnow,
 )
 from dunning.policy import Policy
-from dunning.sources.snapshot import CustomerRow, InvoiceRow, Snapshot
+from dunning.sources.snapshot import CustomerRow, Snapshot
 
 UNDELIVERED = ("pending_approval", "approved", "queued", "failed")
 SYSTEM = "dunning"

@@ -6,7 +6,6 @@ from __future__ import annotations
 import email
 import json
 from datetime import date, timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
