@@ -62,7 +62,7 @@ def _parse_date(value: str | None, option: str) -> date | None:
 
 
 def _context() -> Any:
-    from dunning.daily import load_context
+    from dunning.context import load_context
 
     return load_context()
 
@@ -172,12 +172,8 @@ def status(
     from dunning.ledger import business_date
     from dunning.views import invoice_status
 
+    today = _context().today()
     with _session() as session:
-        from datetime import datetime
-
-        from dunning.daily import load_context
-
-        today = datetime.now(load_context().policy.zone).date()
         rows = invoice_status(session, business_date(session, today), customer)
     if as_json:
         _print_json(rows)
@@ -229,15 +225,13 @@ def actions(
 
 
 def _decide_on(action_id: int, by: str, approve: bool, text: str | None) -> dict[str, Any]:
-    from datetime import datetime
-
     from dunning import ledger
 
     if not by.strip():
         raise ConfigError("--by: give the name of the person deciding")
     ctx = _context()
     with _session() as session:
-        on = ledger.business_date(session, datetime.now(ctx.policy.zone).date())
+        on = ledger.business_date(session, ctx.today())
         if approve:
             action = ledger.approve(session, ctx.policy, action_id, by, text, on)
         else:

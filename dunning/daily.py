@@ -5,52 +5,22 @@
 
 from __future__ import annotations
 
-import os
-from dataclasses import dataclass
-from datetime import date, datetime
-from pathlib import Path
+from datetime import date
 from typing import Any
 
-from sqlalchemy import Engine, func, select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from dunning import ledger
 from dunning.channels.email import transport
-from dunning.db import get_engine, transaction
+from dunning.context import Context, load_context
+from dunning.db import transaction
 from dunning.dispatch import DispatchResult, dispatch_email, waiting_by_channel
 from dunning.ledger import BatchResult, ReconcileResult
 from dunning.models import Action
-from dunning.policy import Policy, default_policy_path, load_policy
-from dunning.settings import Settings, load_settings
 from dunning.sources import Snapshot, pull
 
-
-@dataclass(frozen=True)
-class Context:
-    settings: Settings
-    policy_path: Path
-    policy: Policy
-
-    @property
-    def engine(self) -> Engine:
-        return get_engine(self.settings.database_url)
-
-    def today(self) -> date:
-        """Today's business date in the policy's time zone."""
-        return datetime.now(self.policy.zone).date()
-
-
-def policy_path(settings: Settings) -> Path:
-    """DUNNING_CONFIG when set; else ./config/policy.yaml when present; else the shipped one."""
-    if "DUNNING_CONFIG" in os.environ or settings.config.exists():
-        return settings.config
-    return default_policy_path()
-
-
-def load_context() -> Context:
-    settings = load_settings()
-    path = policy_path(settings)
-    return Context(settings=settings, policy_path=path, policy=load_policy(path))
+__all__ = ["Context", "load_context"]
 
 
 def pull_snapshot(ctx: Context) -> Snapshot:

@@ -3,8 +3,10 @@ on SQLite and on PostgreSQL."""
 
 from __future__ import annotations
 
+import asyncio
 import email
 import json
+import uuid
 from datetime import date, timedelta
 from typing import Any
 
@@ -303,6 +305,32 @@ def test_the_flow_directly_reports_and_records_its_run(portfolio: Portfolio,
     assert run_id == report["run_id"] and state == "completed"
     assert (str(business_date), sent, transitions) == ("2026-11-02", 1, 1)
     assert query(db_url, "SELECT DISTINCT run_id FROM transition")[0][0] == run_id
+
+    markdown, table = asyncio.run(_artifacts(run_id))
+    assert "# Dunning run of 2026-11-02" in markdown
+    assert "| friendly_reminder | 1 | 0 |" in markdown
+    assert '"stage": "friendly_reminder"' in table and '"entered": 1' in table
+
+
+async def _artifacts(run_id: str) -> tuple[str, str]:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import (
+        ArtifactFilter,
+        ArtifactFilterFlowRunId,
+        FlowRunFilter,
+        TaskRunFilter,
+    )
+    from prefect.client.schemas.sorting import ArtifactSort
+
+    async with get_client() as client:
+        # Prefect 3.8's client sends nulls the server refuses unless every argument is given.
+        found = await client.read_artifacts(
+            artifact_filter=ArtifactFilter(
+                flow_run_id=ArtifactFilterFlowRunId(any_=[uuid.UUID(run_id)])),
+            flow_run_filter=FlowRunFilter(), task_run_filter=TaskRunFilter(),
+            sort=ArtifactSort.CREATED_DESC, limit=20)
+    by_key = {a.key: a.data for a in found}
+    return str(by_key["dunning-daily-report"]), str(by_key["dunning-daily-stages"])
 
 
 def test_a_paid_invoice_that_comes_back_is_reopened(portfolio: Portfolio) -> None:

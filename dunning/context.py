@@ -1,0 +1,42 @@
+"""What every step needs: the environment's settings, the policy, and the database engine."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from datetime import date, datetime
+from pathlib import Path
+
+from sqlalchemy import Engine
+
+from dunning.db import get_engine
+from dunning.policy import Policy, default_policy_path, load_policy
+from dunning.settings import Settings, load_settings
+
+
+@dataclass(frozen=True)
+class Context:
+    settings: Settings
+    policy_path: Path
+    policy: Policy
+
+    @property
+    def engine(self) -> Engine:
+        return get_engine(self.settings.database_url)
+
+    def today(self) -> date:
+        """Today's business date in the policy's time zone."""
+        return datetime.now(self.policy.zone).date()
+
+
+def policy_path(settings: Settings) -> Path:
+    """DUNNING_CONFIG when set; else ./config/policy.yaml when present; else the shipped one."""
+    if "DUNNING_CONFIG" in os.environ or settings.config.exists():
+        return settings.config
+    return default_policy_path()
+
+
+def load_context() -> Context:
+    settings = load_settings()
+    path = policy_path(settings)
+    return Context(settings=settings, policy_path=path, policy=load_policy(path))
