@@ -274,6 +274,173 @@ def reject(
         typer.echo(f"action {action_id} ({result['stage']}) rejected by {by}")
 
 
+# --- calls and pauses --------------------------------------------------------------------
+
+
+def _who(by: str) -> str:
+    if not by.strip():
+        raise ConfigError("--by: give the name of the person")
+    return by.strip()
+
+
+def _amount(value: str | None) -> Any:
+    from decimal import Decimal, InvalidOperation
+
+    if value is None:
+        return None
+    try:
+        amount = Decimal(value)
+    except InvalidOperation:
+        amount = None
+    if amount is None or not amount.is_finite() or amount <= 0:
+        raise ConfigError(f"--amount: {value!r} is not a positive amount (use '.' for decimals)")
+    return amount
+
+
+@app.command()
+@handles_errors
+def calls(
+    assignee: Annotated[str | None, typer.Option("--assignee", help="Only this collector's "
+                                                 "calls.")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Open call tasks, most overdue money first: who to call, about what, and what they were
+    already told."""
+    from dunning.calls import open_tasks
+    from dunning.ledger import business_date
+
+    today = _context().today()
+    with _session() as session:
+        rows = open_tasks(session, business_date(session, today), assignee)
+    if as_json:
+        _print_json(rows)
+    else:
+        _table(rows, ["task_id", "customer_id", "customer_name", "phone", "invoice_ids",
+                      "total_open", "assignee", "due_on"], f"{len(rows)} calls to make")
+
+
+@app.command("call-done")
+@handles_errors
+def call_done(
+    task_id: int,
+    by: Annotated[str, typer.Option("--by", help="Who called.")],
+    outcome: Annotated[str, typer.Option("--outcome", help="promise, dispute, no-answer, "
+                                         "wrong-contact, paid-claimed or callback.")],
+    until: Annotated[str | None, typer.Option("--until", metavar="YYYY-MM-DD",
+                                              help="promise: the date they will pay by.")] = None,
+    amount: Annotated[str | None, typer.Option("--amount", help="promise: the amount "
+                                               "promised.")] = None,
+    reason: Annotated[str | None, typer.Option("--reason", help="dispute: what is "
+                                               "disputed.")] = None,
+    on: Annotated[str | None, typer.Option("--on", metavar="YYYY-MM-DD",
+                                           help="callback: when to call again.")] = None,
+    invoice: Annotated[list[str] | None, typer.Option("--invoice", help="Only these invoices "
+                                                      "of the task (repeat).")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Record what a call gave. A promise pauses the invoices until the date plus the grace
+    days; a dispute pauses the disputed invoices until `dunning resolve`; paid-claimed pauses
+    for the payment-in-transit days; no-answer keeps the task for another try."""
+    from dunning.calls import record_outcome
+    from dunning.ledger import business_date
+
+    ctx = _context()
+    date_given = _parse_date(until, "--until") if outcome != "callback" else \
+        _parse_date(on or until, "--on")
+    with _session() as session:
+        result = record_outcome(
+            session, ctx.policy, task_id, by=_who(by), outcome=outcome,
+            on=business_date(session, ctx.today()), until=date_given, amount=_amount(amount),
+            reason=reason, invoice_refs=invoice or None)
+    if as_json:
+        _print_json(result)
+    else:
+        typer.echo(f"call task {task_id}: {outcome} recorded; task {result['status']}"
+                   + (f", {result['invoices_paused']} invoice(s) paused"
+                      if result["invoices_paused"] else ""))
+
+
+@app.command()
+@handles_errors
+def dispute(
+    invoice_id: str,
+    by: Annotated[str, typer.Option("--by", help="Who records the dispute.")],
+    reason: Annotated[str, typer.Option("--reason", help="What the customer disputes.")],
+    as_json: JsonOption = False,
+) -> None:
+    """Pause one invoice for a dispute: no dunning until `dunning resolve`."""
+    from dunning import pauses
+    from dunning.ledger import business_date
+
+    if not reason.strip():
+        raise ConfigError("--reason: say what is disputed")
+    ctx = _context()
+    with _session() as session:
+        invoice = pauses.dispute(session, invoice_id, by=_who(by), reason=reason,
+                                 on=business_date(session, ctx.today()))
+        result = {"invoice_id": invoice.external_id, "state": invoice.state,
+                  "state_reason": invoice.state_reason}
+    if as_json:
+        _print_json(result)
+    else:
+        typer.echo(f"invoice {invoice_id} paused: disputed")
+
+
+@app.command()
+@handles_errors
+def resolve(
+    invoice_id: str,
+    by: Annotated[str, typer.Option("--by", help="Who resolves the dispute.")],
+    credit_note: Annotated[bool, typer.Option("--credit-note", help="A credit note will "
+                                              "settle it: keep it out of dunning.")] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """End a dispute: escalation resumes where it stood (or, with --credit-note, the invoice
+    waits for the credit note to settle it)."""
+    from dunning import pauses
+    from dunning.ledger import business_date
+
+    ctx = _context()
+    with _session() as session:
+        invoice = pauses.resolve(session, invoice_id, by=_who(by), credit_note=credit_note,
+                                 on=business_date(session, ctx.today()))
+        result = {"invoice_id": invoice.external_id, "state": invoice.state,
+                  "state_reason": invoice.state_reason}
+    if as_json:
+        _print_json(result)
+    else:
+        typer.echo(f"invoice {invoice_id}: dispute resolved, now {result['state']}")
+
+
+@app.command()
+@handles_errors
+def hold(
+    customer_id: str,
+    until: Annotated[str, typer.Option("--until", metavar="YYYY-MM-DD",
+                                       help="Last day of the pause.")],
+    by: Annotated[str, typer.Option("--by", help="Who grants the pause.")],
+    reason: Annotated[str, typer.Option("--reason", help="Why (kept in the history).")],
+    as_json: JsonOption = False,
+) -> None:
+    """Pause every invoice of a customer through a date (new invoices too)."""
+    from dunning import pauses
+    from dunning.ledger import business_date
+
+    end = _parse_date(until, "--until")
+    assert end is not None
+    if not reason.strip():
+        raise ConfigError("--reason: say why the customer is on hold")
+    ctx = _context()
+    with _session() as session:
+        count = pauses.hold(session, customer_id, until=end, by=_who(by), reason=reason,
+                            on=business_date(session, ctx.today()))
+    if as_json:
+        _print_json({"customer_id": customer_id, "hold_until": end.isoformat(),
+                     "invoices_paused": count})
+    else:
+        typer.echo(f"customer {customer_id} on hold until {end}: {count} invoice(s) paused")
+
+
 # --- demo and serve ---------------------------------------------------------------------------
 
 

@@ -24,6 +24,7 @@ class InvoiceFacts:
     state: str = "active"
     rejected_stages: frozenset[str] = field(default_factory=frozenset)
     pending_stage: str | None = None  # a stage proposed and waiting for approval
+    hold_until: date | None = None  # the customer is on hold through this date
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +70,8 @@ def decide(invoice: InvoiceFacts, policy: Policy, as_of: date) -> Decision:
         return stay("closed: nothing to chase")
     if invoice.state == "paused":
         return stay("paused: dunning is suspended")
+    if invoice.hold_until is not None and invoice.hold_until >= as_of:
+        return stay(f"customer on hold until {invoice.hold_until}")
     if invoice.amount < 0:
         return stay("credit note: never dunned")
     if invoice.amount_open <= 0:

@@ -8,7 +8,7 @@ import hashlib
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any, TypeVar
 
@@ -95,7 +95,8 @@ class ReconcileResult:
         return dict(self.__dict__)
 
 
-_CUSTOMER_FIELDS = ("name", "email", "phone", "language", "country", "credit_limit", "segment")
+_CUSTOMER_FIELDS = ("name", "email", "phone", "language", "country", "credit_limit", "segment",
+                    "collector")
 _INVOICE_FIELDS = ("number", "issue_date", "due_date", "currency", "amount", "amount_open")
 
 
@@ -274,13 +275,28 @@ def drop_from_undelivered(
 
 
 def _resume_expired_pauses(session: Session, as_of: date, run_id: str | None, now: datetime) -> int:
+    """Pauses with an end date resume the day after it; a promise still open then is broken."""
     rows = session.execute(
-        select(Invoice.id, Invoice.stage, Invoice.paused_until)
+        select(Invoice.id, Invoice.stage, Invoice.paused_until, Invoice.state_reason,
+               Invoice.amount_open, Invoice.currency)
         .where(Invoice.state == "paused", Invoice.paused_until.is_not(None),
                Invoice.paused_until < as_of)
     ).all()
-    _set_state(session, [(i, s, f"pause ended on {until}") for i, s, until in rows], "resumed",
-               "active", as_of, run_id, now, reason="pause ended")
+    by_event: dict[tuple[str, str], list[tuple[int, str | None, str]]] = defaultdict(list)
+    for invoice_id, stage, until, kind, amount_open, currency in rows:
+        still = f"{amount_open} {currency} still open"
+        if kind == "promise":
+            key = ("promise_broken", "promise to pay broken")
+            detail = f"promised by {until} (grace included); {still}"
+        elif kind == "paid_claimed":
+            key = ("resumed", "claimed payment not received")
+            detail = f"payment expected by {until}; {still}"
+        else:
+            key = ("resumed", "pause ended")
+            detail = f"{kind or 'pause'} ended on {until}"
+        by_event[key].append((invoice_id, stage, detail))
+    for (event, reason), changes in by_event.items():
+        _set_state(session, changes, event, "active", as_of, run_id, now, reason=reason)
     return len(rows)
 
 
@@ -352,6 +368,10 @@ def facts_for(session: Session, low: int, high: int) -> list[InvoiceFacts]:
         else:
             pending = stage
         blocked[invoice_id] = (rejected, pending)
+    holds = dict(session.execute(
+        select(Customer.id, Customer.hold_until)
+        .where(Customer.id.between(low, high), Customer.hold_until.is_not(None))
+    ).all())
     facts = []
     for row in session.execute(
         select(Invoice.id, Invoice.customer_id, Invoice.due_date, Invoice.amount,
@@ -365,6 +385,7 @@ def facts_for(session: Session, low: int, high: int) -> list[InvoiceFacts]:
             amount=row.amount, amount_open=row.amount_open, stage=row.stage,
             stage_entered_on=row.stage_entered_on, state=row.state,
             rejected_stages=frozenset(rejected), pending_stage=pending,
+            hold_until=holds.get(row.customer_id),
         ))
     return facts
 
@@ -386,9 +407,11 @@ def evaluate_batch(
         return result
 
     now = utcnow()
+    callers = _collectors(session, {c for c, s in groups if policy.stage(s).channel == "phone"})
     actions: list[dict[str, Any]] = []
     for (customer_id, stage_name), members in groups.items():
         stage = policy.stage(stage_name)
+        phone = stage.channel == "phone"
         actions.append({
             "dedupe_key": dedupe_key(as_of, stage_name, customer_id,
                                      (inv.invoice_id for inv, _ in members)),
@@ -396,6 +419,9 @@ def evaluate_batch(
             "customer_id": customer_id,
             "status": "pending_approval" if stage.requires_approval else "queued",
             "business_date": as_of, "run_id": run_id, "created_at": now, "updated_at": now,
+            "assignee": (callers.get(customer_id) or policy.phone.default_assignee)
+            if phone else None,
+            "due_on": as_of + timedelta(days=policy.phone.due_days) if phone else None,
         })
     action_ids = session.execute(
         insert(Action).returning(Action.id, sort_by_parameter_order=True), actions
@@ -430,6 +456,13 @@ def evaluate_batch(
         session.execute(update(Invoice), moves)
     result.transitions = len(transitions)
     return result
+
+
+def _collectors(session: Session, customer_ids: set[int]) -> dict[int, str | None]:
+    if not customer_ids:
+        return {}
+    return dict(session.execute(
+        select(Customer.id, Customer.collector).where(Customer.id.in_(customer_ids))).all())
 
 
 # --- approvals --------------------------------------------------------------------------------

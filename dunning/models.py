@@ -144,6 +144,8 @@ class Action(SQLModel, table=True):
     run_id: str | None = Field(default=None, max_length=64)
     attempts: int = 0
     retryable: bool = True
+    assignee: str | None = Field(default=None, max_length=100)  # call tasks: who calls
+    due_on: date | None = None  # call tasks: when the call is due
     provider_id: str | None = None
     last_error: str | None = None
     created_at: datetime = _stamp()
@@ -188,3 +190,19 @@ class Run(SQLModel, table=True):
     actions_created: int = 0
     actions_sent: int = 0
     actions_failed: int = 0
+
+
+class CallOutcome(SQLModel, table=True):
+    """What a collector recorded after a call (or an attempt)."""
+
+    __tablename__ = "call_outcome"
+
+    id: int | None = Field(default=None, primary_key=True)
+    action_id: int = Field(foreign_key="action.id", index=True)
+    outcome: str = Field(max_length=20)
+    by: str = Field(max_length=100)
+    at: datetime = _stamp()
+    business_date: date
+    until: date | None = None  # promise: pay by; callback: call again on
+    amount: Decimal | None = _money(nullable=True)
+    note: str | None = None

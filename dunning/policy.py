@@ -82,6 +82,17 @@ class EmailSettings(_Strict):
     timeout: float = Field(20, gt=0)
 
 
+class Phone(_Strict):
+    default_assignee: str = "credit desk"  # when the customer has no collector
+    due_days: int = Field(2, ge=0)  # a call task is due this many days after it is created
+    max_attempts: int = Field(3, ge=1)  # calls without an answer before the task is given up
+
+
+class Pauses(_Strict):
+    promise_grace_days: int = Field(3, ge=0)  # after a promised date, before it counts as broken
+    payment_in_transit_days: int = Field(5, ge=0)  # after "I have paid", before we look again
+
+
 class Agency(_Strict):
     url: str
     token_env: str = "DUNNING_AGENCY_TOKEN"
@@ -96,6 +107,8 @@ class Policy(_Strict):
     creditor: Creditor
     email: EmailSettings | None = None
     agency: Agency | None = None
+    phone: Phone = Phone()
+    pauses: Pauses = Pauses()
     payment_days: int = Field(8, ge=0, description="days given to pay in firmer reminders")
     batch_size: int = Field(20_000, ge=1)
     stages: list[Stage] = Field(min_length=1)

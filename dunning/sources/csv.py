@@ -128,6 +128,7 @@ def _customer(row: dict[str, str], default_language: str) -> CustomerRow:
         country=country,
         credit_limit=limit,
         segment=row.get("segment") or None,
+        collector=row.get("collector") or None,
     )
 
 

@@ -17,6 +17,7 @@ class CustomerRow:
     country: str | None
     credit_limit: Decimal | None
     segment: str | None
+    collector: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

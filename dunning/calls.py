@@ -1,0 +1,189 @@
+"""Call tasks: what the phone stage puts on a collector's list, and what the call taught us."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from datetime import date, timedelta
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from dunning.errors import ConfigError, ConflictError, NotFoundError
+from dunning.ledger import UNDELIVERED
+from dunning.models import (
+    Action,
+    ActionInvoice,
+    CallOutcome,
+    Customer,
+    Invoice,
+    Transition,
+    utcnow,
+)
+from dunning.pauses import pause
+from dunning.policy import Policy
+
+OPEN = ("queued", "approved")
+OUTCOMES = ("promise", "dispute", "no-answer", "wrong-contact", "paid-claimed", "callback")
+
+
+def _invoices(session: Session, action_ids: list[int]) -> dict[int, list[Invoice]]:
+    out: dict[int, list[Invoice]] = defaultdict(list)
+    for action_id, invoice in session.execute(
+        select(ActionInvoice.action_id, Invoice)
+        .join(Invoice, Invoice.id == ActionInvoice.invoice_id)
+        .where(ActionInvoice.action_id.in_(action_ids), ActionInvoice.dropped_reason.is_(None))
+        .order_by(Invoice.due_date, Invoice.id)
+    ):
+        out[action_id].append(invoice)
+    return out
+
+
+def open_tasks(session: Session, as_of: date, assignee: str | None = None) -> \
+        list[dict[str, Any]]:
+    """Open call tasks, most overdue money first (open amount weighted by days overdue)."""
+    query = (select(Action, Customer).join(Customer, Customer.id == Action.customer_id)
+             .where(Action.kind == "phone", Action.status.in_(OPEN)))
+    if assignee is not None:
+        query = query.where(Action.assignee == assignee)
+    rows = session.execute(query).all()
+    invoices = _invoices(session, [a.id for a, _ in rows])  # type: ignore[misc]
+    history = _history(session, [c.id for _, c in rows])  # type: ignore[misc]
+    tasks = []
+    for action, customer in rows:
+        lines = invoices[action.id]  # type: ignore[index]
+        if not lines:
+            continue
+        totals: dict[str, Decimal] = defaultdict(Decimal)
+        weight = Decimal(0)
+        for invoice in lines:
+            totals[invoice.currency] += invoice.amount_open
+            weight += invoice.amount_open * max((as_of - invoice.due_date).days, 0)
+        tasks.append({
+            "task_id": action.id,
+            "customer_id": customer.external_id,
+            "customer_name": customer.name,
+            "phone": customer.phone,
+            "email": customer.email,
+            "invoice_ids": [i.external_id for i in lines],
+            "invoices": [{"invoice_id": i.external_id, "number": i.number,
+                          "due_date": i.due_date.isoformat(),
+                          "days_overdue": (as_of - i.due_date).days,
+                          "amount_open": f"{i.amount_open:.2f}", "currency": i.currency}
+                         for i in lines],
+            "total_open": " + ".join(f"{v:.2f} {k}" for k, v in sorted(totals.items())),
+            "assignee": action.assignee,
+            "due_on": action.due_on.isoformat() if action.due_on else None,
+            "attempts": action.attempts,
+            "history": history.get(customer.id, []),  # type: ignore[arg-type]
+            "_weight": weight,
+        })
+    tasks.sort(key=lambda t: (-t["_weight"], t["task_id"]))
+    for task in tasks:
+        del task["_weight"]
+    return tasks
+
+
+def _history(session: Session, customer_ids: list[int]) -> dict[int, list[str]]:
+    """What the customer already heard from us, and what they said: one line each."""
+    out: dict[int, list[str]] = defaultdict(list)
+    if not customer_ids:
+        return out
+    for customer_id, business_date, kind, stage, status in session.execute(
+        select(Action.customer_id, Action.business_date, Action.kind, Action.stage,
+               Action.status)
+        .where(Action.customer_id.in_(customer_ids), Action.status.in_(("sent", "failed")))
+        .order_by(Action.business_date, Action.id)
+    ):
+        out[customer_id].append(f"{business_date} {stage} ({kind}, {status})")
+    for customer_id, business_date, outcome, by, note in session.execute(
+        select(Action.customer_id, CallOutcome.business_date, CallOutcome.outcome,
+               CallOutcome.by, CallOutcome.note)
+        .join(Action, Action.id == CallOutcome.action_id)
+        .where(Action.customer_id.in_(customer_ids))
+        .order_by(CallOutcome.at)
+    ):
+        out[customer_id].append(f"{business_date} call: {outcome} ({by})"
+                                + (f": {note}" if note else ""))
+    for customer_id, business_date, event, reason in session.execute(
+        select(Invoice.customer_id, Transition.business_date, Transition.event,
+               Transition.reason)
+        .join(Invoice, Invoice.id == Transition.invoice_id)
+        .where(Invoice.customer_id.in_(customer_ids),
+               Transition.event.in_(("paused", "promise_broken", "resolved")))
+        .order_by(Transition.at)
+    ):
+        out[customer_id].append(f"{business_date} {event}: {reason}")
+    return out
+
+
+def record_outcome(
+    session: Session, policy: Policy, task_id: int, *, by: str, outcome: str, on: date,
+    until: date | None = None, amount: Decimal | None = None, reason: str | None = None,
+    invoice_refs: list[str] | None = None,
+) -> dict[str, Any]:
+    """Record a call's outcome and what it changes on the ladder."""
+    if outcome not in OUTCOMES:
+        raise ConfigError(f"--outcome: {outcome!r} is not one of {', '.join(OUTCOMES)}")
+    if outcome in ("promise", "callback") and until is None:
+        raise ConfigError(f"--outcome {outcome} needs "
+                          f"{'--until DATE' if outcome == 'promise' else '--on DATE'}")
+    if outcome == "dispute" and not reason:
+        raise ConfigError("--outcome dispute needs --reason TEXT")
+    task = session.execute(
+        select(Action).where(Action.id == task_id, Action.kind == "phone").with_for_update()
+    ).scalar_one_or_none()
+    if task is None:
+        raise NotFoundError(f"no call task {task_id} (see `dunning calls`)")
+    if task.status not in OPEN:
+        raise ConflictError(f"call task {task_id} is {task.status}, not open; nothing changed")
+    invoices = _invoices(session, [task_id])[task_id]
+    if invoice_refs:
+        unknown = set(invoice_refs) - {i.external_id for i in invoices}
+        if unknown:
+            raise ConfigError(f"--invoice: {', '.join(sorted(unknown))} not in call task "
+                              f"{task_id}")
+        invoices = [i for i in invoices if i.external_id in invoice_refs]
+
+    now = utcnow()
+    session.add(CallOutcome(action_id=task_id, outcome=outcome, by=by, at=now, business_date=on,
+                            until=until, amount=amount, note=reason))
+    task.updated_at = now
+    paused = 0
+    if outcome == "no-answer":
+        task.attempts += 1
+        if task.attempts >= policy.phone.max_attempts:
+            task.status, task.retryable = "failed", False
+            task.last_error = f"no answer after {task.attempts} calls; escalation goes on"
+        else:
+            task.due_on = on + timedelta(days=1)
+    elif outcome == "callback":
+        task.due_on = until
+    elif outcome == "wrong-contact":
+        task.status, task.retryable = "failed", False
+        task.last_error = f"wrong contact (reported by {by}): fix the customer's phone number"
+    else:
+        task.status, task.sent_at = "sent", now
+        session.flush()  # the task is delivered before its invoices leave undelivered actions
+        if outcome == "promise":
+            assert until is not None
+            end = until + timedelta(days=policy.pauses.promise_grace_days)
+            said = f"promise to pay by {until}" + (f" ({amount})" if amount else "")
+            paused = pause(session, invoices, "promise", end, by=by, reason=said, on=on,
+                           action_id=task_id)
+        elif outcome == "dispute":
+            paused = pause(session, invoices, "dispute", None, by=by,
+                           reason=f"disputed on the phone: {reason}", on=on, action_id=task_id)
+        elif outcome == "paid-claimed":
+            end = on + timedelta(days=policy.pauses.payment_in_transit_days)
+            paused = pause(session, invoices, "paid_claimed", end, by=by,
+                           reason="customer says the payment is on its way", on=on,
+                           action_id=task_id)
+    session.flush()
+    return {"task_id": task_id, "outcome": outcome, "status": task.status,
+            "due_on": task.due_on.isoformat() if task.due_on else None,
+            "attempts": task.attempts, "invoices_paused": paused}
+
+
+__all__ = ["OUTCOMES", "UNDELIVERED", "open_tasks", "record_outcome"]

@@ -1,0 +1,102 @@
+"""Pauses: a dispute, a customer on hold, a promise to pay, a payment said to be on its way.
+A paused invoice is never dunned, and is taken out of every message not yet delivered."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import date
+
+from sqlalchemy import insert, select, update
+from sqlalchemy.orm import Session
+
+from dunning.errors import ConflictError, NotFoundError
+from dunning.ledger import drop_from_undelivered
+from dunning.models import Customer, Invoice, Transition, utcnow
+
+
+def invoice_by_ref(session: Session, external_id: str) -> Invoice:
+    invoice = session.execute(
+        select(Invoice).where(Invoice.external_id == external_id).with_for_update()
+    ).scalar_one_or_none()
+    if invoice is None:
+        raise NotFoundError(f"no invoice {external_id!r} in the ledger")
+    return invoice
+
+
+def pause(
+    session: Session, invoices: Sequence[Invoice], kind: str, until: date | None, *,
+    by: str, reason: str, on: date, action_id: int | None = None,
+) -> int:
+    """Pause open invoices (`until` None: until a person ends it); returns how many."""
+    now = utcnow()
+    chosen = [i for i in invoices if i.state != "closed"]
+    if not chosen:
+        return 0
+    ids = [i.id for i in chosen]
+    session.execute(update(Invoice).where(Invoice.id.in_(ids)).values(
+        state="paused", state_reason=kind, paused_until=until, updated_at=now))
+    detail = f"until {until}" if until else "until resolved"
+    session.execute(insert(Transition), [
+        {"invoice_id": i.id, "event": "paused", "from_stage": i.stage, "to_stage": i.stage,
+         "state": "paused", "business_date": on, "at": now, "reason": reason, "detail": detail,
+         "actor": by, "run_id": None, "action_id": action_id}
+        for i in chosen
+    ])
+    drop_from_undelivered(session, ids, f"paused ({kind}) on {on}", now)  # type: ignore[arg-type]
+    return len(chosen)
+
+
+def dispute(session: Session, external_id: str, *, by: str, reason: str, on: date) -> Invoice:
+    """The customer disputes this invoice: no dunning until `resolve`."""
+    invoice = invoice_by_ref(session, external_id)
+    if invoice.state == "closed":
+        raise ConflictError(f"invoice {external_id} is closed ({invoice.state_reason}); "
+                            "nothing to dispute")
+    pause(session, [invoice], "dispute", None, by=by, reason=f"disputed: {reason}", on=on)
+    session.refresh(invoice)
+    return invoice
+
+
+def resolve(session: Session, external_id: str, *, by: str, credit_note: bool, on: date) -> \
+        Invoice:
+    """End a dispute. With a credit note coming, the invoice stays out of dunning until the
+    snapshot shows it settled; otherwise escalation resumes where it stood."""
+    invoice = invoice_by_ref(session, external_id)
+    if invoice.state != "paused" or invoice.state_reason != "dispute":
+        raise ConflictError(f"invoice {external_id} is not in dispute "
+                            f"(state {invoice.state}); nothing changed")
+    now = utcnow()
+    if credit_note:
+        values = {"state_reason": "credit_note"}
+        event, state, reason = "resolved", "paused", \
+            f"dispute resolved by {by}: a credit note will settle it"
+    else:
+        values = {"state": "active", "state_reason": None, "paused_until": None}
+        event, state, reason = "resumed", "active", f"dispute resolved by {by}"
+    session.execute(update(Invoice).where(Invoice.id == invoice.id)
+                    .values(updated_at=now, **values))
+    session.add(Transition(invoice_id=invoice.id, event=event, from_stage=invoice.stage,  # type: ignore[arg-type]
+                           to_stage=invoice.stage, state=state, business_date=on, at=now,
+                           reason=reason, actor=by))
+    session.flush()
+    session.refresh(invoice)
+    return invoice
+
+
+def hold(session: Session, customer_ref: str, *, until: date, by: str, reason: str,
+         on: date) -> int:
+    """Pause every invoice of a customer through `until`, invoices arriving meanwhile too."""
+    customer = session.execute(
+        select(Customer).where(Customer.external_id == customer_ref).with_for_update()
+    ).scalar_one_or_none()
+    if customer is None:
+        raise NotFoundError(f"no customer {customer_ref!r} in the ledger")
+    if until < on:
+        raise ConflictError(f"--until {until} is before the business date {on}")
+    customer.hold_until = until
+    customer.hold_reason = f"{reason} (by {by})"
+    invoices = session.execute(
+        select(Invoice).where(Invoice.customer_id == customer.id, Invoice.state == "active")
+    ).scalars().all()
+    return pause(session, invoices, "hold", until, by=by, reason=f"customer on hold: {reason}",
+                 on=on)
