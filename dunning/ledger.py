@@ -408,8 +408,19 @@ def evaluate_batch(
 
     now = utcnow()
     callers = _collectors(session, {c for c, s in groups if policy.stage(s).channel == "phone"})
+    # A proposal still waiting for approval grows with the customer's invoices that reach the
+    # same stage later: the approver sees one notice per customer, not one per morning.
+    waiting = {
+        (customer_id, stage): action_id
+        for action_id, customer_id, stage in session.execute(
+            select(Action.id, Action.customer_id, Action.stage)
+            .where(Action.customer_id.between(low, high), Action.status == "pending_approval")
+            .order_by(Action.id))
+    }
     actions: list[dict[str, Any]] = []
     for (customer_id, stage_name), members in groups.items():
+        if (customer_id, stage_name) in waiting:
+            continue
         stage = policy.stage(stage_name)
         phone = stage.channel == "phone"
         actions.append({
@@ -423,17 +434,23 @@ def evaluate_batch(
             if phone else None,
             "due_on": as_of + timedelta(days=policy.phone.due_days) if phone else None,
         })
-    action_ids = session.execute(
+    created = session.execute(
         insert(Action).returning(Action.id, sort_by_parameter_order=True), actions
-    ).scalars().all()
+    ).scalars().all() if actions else []
+    new_ids = {(a["customer_id"], a["stage"]): action_id
+               for a, action_id in zip(actions, created, strict=True)}
+    for action in actions:
+        result.actions[action["kind"]] += 1
+    grown = [waiting[key] for key in groups if key in waiting]
+    if grown:
+        session.execute(update(Action).where(Action.id.in_(grown)).values(updated_at=now))
 
     links: list[dict[str, Any]] = []
     transitions: list[dict[str, Any]] = []
     moves: list[dict[str, Any]] = []
-    for action_id, action, members in zip(action_ids, actions, groups.values(), strict=True):
-        stage_name = action["stage"]
-        approval = action["status"] == "pending_approval"
-        result.actions[action["kind"]] += 1
+    for (customer_id, stage_name), members in groups.items():
+        action_id = waiting.get((customer_id, stage_name)) or new_ids[(customer_id, stage_name)]
+        approval = policy.stage(stage_name).requires_approval
         for invoice, decision in members:
             links.append({"action_id": action_id, "invoice_id": invoice.invoice_id,
                           "amount_open": invoice.amount_open,

@@ -12,6 +12,7 @@ from sqlalchemy import func, select
 
 from dunning import daily
 from dunning.business_days import business_days
+from dunning.calls import open_tasks
 from dunning.db import transaction, upgrade
 from dunning.demo import DEMO_START, write_snapshot
 from dunning.errors import ConfigError
@@ -59,6 +60,7 @@ def run_demo(days: int = 20, as_json: bool = False) -> dict[str, Any]:
         states = dict(session.execute(
             select(Invoice.state, func.count()).group_by(Invoice.state)).all())
         pending = action_list(session, "pending_approval")
+        calls = open_tasks(session, dates[-1])
     outbox = ctx.settings.outbox_dir
     summary = {
         "days": [r["as_of"] for r in reports],
@@ -75,6 +77,8 @@ def run_demo(days: int = 20, as_json: bool = False) -> dict[str, Any]:
             for a in pending
         ],
         "outstanding": reports[-1]["outstanding"] if reports else {},
+        "calls": [{k: c[k] for k in ("task_id", "customer_id", "customer_name", "phone",
+                                     "total_open", "assignee", "due_on")} for c in calls],
     }
     if as_json:
         sys.stdout.write(json.dumps(summary, indent=2, default=str) + "\n")
@@ -105,16 +109,28 @@ def _print_summary(summary: dict[str, Any]) -> None:
           f"({summary['emails_failed']} deliveries failed: see `dunning actions --status "
           "failed`)")
     print(f"Invoices by state: {summary['invoices_by_state']}")
+    calls = summary["calls"]
+    print(f"Open call tasks: {len(calls)} (most overdue money first)")
+    for call in calls[:5]:
+        print(f"  #{call['task_id']:<5} {call['customer_id']:<6} {call['customer_name'][:32]:<32} "
+              f"{call['total_open']:>14}  {call['phone'] or 'no phone'}  due {call['due_on']}")
     for channel, statuses in sorted(summary["outstanding"].items()):
-        if channel != "email":
-            print(f"{channel} actions not delivered by this version: {statuses}")
+        if channel not in ("email", "phone"):
+            print(f"{channel} actions waiting for their channel (not delivered by this "
+                  f"version): {statuses}")
     waiting = summary["awaiting_approval"]
     print(f"Actions waiting for approval: {len(waiting)}")
-    for action in waiting:
+    for action in waiting[:10]:
         total = " + ".join(f"{v} {k}" for k, v in action["total_open"].items())
         print(f"  #{action['action_id']:<5} {action['stage']:<18} {action['customer_id']:<6} "
               f"{len(action['invoice_ids'])} invoice(s), {total}")
+    if len(waiting) > 10:
+        print(f"  ... and {len(waiting) - 10} more: dunning actions --status pending_approval")
+    print("Try:")
     if waiting:
-        first = waiting[0]["action_id"]
-        print(f"Try: dunning approve {first} --by 'Your Name'   |   dunning status   |   "
-              f"dunning history {waiting[0]['invoice_ids'][0]}")
+        print(f"  dunning approve {waiting[0]['action_id']} --by 'Your Name'")
+        print(f"  dunning history {waiting[0]['invoice_ids'][0]}")
+    if calls:
+        print(f"  dunning call-done {calls[0]['task_id']} --by 'Your Name' --outcome promise "
+              f"--until {summary['days'][-1]}")
+    print("  dunning calls   |   dunning status   |   dunning actions --status failed")

@@ -358,3 +358,25 @@ def test_unknown_ids_exit_2(portfolio: Portfolio) -> None:
     assert cli("approve", "999", "--by", "x").exit_code == 2
     assert cli("status", "--customer", "NOPE").exit_code == 2
     assert cli("actions", "--status", "bogus").exit_code == 2
+
+
+def test_a_waiting_proposal_grows_instead_of_multiplying(portfolio: Portfolio) -> None:
+    """Invoices reaching the formal notice on later mornings join the customer's proposal."""
+    portfolio.customer("C1")
+    portfolio.invoice("EARLY", "C1", due=day(-40))
+    portfolio.invoice("LATER", "C1", due=day(-3))
+    portfolio.write()
+    for n in (0, 7, 12, 19):
+        run(day(n))
+    (first,) = as_json("actions", "--status", "pending_approval")
+    assert first["invoice_ids"] == ["EARLY"]
+    report = run(day(27))  # LATER: 30 days overdue, its call 15 days ago
+    assert report["evaluation"]["awaiting_approval"] == {"formal_notice": 1}
+    assert report["evaluation"]["actions_created"] == {}
+    (grown,) = as_json("actions", "--status", "pending_approval")
+    assert grown["action_id"] == first["action_id"]
+    assert sorted(grown["invoice_ids"]) == ["EARLY", "LATER"]
+    result = cli("approve", str(grown["action_id"]), "--by", "Claire")
+    assert result.exit_code == 0, result.stderr
+    rows = status(portfolio)
+    assert rows["EARLY"]["stage"] == rows["LATER"]["stage"] == "formal_notice"
