@@ -3,7 +3,25 @@ summary printed by `dunning run` and `dunning demo`."""
 
 from __future__ import annotations
 
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
+
+
+class Stopwatch:
+    """Wall time of each phase of a run, in seconds (reported, and read by the benchmarks)."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    @contextmanager
+    def __call__(self, phase: str) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[phase] = round(time.perf_counter() - start, 3)
 
 
 def stage_rows(report: dict[str, Any]) -> list[dict[str, Any]]:
