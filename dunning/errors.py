@@ -4,6 +4,7 @@
     ├── ConfigError           bad policy, option or database URL (exit 2)
     │   ├── RunDateError      a run dated before the last one (exit 2)
     │   └── SnapshotError     a snapshot file missing or without header: nothing changed (exit 2)
+    ├── SourceUnavailable     the accounting system did not answer after retries (exit 1)
     ├── NotFoundError         an unknown invoice, action or customer id (exit 2)
     ├── ConflictError         a request that does not fit the current state (exit 2)
     └── DeliveryError         a channel could not deliver an action (recorded on the action)
@@ -30,6 +31,10 @@ class RunDateError(ConfigError):
 
 class SnapshotError(ConfigError):
     """The snapshot cannot be read at all (missing file, no header): nothing was changed."""
+
+
+class SourceUnavailable(DunningError):
+    """The source failed after its retries: the pull is abandoned and nothing changes."""
 
 
 class NotFoundError(DunningError):

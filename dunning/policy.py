@@ -53,11 +53,59 @@ class CsvSource(_Strict):
     invoices: Path
 
 
+class HttpAuth(_Strict):
+    """Credentials come from environment variables named here, never from the file."""
+
+    type: Literal["none", "bearer", "basic"] = "none"
+    token_env: str | None = None  # bearer
+    username_env: str | None = None  # basic
+    password_env: str | None = None  # basic
+
+    @model_validator(mode="after")
+    def _names_given(self) -> HttpAuth:
+        if self.type == "bearer" and not self.token_env:
+            raise ValueError("auth.token_env: name the variable holding the bearer token")
+        if self.type == "basic" and not (self.username_env and self.password_env):
+            raise ValueError("auth: basic needs username_env and password_env")
+        return self
+
+
+class Pagination(_Strict):
+    """`cursor`: the next cursor is read from the body at `next`; `page`: pages of `size`
+    counted from `start` until a short page; `none`: one request."""
+
+    kind: Literal["none", "cursor", "page"] = "none"
+    param: str | None = None  # query parameter of the cursor or page number (default: the kind)
+    next: str = "next_cursor"  # cursor: dotted path of the next cursor in the body
+    size_param: str = "per_page"  # page: query parameter of the page size
+    size: int = Field(500, ge=1)
+    start: int = 1
+
+
+    @property
+    def parameter(self) -> str:
+        return self.param or ("page" if self.kind == "page" else "cursor")
+
+
+class Endpoint(_Strict):
+    path: str
+    params: dict[str, str] = Field(default_factory=dict)
+    items: str = ""  # dotted path of the list in the body ("" when the body is the list)
+    pagination: Pagination = Pagination()
+    fields: dict[str, str] = Field(default_factory=dict)  # our column: dotted path in an item
+
+
 class HttpSource(_Strict):
-    """Declared here so a policy naming it is understood; the reader comes with the HTTP source."""
+    """A JSON API of the accounting system, read with `requests`."""
 
     kind: Literal["http"]
-    url: str
+    base_url: str
+    auth: HttpAuth = HttpAuth()
+    timeout: float = Field(30, gt=0)
+    retries: int = Field(3, ge=0)  # extra tries of a page after a timeout, 429 or 5xx
+    backoff: float = Field(1.0, ge=0)  # seconds before the first retry, doubled each time
+    customers: Endpoint
+    invoices: Endpoint
 
 
 Source = Annotated[CsvSource | HttpSource, Field(discriminator="kind")]

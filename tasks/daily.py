@@ -18,9 +18,10 @@ from dunning.ledger import BatchResult, ReconcileResult
 from dunning.sources import Snapshot
 
 
-@task(name="pull", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[5, 30])
+@task(name="pull", cache_policy=NO_CACHE)
 def pull_snapshot(ctx: Context) -> Snapshot:
-    """Read the receivables snapshot named by the policy."""
+    """Read the receivables snapshot named by the policy. No task-level retries: the HTTP
+    source retries each page itself (`source.retries`), and a file does not heal by waiting."""
     return daily.pull_snapshot(ctx)
 
 

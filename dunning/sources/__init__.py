@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from dunning.errors import ConfigError
 from dunning.policy import CsvSource, Policy, resolve_input
 from dunning.sources.snapshot import Snapshot
 
@@ -21,7 +20,10 @@ def pull(policy: Policy, policy_path: Path) -> Snapshot:
             default_language=policy.language,
             default_currency=policy.currency,
         )
-    raise ConfigError(f"{policy_path}: source.kind: {source.kind!r} is not supported yet")
+    from dunning.sources.http import read_http_snapshot
+
+    return read_http_snapshot(source, default_language=policy.language,
+                              default_currency=policy.currency)
 
 
 __all__ = ["Snapshot", "pull"]

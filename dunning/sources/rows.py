@@ -1,0 +1,179 @@
+"""Turning one source row (a dict of strings) into a customer or an invoice, or a reject naming
+where it came from and which field is wrong. Shared by every source."""
+
+from __future__ import annotations
+
+import re
+from datetime import date
+from decimal import Decimal, InvalidOperation
+
+from dunning.policy import LANGUAGES
+from dunning.sources.snapshot import CustomerRow, InvoiceRow, Reject, Snapshot
+
+CUSTOMER_REQUIRED = ("customer_id", "name")
+INVOICE_REQUIRED = ("invoice_id", "customer_id", "due_date", "amount", "amount_open")
+_EMAIL = re.compile(r"^[^@\s;,]+@[^@\s;,]+\.[^@\s;,]+$")
+_CURRENCY = re.compile(r"^[A-Z]{3}$")
+_COUNTRY = re.compile(r"^[A-Z]{2}$")
+
+
+class RowError(ValueError):
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+def _required(row: dict[str, str], name: str) -> str:
+    value = row.get(name, "")
+    if not value:
+        raise RowError(name, "required value is missing")
+    return value
+
+
+def _date(row: dict[str, str], name: str, required: bool = False) -> date | None:
+    value = _required(row, name) if required else row.get(name, "")
+    if not value:
+        return None
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise RowError(name, f"{value!r} is not a date (expected YYYY-MM-DD)") from None
+
+
+def _decimal(row: dict[str, str], name: str, required: bool = False) -> Decimal | None:
+    value = _required(row, name) if required else row.get(name, "")
+    if not value:
+        return None
+    try:
+        amount = Decimal(value)
+    except InvalidOperation:
+        amount = None
+    if amount is None or not amount.is_finite():
+        raise RowError(name, f"{value!r} is not an amount (digits with '.' as decimal point)")
+    if amount.as_tuple().exponent < -4:  # type: ignore[operator]
+        raise RowError(name, f"{value!r} has more than 4 decimals")
+    return amount
+
+
+def _emails(value: str) -> str | None:
+    if not value:
+        return None
+    addresses = [part.strip() for part in re.split(r"[;,]", value) if part.strip()]
+    for address in addresses:
+        if not _EMAIL.match(address):
+            raise RowError("email", f"{address!r} is not an email address")
+    return "; ".join(addresses)
+
+
+def _customer(row: dict[str, str], default_language: str) -> CustomerRow:
+    external_id = _required(row, "customer_id")
+    name = _required(row, "name")
+    language = row.get("language", "").lower().replace("-", "_")[:2] or default_language
+    if language not in LANGUAGES:
+        raise RowError("language", f"{row['language']!r} is not one of {', '.join(LANGUAGES)}")
+    country = row.get("country", "").upper() or None
+    if country is not None and not _COUNTRY.match(country):
+        raise RowError("country", f"{row['country']!r} is not an ISO 3166 alpha-2 code")
+    limit = _decimal(row, "credit_limit")
+    return CustomerRow(
+        external_id=external_id,
+        name=name,
+        email=_emails(row.get("email", "")),
+        phone=row.get("phone") or None,
+        language=language,
+        country=country,
+        credit_limit=limit,
+        segment=row.get("segment") or None,
+        collector=row.get("collector") or None,
+    )
+
+
+def _invoice(row: dict[str, str], default_currency: str) -> InvoiceRow:
+    external_id = _required(row, "invoice_id")
+    customer = _required(row, "customer_id")
+    due = _date(row, "due_date", required=True)
+    issued = _date(row, "issue_date")
+    currency = row.get("currency", "").upper() or default_currency
+    if not _CURRENCY.match(currency):
+        raise RowError("currency", f"{row['currency']!r} is not an ISO 4217 code")
+    amount = _decimal(row, "amount", required=True)
+    amount_open = _decimal(row, "amount_open", required=True)
+    assert due is not None and amount is not None and amount_open is not None
+    if amount >= 0 and not 0 <= amount_open <= amount:
+        raise RowError("amount_open", f"{amount_open} is not between 0 and the amount {amount}")
+    if amount < 0 and not amount <= amount_open <= 0:
+        raise RowError(
+            "amount_open", f"{amount_open} is not between the credit note's amount {amount} and 0"
+        )
+    if issued is not None and due < issued:
+        raise RowError("due_date", f"{due} is before the issue date {issued}")
+    return InvoiceRow(
+        external_id=external_id,
+        customer_external_id=customer,
+        number=row.get("number") or None,
+        issue_date=issued,
+        due_date=due,
+        currency=currency,
+        amount=amount,
+        amount_open=amount_open,
+    )
+
+
+
+class SnapshotBuilder:
+    """Collects rows in order (all customers, then all invoices) into a Snapshot."""
+
+    def __init__(self, customers_name: str, invoices_name: str, *, default_language: str,
+                 default_currency: str) -> None:
+        self.snapshot = Snapshot()
+        self.customers_name = customers_name
+        self.invoices_name = invoices_name
+        self.default_language = default_language
+        self.default_currency = default_currency
+        self._customer_lines: dict[str, int] = {}
+        self._rejected_customers: dict[str, int] = {}
+        self._invoice_lines: dict[str, int] = {}
+
+    def _reject(self, file: str, line: int, field: str, message: str, key: str | None) -> None:
+        self.snapshot.rejects.append(Reject(file, line, field, message, key))
+
+    def add_customer(self, line: int, row: dict[str, str]) -> None:
+        key = row.get("customer_id") or None
+        if key is not None and key in self._customer_lines:
+            self._reject(self.customers_name, line, "customer_id",
+                         f"duplicate {key!r}, first on line {self._customer_lines[key]}", key)
+            return
+        try:
+            customer = _customer(row, self.default_language)
+        except RowError as exc:
+            self._reject(self.customers_name, line, exc.field, str(exc), key)
+            if key is not None:
+                self._rejected_customers[key] = line
+            return
+        self._customer_lines[customer.external_id] = line
+        self.snapshot.customers.append(customer)
+
+    def add_invoice(self, line: int, row: dict[str, str]) -> None:
+        key = row.get("invoice_id") or None
+        if key is not None:
+            if key in self._invoice_lines:
+                self._reject(self.invoices_name, line, "invoice_id",
+                             f"duplicate {key!r}, first on line {self._invoice_lines[key]}", key)
+                return
+            self._invoice_lines[key] = line
+            # A rejected row still counts as present: a bad row must never settle an invoice.
+            self.snapshot.seen_invoice_ids.add(key)
+        try:
+            invoice = _invoice(row, self.default_currency)
+            customer = invoice.customer_external_id
+            if customer not in self._customer_lines:
+                if customer in self._rejected_customers:
+                    raise RowError("customer_id", f"customer {customer!r} was rejected "
+                                   f"({self.customers_name} line "
+                                   f"{self._rejected_customers[customer]})")
+                raise RowError("customer_id", f"unknown customer {customer!r} "
+                               f"(not in {self.customers_name})")
+        except RowError as exc:
+            self._reject(self.invoices_name, line, exc.field, str(exc), key)
+            return
+        self.snapshot.invoices.append(invoice)
