@@ -130,6 +130,14 @@ class EmailSettings(_Strict):
     timeout: float = Field(20, gt=0)
 
 
+class Law(_Strict):
+    """Overrides of the statutory rule of the creditor's country (dunning/law.py)."""
+
+    country: str | None = Field(None, min_length=2, max_length=2)  # default: creditor.country
+    rate: Decimal | None = Field(None, ge=0)  # annual percent, e.g. a contractual rate
+    compensation: Decimal | None = Field(None, ge=0)  # per invoice, instead of the fixed sum
+
+
 class Phone(_Strict):
     default_assignee: str = "credit desk"  # when the customer has no collector
     due_days: int = Field(2, ge=0)  # a call task is due this many days after it is created
@@ -156,6 +164,7 @@ class Policy(_Strict):
     email: EmailSettings | None = None
     agency: Agency | None = None
     phone: Phone = Phone()
+    law: Law = Law()
     pauses: Pauses = Pauses()
     payment_days: int = Field(8, ge=0, description="days given to pay in firmer reminders")
     batch_size: int = Field(20_000, ge=1)
