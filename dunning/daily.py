@@ -15,7 +15,8 @@ from dunning import ledger
 from dunning.channels.email import transport
 from dunning.context import Context, load_context
 from dunning.db import transaction
-from dunning.dispatch import DispatchResult, dispatch_email, waiting_by_channel
+from dunning.dispatch import DispatchResult, waiting_by_channel
+from dunning.dispatch import dispatch as deliver
 from dunning.ledger import BatchResult, ReconcileResult
 from dunning.models import Action
 from dunning.sources import Snapshot, pull
@@ -50,12 +51,14 @@ def evaluate(ctx: Context, as_of: date, run_id: str, low: int, high: int) -> Bat
         return ledger.evaluate_batch(session, ctx.policy, as_of, run_id, low, high)
 
 
-def dispatch(ctx: Context, as_of: date, *, dry_run: bool = False) -> DispatchResult:
+def dispatch(ctx: Context, as_of: date, *, kind: str = "email", dry_run: bool = False) -> \
+        DispatchResult:
     settings = ctx.settings
     key = settings.sendgrid_api_key.get_secret_value() if settings.sendgrid_api_key else None
     channel = None if dry_run else transport(ctx.policy, settings.outbox_dir, key,
                                              settings.sendgrid_api_host)
-    return dispatch_email(ctx.engine, ctx.policy, channel, as_of, dry_run=dry_run)
+    return deliver(ctx.engine, ctx.policy, channel, as_of, kind=kind,
+                   letters_dir=settings.letters_dir, dry_run=dry_run)
 
 
 def simulate(ctx: Context, snapshot: Snapshot, as_of: date, run_id: str) -> \
@@ -88,8 +91,8 @@ def finish(ctx: Context, run_id: str, report: dict[str, Any], status: str = "com
             "rejected_rows": len(report["rejected_rows"]),
             "transitions": report["evaluation"]["transitions"],
             "actions_created": sum(report["evaluation"]["actions_created"].values()),
-            "actions_sent": report["dispatch"]["sent"],
-            "actions_failed": report["dispatch"]["failed"],
+            "actions_sent": report["dispatch"]["sent"] + report["letters"]["sent"],
+            "actions_failed": report["dispatch"]["failed"] + report["letters"]["failed"],
         })
 
 
@@ -101,6 +104,7 @@ def fail(ctx: Context, run_id: str) -> None:
 def build_report(
     ctx: Context, run_id: str, as_of: date, dry_run: bool, snapshot: Snapshot,
     reconciled: ReconcileResult, evaluated: BatchResult, dispatched: DispatchResult,
+    letters: DispatchResult | None = None,
 ) -> dict[str, Any]:
     """What happened, as stable JSON (documented in the README)."""
     return {
@@ -119,6 +123,7 @@ def build_report(
             "transitions": evaluated.transitions,
         },
         "dispatch": dispatched.as_dict(),
+        "letters": (letters or DispatchResult(channel="letter")).as_dict(),
         "outstanding": {} if dry_run else waiting_by_channel(ctx.engine),
         "rejected_rows": [reject.as_dict() for reject in snapshot.rejects],
     }

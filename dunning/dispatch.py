@@ -7,11 +7,13 @@ import logging
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from datetime import date
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, and_, func, or_, select, update
 
-from dunning.channels.email import Letter, Line, Outbox, SendGrid, render
+from dunning.channels.email import Attachment, Letter, Line, Outbox, Rendered, SendGrid, render
+from dunning.channels.letter import keep, letter_context, render_pdf
 from dunning.db import transaction
 from dunning.errors import DeliveryError
 from dunning.ledger import chunks
@@ -32,11 +34,20 @@ class DispatchResult:
     in_flight: int = 0  # claimed by an earlier dispatch that never recorded an outcome
     waiting: Counter[str] = field(default_factory=Counter)  # undelivered, by channel
     errors: list[dict[str, Any]] = field(default_factory=list)
+    files: list[str] = field(default_factory=list)  # letters written, to post by registered mail
 
     def as_dict(self) -> dict[str, Any]:
-        return {"channel": self.channel, "sent": self.sent, "failed": self.failed,
-                "cancelled": self.cancelled, "would_send": self.would_send,
-                "in_flight": self.in_flight, "errors": self.errors}
+        out = {"channel": self.channel, "sent": self.sent, "failed": self.failed,
+               "cancelled": self.cancelled, "would_send": self.would_send,
+               "in_flight": self.in_flight, "errors": self.errors}
+        if self.channel == "letter":
+            out["files"] = self.files
+        return out
+
+
+def dispatch_email(engine: Engine, policy: Policy, transport: Outbox | SendGrid | None,
+                   as_of: date, *, dry_run: bool = False) -> DispatchResult:
+    return dispatch(engine, policy, transport, as_of, kind="email", dry_run=dry_run)
 
 
 def _claimable(policy: Policy, kind: str) -> Any:
@@ -75,6 +86,16 @@ def _letters(
                 amount_open=invoice.amount_open,
                 days_overdue=(as_of - invoice.due_date).days,
             ))
+    reminders: dict[int, list[tuple[date, str]]] = defaultdict(list)
+    if any(a.kind == "letter" for a in actions.values()):
+        with transaction(engine) as session:
+            for customer_id, when, stage in session.execute(
+                select(Action.customer_id, Action.business_date, Action.stage)
+                .where(Action.customer_id.in_(customers), Action.status == "sent",
+                       Action.kind.in_(("email", "phone")))
+                .order_by(Action.business_date, Action.id)
+            ):
+                reminders[customer_id].append((when, stage))
     for action_id, action in actions.items():
         customer = customers[action.customer_id]
         if not lines[action_id]:
@@ -85,7 +106,9 @@ def _letters(
             customer_ref=customer.external_id, customer_name=customer.name,
             language=customer.language, country=customer.country, recipients=recipients,
             stage=action.stage, template=action.template or action.stage,
-            as_of=as_of, lines=tuple(lines[action_id]),
+            as_of=as_of, lines=tuple(lines[action_id]), customer_address=customer.address,
+            customer_legal_id=customer.legal_id,
+            reminders=tuple(reminders[customer.id]),  # type: ignore[index]
         ))
     return out
 
@@ -96,19 +119,34 @@ def _record(engine: Engine, action_id: int, **values: Any) -> None:
                         .values(updated_at=utcnow(), **values))
 
 
-def dispatch_email(
+def _message(kind: str, action_id: int, letter: Letter, policy: Policy,
+             letters_dir: Path | None, result: DispatchResult) -> Rendered:
+    """What goes out for an action: a reminder, or a formal notice PDF under a cover email."""
+    if kind == "email":
+        return render(letter, policy)
+    assert letters_dir is not None
+    pdf = render_pdf(letter, policy)
+    path = keep(pdf, letters_dir, action_id, letter)
+    result.files.append(str(path))
+    deadline = letter_context(letter, policy)["deadline"]
+    return render(letter, policy, extra={"deadline": deadline},
+                  attachments=(Attachment(path.name, pdf, "application/pdf"),))
+
+
+def dispatch(
     engine: Engine, policy: Policy, transport: Outbox | SendGrid | None, as_of: date,
-    *, dry_run: bool = False,
+    *, kind: str = "email", letters_dir: Path | None = None, dry_run: bool = False,
 ) -> DispatchResult:
-    """Deliver every claimable email action; with `dry_run` (or no transport) only count them."""
-    result = DispatchResult(channel="email")
-    claimable = _claimable(policy, "email")
+    """Deliver every claimable action of a channel (`email`, or `letter`: a PDF sent as an
+    attachment and kept for registered post); with `dry_run` (or no transport) only count."""
+    result = DispatchResult(channel=kind)
+    claimable = _claimable(policy, kind)
     with transaction(engine) as session:
         ids = list(session.execute(
             select(Action.id).where(claimable).order_by(Action.id)).scalars())
         result.in_flight = session.execute(
             select(func.count()).select_from(Action)
-            .where(Action.kind == "email", Action.status == "sending")).scalar_one()
+            .where(Action.kind == kind, Action.status == "sending")).scalar_one()
     if dry_run or transport is None:
         result.would_send = len(ids)
         return result
@@ -137,8 +175,8 @@ def dispatch_email(
                     # Retrying would fail the same way every morning: fail once, visibly.
                     raise DeliveryError(f"customer {letter.customer_ref} has no email address; "
                                         "add one in the accounting system", retryable=False)
-                provider_id = transport.send(render(letter, policy), action_id,
-                                             action.dedupe_key)
+                message = _message(kind, action_id, letter, policy, letters_dir, result)
+                provider_id = transport.send(message, action_id, action.dedupe_key)
             except DeliveryError as exc:
                 _record(engine, action_id, status="failed", last_error=str(exc),
                         retryable=exc.retryable)

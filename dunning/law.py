@@ -92,13 +92,13 @@ class Rule:
 
 
 RULES = {
-    "FR": Rule("FR", "Code de commerce L441-10 and D441-5", "ecb_mro", Decimal(10), False),
-    "BE": Rule("BE", "Loi du 2 août 2002, art. 5 and 6", "ecb_mro", Decimal(8), False,
+    "FR": Rule("FR", "Code de commerce L441-10, D441-5", "ecb_mro", Decimal(10), False),
+    "BE": Rule("BE", "Loi du 2 août 2002, art. 5, 6", "ecb_mro", Decimal(8), False,
                round_up_half_point=True),
-    "DE": Rule("DE", "§ 288 (2) and (5) BGB", "de_base", Decimal(9), False),
-    "GB": Rule("GB", "Late Payment of Commercial Debts (Interest) Act 1998, s. 4 and 5A",
+    "DE": Rule("DE", "§ 288 (2), (5) BGB", "de_base", Decimal(9), False),
+    "GB": Rule("GB", "Late Payment of Commercial Debts (Interest) Act 1998, s. 4, 5A",
                "boe_bank_rate", Decimal(8), True, currency="GBP"),
-    "EU": Rule("EU", "Directive 2011/7/EU, art. 2(6) and 6", "ecb_mro", Decimal(8), False),
+    "EU": Rule("EU", "Directive 2011/7/EU, art. 2(6), 6", "ecb_mro", Decimal(8), False),
 }
 
 

@@ -96,7 +96,7 @@ class ReconcileResult:
 
 
 _CUSTOMER_FIELDS = ("name", "email", "phone", "language", "country", "credit_limit", "segment",
-                    "collector")
+                    "collector", "address", "legal_id")
 _INVOICE_FIELDS = ("number", "issue_date", "due_date", "currency", "amount", "amount_open")
 
 

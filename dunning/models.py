@@ -83,6 +83,8 @@ class Customer(SQLModel, table=True):
     country: str | None = Field(default=None, max_length=2)
     credit_limit: Decimal | None = _money(nullable=True)
     segment: str | None = None
+    address: str | None = None  # postal, for letters; lines separated by "\n"
+    legal_id: str | None = None  # e.g. SIREN, VAT or company number
     collector: str | None = None
     hold_until: date | None = None
     hold_reason: str | None = None

@@ -138,6 +138,10 @@ class Law(_Strict):
     compensation: Decimal | None = Field(None, ge=0)  # per invoice, instead of the fixed sum
 
 
+class Letters(_Strict):
+    deadline_days: int = Field(8, ge=1)  # days given by a formal notice to pay
+
+
 class Phone(_Strict):
     default_assignee: str = "credit desk"  # when the customer has no collector
     due_days: int = Field(2, ge=0)  # a call task is due this many days after it is created
@@ -165,6 +169,7 @@ class Policy(_Strict):
     agency: Agency | None = None
     phone: Phone = Phone()
     law: Law = Law()
+    letters: Letters = Letters()
     pauses: Pauses = Pauses()
     payment_days: int = Field(8, ge=0, description="days given to pay in firmer reminders")
     batch_size: int = Field(20_000, ge=1)

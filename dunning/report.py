@@ -71,6 +71,11 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
         lines.append(f"email: {disp['sent']} sent, {disp['failed']} failed"
                      + (f", {disp['in_flight']} in flight from an earlier run (check them)"
                         if disp["in_flight"] else ""))
+    letters = report.get("letters") or {}
+    if letters.get("sent") or letters.get("failed"):
+        lines.append(f"formal notices: {letters['sent']} sent as PDF, {letters['failed']} failed"
+                     + (f"; post by registered mail: {', '.join(letters['files'])}"
+                        if letters.get("files") else ""))
     for channel, statuses in sorted(report["outstanding"].items()):
         described = ", ".join(f"{n} {status.replace('_', ' ')}" for status, n in
                               sorted(statuses.items()))

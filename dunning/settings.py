@@ -16,6 +16,7 @@ class Settings(BaseSettings):
     database_url: str = Field("sqlite:///./dunning.db", alias="DUNNING_DATABASE_URL")
     config: Path = Field(Path("config/policy.yaml"), alias="DUNNING_CONFIG")
     outbox_dir: Path = Field(Path("outbox"), alias="DUNNING_OUTBOX_DIR")
+    letters_dir: Path = Field(Path("letters"), alias="DUNNING_LETTERS_DIR")
     sendgrid_api_key: SecretStr | None = Field(None, alias="SENDGRID_API_KEY")
     sendgrid_api_host: str | None = Field(None, alias="SENDGRID_API_HOST")
 

@@ -15,6 +15,7 @@ from dunning.ledger import BatchResult
 from dunning.report import Stopwatch
 from tasks.daily import (
     dispatch_email,
+    dispatch_letters,
     evaluate,
     plan_batches,
     publish_report,
@@ -53,13 +54,14 @@ def daily_dunning(as_of: date | None = None, dry_run: bool = False) -> dict[str,
                     evaluated.merge(evaluate(ctx, as_of, run_id, low, high))
             with clock("dispatch"):
                 dispatched = dispatch_email(ctx, as_of, dry_run=False)
+                letters = dispatch_letters(ctx, as_of)
         except BaseException:
             daily.fail(ctx, run_id)
             raise
 
     with clock("report"):
         report = daily.build_report(ctx, run_id, as_of, dry_run, snapshot, reconciled,
-                                    evaluated, dispatched)
+                                    evaluated, dispatched, None if dry_run else letters)
         if not dry_run:
             daily.finish(ctx, run_id, report)
         publish_report(quote(report))

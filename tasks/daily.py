@@ -49,6 +49,12 @@ def dispatch_email(ctx: Context, as_of: date, dry_run: bool) -> DispatchResult:
     return daily.dispatch(ctx, as_of, dry_run=dry_run)
 
 
+@task(name="dispatch-letters", cache_policy=NO_CACHE)
+def dispatch_letters(ctx: Context, as_of: date) -> DispatchResult:
+    """Write approved formal notices as PDFs, email them, keep them for registered post."""
+    return daily.dispatch(ctx, as_of, kind="letter")
+
+
 @task(name="simulate", cache_policy=NO_CACHE)
 def simulate(ctx: Context, snapshot: Snapshot, as_of: date, run_id: str) -> \
         tuple[ReconcileResult, BatchResult, DispatchResult]:

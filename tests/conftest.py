@@ -84,7 +84,7 @@ def base_policy(tmp: Path) -> dict[str, Any]:
 
 
 CUSTOMER_COLUMNS = ["customer_id", "name", "email", "phone", "language", "country",
-                    "credit_limit", "segment", "collector"]
+                    "credit_limit", "segment", "collector", "address", "legal_id"]
 INVOICE_COLUMNS = ["invoice_id", "customer_id", "number", "issue_date", "due_date", "currency",
                    "amount", "amount_open"]
 
@@ -104,7 +104,8 @@ class Portfolio:
             "customer_id": customer_id, "name": name or f"Customer {customer_id} Ltd",
             "email": f"ap@{customer_id.lower()}.example" if email == "" else (email or ""),
             "phone": "+33 1 00 00 00 00", "language": language, "country": country,
-            "credit_limit": "10000.00", "segment": "mid", "collector": "",
+            "credit_limit": "10000.00", "segment": "mid", "collector": "", "address": "",
+            "legal_id": "",
         }
 
     def invoice(self, invoice_id: str, customer_id: str, due: date, amount: str = "1000.00",

@@ -3,11 +3,14 @@ as an .eml file in the outbox folder when no SendGrid key is set."""
 
 from __future__ import annotations
 
+import base64
 import os
 import re
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from decimal import Decimal
+from email import encoders
+from email.mime.base import MIMEBase
 from email.mime.multipart import MIMEMultipart
 from email.mime.text import MIMEText
 from email.utils import formataddr, formatdate, make_msgid
@@ -50,6 +53,16 @@ class Letter:
     template: str
     as_of: date
     lines: tuple[Line, ...]
+    customer_address: str | None = None
+    customer_legal_id: str | None = None
+    reminders: tuple[tuple[date, str], ...] = ()  # what was sent before: (date, stage)
+
+
+@dataclass(frozen=True)
+class Attachment:
+    filename: str
+    content: bytes
+    mimetype: str
 
 
 @dataclass(frozen=True)
@@ -58,7 +71,7 @@ class Rendered:
     text: str
     html: str
     recipients: tuple[str, ...]
-    headers: dict[str, str] = field(default_factory=dict)
+    attachments: tuple[Attachment, ...] = field(default_factory=tuple)
 
 
 @lru_cache(maxsize=4)
@@ -73,7 +86,8 @@ def _environment(root: str) -> Environment:
     )
 
 
-def render(letter: Letter, policy: Policy) -> Rendered:
+def render(letter: Letter, policy: Policy, extra: dict[str, Any] | None = None,
+           attachments: tuple[Attachment, ...] = ()) -> Rendered:
     """Subject, text and HTML of a reminder in the customer's language."""
     locale = locale_for(letter.language, letter.country)
     by_currency: dict[str, Decimal] = {}
@@ -106,7 +120,7 @@ def render(letter: Letter, policy: Policy) -> Rendered:
         "pay_by": day(letter.as_of + timedelta(days=policy.payment_days), locale, "long"),
         "reference": f"{letter.customer_ref}-{letter.as_of.isoformat()}",
         "stage": letter.stage,
-    }
+    } | (extra or {})
     env = _environment(str(templates_dir()))
     base = f"email/{letter.language}/{letter.template}"
     try:
@@ -118,7 +132,8 @@ def render(letter: Letter, policy: Policy) -> Rendered:
             f"no template {exc.name} in {templates_dir()}", retryable=False
         ) from None
     subject = " ".join(subject.split())
-    return Rendered(subject=subject, text=text, html=html, recipients=letter.recipients)
+    return Rendered(subject=subject, text=text, html=html, recipients=letter.recipients,
+                    attachments=attachments)
 
 
 # --- delivery ---------------------------------------------------------------------------------
@@ -136,7 +151,21 @@ class Outbox:
     def send(self, message: Rendered, action_id: int, key: str) -> str:
         email = self.policy.email
         sender = email.from_address if email else (self.policy.creditor.email or "")
-        mime = MIMEMultipart("alternative")
+        body = MIMEMultipart("alternative")
+        body.attach(MIMEText(message.text, "plain", "utf-8"))
+        body.attach(MIMEText(message.html, "html", "utf-8"))
+        if message.attachments:
+            mime = MIMEMultipart("mixed")
+            mime.attach(body)
+            for item in message.attachments:
+                maintype, subtype = item.mimetype.split("/", 1)
+                part = MIMEBase(maintype, subtype)
+                part.set_payload(item.content)
+                encoders.encode_base64(part)
+                part.add_header("Content-Disposition", "attachment", filename=item.filename)
+                mime.attach(part)
+        else:
+            mime = body
         mime["Subject"] = message.subject
         mime["From"] = formataddr(((email.from_name if email else None) or
                                    self.policy.creditor.name, sender))
@@ -146,8 +175,6 @@ class Outbox:
         mime["Date"] = formatdate(localtime=False)
         mime["Message-ID"] = make_msgid(domain="dunning.local")
         mime["X-Dunning-Action"] = key
-        mime.attach(MIMEText(message.text, "plain", "utf-8"))
-        mime.attach(MIMEText(message.html, "html", "utf-8"))
         self.folder.mkdir(parents=True, exist_ok=True)
         safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", key)
         path = self.folder / f"{action_id:08d}_{safe}.eml"
@@ -179,7 +206,17 @@ class SendGrid:
 
     def send(self, message: Rendered, action_id: int, key: str) -> str:
         from python_http_client.exceptions import HTTPError
-        from sendgrid.helpers.mail import Category, CustomArg, Mail, ReplyTo
+        from sendgrid.helpers.mail import Attachment as SendGridAttachment
+        from sendgrid.helpers.mail import (
+            Category,
+            CustomArg,
+            Disposition,
+            FileContent,
+            FileName,
+            FileType,
+            Mail,
+            ReplyTo,
+        )
 
         mail = Mail(
             from_email=(self.email.from_address, self.email.from_name or
@@ -194,6 +231,10 @@ class SendGrid:
         mail.custom_arg = [CustomArg(CUSTOM_ARG, key), CustomArg("dunning_action_id",
                                                                    str(action_id))]
         mail.category = Category("dunning")
+        for item in message.attachments:
+            mail.add_attachment(SendGridAttachment(
+                FileContent(base64.b64encode(item.content).decode("ascii")),
+                FileName(item.filename), FileType(item.mimetype), Disposition("attachment")))
         try:
             response = self.client.send(mail)
         except HTTPError as exc:

@@ -135,7 +135,7 @@ def _row(item: dict[str, Any], fields: dict[str, str], columns: tuple[str, ...])
 
 
 CUSTOMER_COLUMNS = (*CUSTOMER_REQUIRED, "email", "phone", "language", "country",
-                    "credit_limit", "segment", "collector")
+                    "credit_limit", "segment", "collector", "address", "legal_id")
 INVOICE_COLUMNS = (*INVOICE_REQUIRED, "number", "issue_date", "currency")
 
 

@@ -85,6 +85,10 @@ def _customer(row: dict[str, str], default_language: str) -> CustomerRow:
         credit_limit=limit,
         segment=row.get("segment") or None,
         collector=row.get("collector") or None,
+        # Accounting exports often flatten addresses: " | " separates lines.
+        address="\n".join(p.strip() for p in row.get("address", "").split("|") if p.strip())
+        or None,
+        legal_id=row.get("legal_id") or None,
     )
 
 

@@ -18,6 +18,8 @@ class CustomerRow:
     credit_limit: Decimal | None
     segment: str | None
     collector: str | None = None
+    address: str | None = None
+    legal_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,134 @@
+"""Formal notice letters: an A4 PDF per customer (WeasyPrint), with the statutory interest and
+the fixed recovery compensation of each invoice, kept in the letters folder, sent as an email
+attachment and to be posted by registered mail."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections import defaultdict
+from datetime import timedelta
+from decimal import Decimal
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+from babel.numbers import format_decimal
+
+from dunning import law
+from dunning.channels.email import Letter, _environment
+from dunning.channels.formatting import day, locale_for, money, totals
+from dunning.errors import DeliveryError, DunningError
+from dunning.policy import Policy
+from dunning.resources import templates_dir
+
+STAGE_LABELS = {
+    "fr": {"pre_due_reminder": "rappel avant échéance", "friendly_reminder": "premier rappel",
+           "second_reminder": "deuxième relance", "phone_call": "appel téléphonique"},
+    "en": {"pre_due_reminder": "reminder before the due date",
+           "friendly_reminder": "first reminder", "second_reminder": "second reminder",
+           "phone_call": "telephone call"},
+    "nl": {"pre_due_reminder": "herinnering vóór de vervaldag",
+           "friendly_reminder": "eerste herinnering", "second_reminder": "tweede herinnering",
+           "phone_call": "telefonisch contact"},
+    "de": {"pre_due_reminder": "Erinnerung vor Fälligkeit",
+           "friendly_reminder": "erste Zahlungserinnerung",
+           "second_reminder": "zweite Zahlungserinnerung", "phone_call": "Telefonat"},
+}
+_PLACE_DATE = {"fr": "{place}, le {date}", "en": "{place}, {date}", "nl": "{place}, {date}",
+               "de": "{place}, den {date}"}
+
+
+def _place(address: str | None) -> str | None:
+    """The town of the creditor's address ("12 rue X, 69002 Lyon" -> "Lyon")."""
+    if not address:
+        return None
+    last = re.split(r"[,\n]", address)[-1].strip()
+    return re.sub(r"^[A-Z]{0,2}-?\d[\d\s]*", "", last).strip() or None
+
+
+def _percent(rate: Decimal, language: str, locale: Any) -> str:
+    text = format_decimal(rate, format="#,##0.00", locale=locale)
+    return f"{text} %" if language in ("fr", "de") else f"{text}%"
+
+
+def letter_context(letter: Letter, policy: Policy) -> dict[str, Any]:
+    """Everything the formal notice says, formatted for the debtor's language."""
+    locale = locale_for(letter.language, letter.country)
+    rule = law.rule_for(policy.law.country or policy.creditor.country)
+    principal: dict[str, Decimal] = defaultdict(Decimal)
+    interest: dict[str, Decimal] = defaultdict(Decimal)
+    compensation: dict[str, Decimal] = defaultdict(Decimal)
+    rows = []
+    for line in letter.lines:
+        result = law.claim(line.amount_open, line.due_date, letter.as_of, rule,
+                           rate=policy.law.rate, compensation=policy.law.compensation).rounded()
+        principal[line.currency] += line.amount_open
+        interest[line.currency] += result.interest
+        compensation[result.compensation_currency] += result.compensation
+        rates = {p.rate for p in result.periods}
+        rows.append(SimpleNamespace(
+            number=line.number, issue_date=day(line.issue_date, locale) if line.issue_date
+            else "", due_date=day(line.due_date, locale), days_overdue=line.days_overdue,
+            principal=money(line.amount_open, line.currency, locale),
+            interest=money(result.interest, line.currency, locale),
+            compensation=money(result.compensation, result.compensation_currency, locale),
+            rate=_percent(rates.pop(), letter.language, locale) if len(rates) == 1 else "",
+        ))
+    everything: dict[str, Decimal] = defaultdict(Decimal)
+    for part in (principal, interest, compensation):
+        for currency, amount in part.items():
+            everything[currency] += amount
+    deadline = letter.as_of + timedelta(days=policy.letters.deadline_days)
+    creditor = policy.creditor
+    date_text = day(letter.as_of, locale, "long")
+    place = _place(creditor.address)
+    labels = STAGE_LABELS.get(letter.language, {})
+    return {
+        "creditor": SimpleNamespace(name=creditor.name, address=creditor.address,
+                                    legal_id=creditor.legal_id, email=creditor.email,
+                                    phone=creditor.phone, iban=creditor.iban, bic=creditor.bic),
+        "debtor": SimpleNamespace(name=letter.customer_name, id=letter.customer_ref,
+                                  address=letter.customer_address,
+                                  legal_id=letter.customer_legal_id),
+        "place_date": _PLACE_DATE[letter.language].format(place=place, date=date_text)
+        if place else date_text,
+        "reference": f"{letter.customer_ref}-{letter.as_of.isoformat()}",
+        "invoices": rows,
+        "totals": SimpleNamespace(principal=totals(principal, locale),
+                                  interest=totals(interest, locale),
+                                  compensation=totals(compensation, locale),
+                                  total=totals(everything, locale)),
+        "deadline": day(deadline, locale, "long"),
+        "deadline_days": policy.letters.deadline_days,
+        "reminders": [f"{day(when, locale, 'long')} ({labels.get(stage, stage.replace('_', ' '))})"
+                      for when, stage in letter.reminders],
+        "law": rule.law,
+        "agreed_rate": _percent(policy.law.rate, letter.language, locale)
+        if policy.law.rate is not None else None,
+        "as_of": date_text,
+    }
+
+
+def render_pdf(letter: Letter, policy: Policy) -> bytes:
+    """The letter as an A4 PDF."""
+    from weasyprint import HTML
+
+    try:
+        context = letter_context(letter, policy)
+    except DunningError as exc:  # e.g. a reference rate not yet in config/rates.yaml
+        raise DeliveryError(str(exc)) from None
+    name = f"letters/{letter.language}/{letter.template}.html.j2"
+    html = _environment(str(templates_dir())).get_template(name).render(context)
+    return bytes(HTML(string=html, base_url=str(templates_dir())).write_pdf())
+
+
+def keep(pdf: bytes, folder: Path, action_id: int, letter: Letter) -> Path:
+    """Write the PDF atomically in the letters folder; the file is the proof of what was sent."""
+    folder.mkdir(parents=True, exist_ok=True)
+    safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", letter.customer_ref)
+    path = folder / f"{letter.as_of.isoformat()}_{action_id:08d}_{safe}_{letter.stage}.pdf"
+    tmp = path.with_suffix(".pdf.tmp")
+    tmp.write_bytes(pdf)
+    os.replace(tmp, path)
+    return path
