@@ -29,8 +29,10 @@ def pull_snapshot(ctx: Context) -> Snapshot:
 
 
 def check_date(ctx: Context, as_of: date) -> None:
+    """Before anything: time does not go backwards, and the ledger's stages are the policy's."""
     with transaction(ctx.engine) as session:
         ledger.check_run_date(session, as_of)
+        ledger.check_stages(session, {stage.name for stage in ctx.policy.stages})
 
 
 def reconcile(ctx: Context, snapshot: Snapshot, as_of: date, run_id: str) -> ReconcileResult:
@@ -69,6 +71,7 @@ def simulate(ctx: Context, snapshot: Snapshot, as_of: date, run_id: str) -> \
         session.begin()
         try:
             ledger.check_run_date(session, as_of)
+            ledger.check_stages(session, {stage.name for stage in ctx.policy.stages})
             reconciled = ledger.reconcile(session, snapshot, as_of, run_id)
             evaluated = BatchResult()
             for low, high in ledger.plan_batches(session, ctx.policy.batch_size):

@@ -17,6 +17,9 @@ _engines: dict[str, Engine] = {}
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    # pysqlite would only BEGIN before the first write, leaving a batch's reads outside its
+    # transaction; we begin ourselves (see _sqlite_begin).
+    dbapi_connection.isolation_level = None
     cursor = dbapi_connection.cursor()
     # WAL lets `dunning status` read while a run writes; busy_timeout waits instead of failing.
     cursor.execute("PRAGMA journal_mode=WAL")
@@ -24,6 +27,12 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA busy_timeout=30000")
     cursor.close()
+
+
+def _sqlite_begin(connection: Any) -> None:
+    # IMMEDIATE: a transaction holds the write lock from its first read, so a dispute or a hold
+    # committed while a batch is deciding waits for the batch, then takes its invoices out.
+    connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 def get_engine(url: str) -> Engine:
@@ -36,6 +45,7 @@ def get_engine(url: str) -> Engine:
             raise ConfigError(f"DUNNING_DATABASE_URL: cannot use {url!r}: {exc}") from None
         if engine.dialect.name == "sqlite":
             event.listen(engine, "connect", _sqlite_pragmas)
+            event.listen(engine, "begin", _sqlite_begin)
         _engines[url] = engine
     return engine
 

@@ -50,14 +50,16 @@ def dispatch_email(engine: Engine, policy: Policy, transport: Outbox | SendGrid 
     return dispatch(engine, policy, transport, as_of, kind="email", dry_run=dry_run)
 
 
-def _claimable(policy: Policy, kind: str) -> Any:
+def _claimable(policy: Policy, kind: str, as_of: date) -> Any:
     max_attempts = policy.email.max_attempts if policy.email else 5
     return and_(
         Action.kind == kind,
         or_(
             Action.status.in_(("queued", "approved")),
+            # A failure is retried by a later business day, never by a rerun of the same one.
             and_(Action.status == "failed", Action.retryable.is_(True),
-                 Action.attempts < max_attempts),
+                 Action.attempts < max_attempts,
+                 or_(Action.attempted_on.is_(None), Action.attempted_on < as_of)),
         ),
     )
 
@@ -140,7 +142,7 @@ def dispatch(
     """Deliver every claimable action of a channel (`email`, or `letter`: a PDF sent as an
     attachment and kept for registered post); with `dry_run` (or no transport) only count."""
     result = DispatchResult(channel=kind)
-    claimable = _claimable(policy, kind)
+    claimable = _claimable(policy, kind, as_of)
     with transaction(engine) as session:
         ids = list(session.execute(
             select(Action.id).where(claimable).order_by(Action.id)).scalars())
@@ -158,7 +160,8 @@ def dispatch(
             claimed = list(session.execute(
                 update(Action)
                 .where(Action.id.in_(batch), claimable)
-                .values(status="sending", attempts=Action.attempts + 1, updated_at=utcnow())
+                .values(status="sending", attempts=Action.attempts + 1, attempted_on=as_of,
+                        updated_at=utcnow())
                 .returning(Action.id)
                 .execution_options(synchronize_session=False)
             ).scalars())

@@ -25,6 +25,7 @@ class InvoiceFacts:
     rejected_stages: frozenset[str] = field(default_factory=frozenset)
     pending_stage: str | None = None  # a stage proposed and waiting for approval
     hold_until: date | None = None  # the customer is on hold through this date
+    currency: str | None = None  # None: the policy's currency
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +86,8 @@ def decide(invoice: InvoiceFacts, policy: Policy, as_of: date) -> Decision:
 
     stages = policy.stages
     current = policy.stage_index(invoice.stage)
+    if invoice.stage is not None and current < 0:
+        return stay(f"its stage {invoice.stage} is not in the policy: a person decides")
     candidate = current + 1
     # Reminders before the due date only make sense while the invoice is not yet due.
     while candidate < len(stages) and stages[candidate].days_after_due < 0 and days_overdue >= 0:
@@ -119,6 +122,11 @@ def decide(invoice: InvoiceFacts, policy: Policy, as_of: date) -> Decision:
             )
 
     if stage.min_amount > 0:
+        currency = invoice.currency or policy.currency
+        if currency != policy.currency:
+            # No exchange rate is guessed: a threshold in EUR says nothing of a JPY invoice.
+            return stay(f"waiting for {stage.name}: its minimum is in {policy.currency}, the "
+                        f"invoice in {currency}: a person decides")
         if invoice.amount_open < stage.min_amount:
             return stay(
                 f"waiting for {stage.name}: open {_money(invoice.amount_open)} "

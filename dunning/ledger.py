@@ -12,10 +12,10 @@ from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any, TypeVar
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import case, func, insert, select, update
 from sqlalchemy.orm import Session
 
-from dunning.errors import ConflictError, NotFoundError, RunDateError
+from dunning.errors import ConfigError, ConflictError, NotFoundError, RunDateError
 from dunning.ladder import Decision, InvoiceFacts, decide
 from dunning.models import (
     Action,
@@ -61,6 +61,22 @@ def check_run_date(session: Session, as_of: date) -> None:
             f"--as-of {as_of} is earlier than the last run ({last}); a run may repeat the last "
             "date or move forward, never back. Nothing was changed."
         )
+
+
+def check_stages(session: Session, stage_names: set[str]) -> None:
+    """Refuse to run while open invoices sit at stages the policy no longer has: the ladder
+    cannot tell where they stand (a renamed stage would start them over)."""
+    unknown = session.execute(
+        select(Invoice.stage, func.count())
+        .where(Invoice.state != "closed", Invoice.stage.is_not(None),
+               Invoice.stage.not_in(stage_names))
+        .group_by(Invoice.stage)
+    ).all()
+    if unknown:
+        listed = ", ".join(f"{stage} ({n} invoices)" for stage, n in unknown)
+        raise ConfigError(f"stages: open invoices are at stages the policy does not define: "
+                          f"{listed}; put those stages back (renaming a stage is not supported "
+                          "yet). Nothing was changed.")
 
 
 def start_run(session: Session, run_id: str, as_of: date) -> Run:
@@ -113,6 +129,7 @@ def reconcile(session: Session, snapshot: Snapshot, as_of: date, run_id: str | N
 
     settle: list[tuple[int, str | None, str]] = []
     reopen: list[tuple[int, str | None, str]] = []
+    moved: list[int] = []
     for rows in chunks(snapshot.invoices):
         known = {
             row.external_id: row
@@ -141,6 +158,8 @@ def reconcile(session: Session, snapshot: Snapshot, as_of: date, run_id: str | N
             changed = any(getattr(existing, k) != v for k, v in values.items())
             if changed:
                 updates.append(values | {"id": existing.id, "updated_at": now})
+                if existing.customer_id != values["customer_id"]:
+                    moved.append(existing.id)
             if existing.state != "closed" and row.amount_open == 0:
                 settle.append((existing.id, existing.stage, "nothing open in the snapshot"))
             elif existing.state == "closed" and row.amount_open != 0:
@@ -153,6 +172,9 @@ def reconcile(session: Session, snapshot: Snapshot, as_of: date, run_id: str | N
             session.execute(update(Invoice), updates)
             result.invoices_updated += len(updates)
 
+    # An invoice booked to another customer leaves the old customer's messages and call tasks.
+    result.actions_cancelled += drop_from_undelivered(session, moved,
+                                                      f"moved to another customer on {as_of}", now)
     seen = snapshot.seen_invoice_ids
     for invoice_id, external_id, stage in session.execute(
         select(Invoice.id, Invoice.external_id, Invoice.stage).where(Invoice.state != "closed")
@@ -161,7 +183,7 @@ def reconcile(session: Session, snapshot: Snapshot, as_of: date, run_id: str | N
             settle.append((invoice_id, stage, "absent from the snapshot"))
 
     result.settled = len(settle)
-    result.actions_cancelled = _settle(session, settle, as_of, run_id, now)
+    result.actions_cancelled += _settle(session, settle, as_of, run_id, now)
     result.reopened = len(reopen)
     _set_state(session, reopen, "reopened", "active", as_of, run_id, now, reason="reopened")
     result.resumed = _resume_expired_pauses(session, as_of, run_id, now)
@@ -212,16 +234,33 @@ def _set_state(
         return
     values: dict[str, Any] = {"state": state, "updated_at": now}
     if state == "closed":
-        values |= {"state_reason": "settled", "closed_on": as_of, "paused_until": None}
+        # A paused invoice remembers its pause ("settled:dispute", paused_until kept), so that
+        # if it comes back open it is still disputed, held or promised.
+        values |= {"closed_on": as_of, "state_reason": case(
+            (Invoice.state == "paused", "settled:" + func.coalesce(Invoice.state_reason, "")),
+            else_="settled")}
+    elif event == "reopened":
+        was_paused = Invoice.state_reason.like("settled:%")
+        values |= {"closed_on": None,
+                   "state": case((was_paused, "paused"), else_="active"),
+                   "state_reason": case((was_paused, func.substr(Invoice.state_reason, 9)),
+                                        else_=None),
+                   "paused_until": case((was_paused, Invoice.paused_until), else_=None)}
     else:
         values |= {"state_reason": None, "closed_on": None, "paused_until": None}
     for batch in chunks(changes):
         ids = [invoice_id for invoice_id, _, _ in batch]
-        session.execute(update(Invoice).where(Invoice.id.in_(ids)).values(**values))
+        session.execute(update(Invoice).where(Invoice.id.in_(ids)).values(**values)
+                        .execution_options(synchronize_session=False))
+    if event == "reopened":
+        states = dict(session.execute(select(Invoice.id, Invoice.state).where(
+            Invoice.id.in_([i for i, _, _ in changes]))).all())
+    else:
+        states = {}
     session.execute(insert(Transition), [
         {"invoice_id": invoice_id, "event": event, "from_stage": stage, "to_stage": stage,
-         "state": state, "business_date": as_of, "at": now, "reason": reason,
-         "detail": detail, "actor": SYSTEM, "run_id": run_id}
+         "state": states.get(invoice_id, state), "business_date": as_of, "at": now,
+         "reason": reason, "detail": detail, "actor": SYSTEM, "run_id": run_id}
         for invoice_id, stage, detail in changes
     ])
 
@@ -355,10 +394,11 @@ def dedupe_key(as_of: date, stage: str, customer_id: int, invoice_ids: Iterable[
 def facts_for(session: Session, low: int, high: int) -> list[InvoiceFacts]:
     """The ladder's input for the active invoices of customers `low`..`high`."""
     blocked: dict[int, tuple[set[str], str | None]] = defaultdict(lambda: (set(), None))
+    batch = select(Invoice.id).where(Invoice.customer_id.between(low, high), *_active_filter())
     for invoice_id, stage, status in session.execute(
         select(ActionInvoice.invoice_id, Action.stage, Action.status)
         .join(Action, Action.id == ActionInvoice.action_id)
-        .where(Action.customer_id.between(low, high),
+        .where(ActionInvoice.invoice_id.in_(batch),
                Action.status.in_(("pending_approval", "rejected")),
                ActionInvoice.dropped_reason.is_(None))
     ):
@@ -373,11 +413,14 @@ def facts_for(session: Session, low: int, high: int) -> list[InvoiceFacts]:
         .where(Customer.id.between(low, high), Customer.hold_until.is_not(None))
     ).all())
     facts = []
+    # FOR UPDATE (PostgreSQL): a pause recorded meanwhile waits for this batch's transaction.
     for row in session.execute(
         select(Invoice.id, Invoice.customer_id, Invoice.due_date, Invoice.amount,
-               Invoice.amount_open, Invoice.stage, Invoice.stage_entered_on, Invoice.state)
+               Invoice.amount_open, Invoice.stage, Invoice.stage_entered_on, Invoice.state,
+               Invoice.currency)
         .where(Invoice.customer_id.between(low, high), *_active_filter())
         .order_by(Invoice.customer_id, Invoice.id)
+        .with_for_update()
     ):
         rejected, pending = blocked.get(row.id, (set(), None))
         facts.append(InvoiceFacts(
@@ -385,7 +428,7 @@ def facts_for(session: Session, low: int, high: int) -> list[InvoiceFacts]:
             amount=row.amount, amount_open=row.amount_open, stage=row.stage,
             stage_entered_on=row.stage_entered_on, state=row.state,
             rejected_stages=frozenset(rejected), pending_stage=pending,
-            hold_until=holds.get(row.customer_id),
+            hold_until=holds.get(row.customer_id), currency=row.currency,
         ))
     return facts
 
@@ -467,7 +510,23 @@ def evaluate_batch(
             })
             moves.append({"id": invoice.invoice_id, "stage": stage_name,
                           "stage_entered_on": as_of, "updated_at": now})
-    session.execute(insert(ActionInvoice), links)
+    if grown:
+        # An invoice that left a waiting proposal (paused, settled) and came back is put back
+        # on its existing line rather than listed twice.
+        known = set(session.execute(
+            select(ActionInvoice.action_id, ActionInvoice.invoice_id)
+            .where(ActionInvoice.action_id.in_(grown))).all())
+        revived = [link for link in links if (link["action_id"], link["invoice_id"]) in known]
+        links = [link for link in links if (link["action_id"], link["invoice_id"]) not in known]
+        for link in revived:
+            session.execute(
+                update(ActionInvoice)
+                .where(ActionInvoice.action_id == link["action_id"],
+                       ActionInvoice.invoice_id == link["invoice_id"])
+                .values(dropped_reason=None, amount_open=link["amount_open"],
+                        days_overdue=link["days_overdue"], reason=link["reason"]))
+    if links:
+        session.execute(insert(ActionInvoice), links)
     if transitions:
         session.execute(insert(Transition), transitions)
         session.execute(update(Invoice), moves)

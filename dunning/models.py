@@ -145,6 +145,7 @@ class Action(SQLModel, table=True):
     business_date: date
     run_id: str | None = Field(default=None, max_length=64)
     attempts: int = 0
+    attempted_on: date | None = None  # business date of the last delivery attempt
     retryable: bool = True
     assignee: str | None = Field(default=None, max_length=100)  # call tasks: who calls
     due_on: date | None = None  # call tasks: when the call is due

@@ -72,7 +72,7 @@ class HttpAuth(_Strict):
 
 class Pagination(_Strict):
     """`cursor`: the next cursor is read from the body at `next`; `page`: pages of `size`
-    counted from `start` until a short page; `none`: one request."""
+    counted from `start` until an empty page; `none`: one request."""
 
     kind: Literal["none", "cursor", "page"] = "none"
     param: str | None = None  # query parameter of the cursor or page number (default: the kind)

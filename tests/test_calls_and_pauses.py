@@ -227,3 +227,42 @@ def test_pausing_a_closed_invoice_is_refused(portfolio: Portfolio) -> None:
     run(day(1))
     result = cli("dispute", "I1", "--by", "Claire", "--reason", "x")
     assert result.exit_code == 2 and "is closed" in result.stderr
+
+
+def test_an_invoice_back_from_a_dispute_rejoins_its_waiting_proposal(portfolio: Portfolio) -> None:
+    portfolio.customer("C1")
+    portfolio.invoice("A", "C1", due=day(-40))
+    portfolio.invoice("B", "C1", due=day(-40))
+    portfolio.write()
+    for n in (0, 7, 12, 19):
+        run(day(n))
+    assert cli("dispute", "A", "--by", "Claire", "--reason", "wrong quantity").exit_code == 0
+    (notice,) = as_json("actions", "--status", "pending_approval")
+    assert notice["invoice_ids"] == ["B"]
+    assert cli("resolve", "A", "--by", "Claire").exit_code == 0
+    for n in (20, 21):
+        report = run(day(n))
+        assert report["evaluation"]["awaiting_approval"] == ({"formal_notice": 1} if n == 20
+                                                             else {})
+    (notice,) = as_json("actions", "--status", "pending_approval")
+    assert notice["invoice_ids"] == ["A", "B"] and notice["dropped_invoice_ids"] == []
+
+
+def test_a_disputed_invoice_that_leaves_and_comes_back_is_still_disputed(
+        portfolio: Portfolio) -> None:
+    portfolio.customer("C1")
+    portfolio.invoice("I1", "C1", due=day(-5))
+    portfolio.write()
+    run(day(0))
+    assert cli("dispute", "I1", "--by", "Claire", "--reason", "wrong price").exit_code == 0
+    portfolio.remove("I1")  # a day missing from the export
+    portfolio.write()
+    run(day(1))
+    assert status(portfolio)["I1"]["state"] == "closed"
+    portfolio.invoice("I1", "C1", due=day(-5))
+    portfolio.write()
+    report = run(day(8))
+    row = status(portfolio)["I1"]
+    assert (row["state"], row["state_reason"]) == ("paused", "dispute")
+    assert report["evaluation"]["entered"] == {}
+    assert as_json("history", "I1")[-1]["state"] == "paused"

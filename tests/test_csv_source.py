@@ -60,9 +60,15 @@ def test_good_rows_are_read_exactly(tmp_path: Path) -> None:
     ("I9,C1,F,2026-11-02,2026-11-01,EUR,10,10", "due_date", "before the issue date"),
     (",C1,F,,2026-11-01,EUR,10,10", "invoice_id", "required value is missing"),
     ("I9,C1,F,,2026-11-01,EUR,NaN,10", "amount", "is not an amount"),
+    ("I9,C1,F,,2026-11-01,EUR,1e20,10", "amount", "'1e20' is not an amount"),
+    ("I9,C1,F,,2026-11-01,EUR,1_000,10", "amount", "'1_000' is not an amount"),
+    ("I9,C1,F,,2026-11-01,EUR,١٠٠,10", "amount", "is not an amount"),
+    ("I9,C1,F,,2026-11-01,EUR,10.12345,10", "amount", "has more than 4 decimals"),
+    ("I9,C1,F,,20261101,EUR,10,10", "due_date", "'20261101' is not a date"),
 ], ids=["no due date", "bad date", "decimal comma", "no open amount", "open above amount",
         "credit note out of range", "bad currency", "unknown customer", "rejected customer",
-        "due before issue", "no id", "NaN"])
+        "due before issue", "no id", "NaN", "exponent", "underscore", "arabic digits",
+        "five decimals", "basic date format"])
 def test_a_bad_row_is_rejected_with_file_line_and_field(tmp_path: Path, row: str, field: str,
                                                         message: str) -> None:
     c, i = _files(tmp_path, HEADER + "I1,C1,F-1,,2026-10-31,EUR,100,100\n" + row + "\n"

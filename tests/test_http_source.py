@@ -44,6 +44,7 @@ class AccountingApi:
         self.failures: dict[tuple[str, str], int] = {}  # (path, page or cursor) -> 5xx to give
         self.calls: list[tuple[str, dict[str, str]]] = []
         self.auth = "Bearer secret-token"
+        self.page_cap: int | None = None
 
     def _fail(self, path: str, key: str) -> bool:
         left = self.failures.get((path, key), 0)
@@ -70,6 +71,7 @@ class AccountingApi:
         if request.headers.get("Authorization") != self.auth:
             return Response("no", status=401)
         page, size = int(request.args["page"]), int(request.args["per_page"])
+        size = min(size, self.page_cap or size)
         if self._fail("invoices", str(page)):
             return Response("busy", status=503)
         assert request.args["status"] == "open"
@@ -122,7 +124,7 @@ def test_every_page_is_read_through_the_mapping(api: AccountingApi, http_policy:
     assert (rows["I3"]["customer_id"], rows["I3"]["number"]) == ("C1", "F-3")
     customer_pages = [args.get("after") for path, args in api.calls if path == "customers"]
     invoice_pages = [args["page"] for path, args in api.calls if path == "invoices"]
-    assert customer_pages == [None, "2"] and invoice_pages == ["1", "2"]
+    assert customer_pages == [None, "2"] and invoice_pages == ["1", "2", "3"]
 
 
 def test_an_item_with_a_bad_field_is_rejected_and_the_rest_goes_on(api: AccountingApi,
@@ -139,7 +141,7 @@ def test_a_busy_page_is_retried(api: AccountingApi, http_policy: Any) -> None:
     api.failures[("invoices", "2")] = 1
     report = run(day(0))
     assert report["snapshot"]["invoices"] == 3
-    assert [a["page"] for p, a in api.calls if p == "invoices"] == ["1", "2", "2"]
+    assert [a["page"] for p, a in api.calls if p == "invoices"] == ["1", "2", "2", "3"]
 
 
 def test_a_page_that_keeps_failing_changes_nothing(api: AccountingApi, http_policy: Any,
@@ -179,4 +181,14 @@ def test_basic_auth_and_a_single_page(api: AccountingApi, http_policy: dict[str,
     monkeypatch.setenv("ERP_PASSWORD", "s3cret")
     report = run(day(0))
     assert report["snapshot"]["invoices"] == 3
-    assert len([c for c in api.calls if c[0] == "invoices"]) == 1
+    assert [c[1]["page"] for c in api.calls if c[0] == "invoices"] == ["1", "2"]
+
+
+def test_a_short_page_does_not_end_the_list(api: AccountingApi, http_policy: dict[str, Any],
+                                            policy_file: Path) -> None:
+    """An API that serves fewer items than asked (its own cap) must still be read to the end."""
+    http_policy["source"]["invoices"]["pagination"]["size"] = 500  # the double serves 500...
+    _save(policy_file, http_policy)
+    api.page_cap = 2  # ...but caps pages at 2
+    report = run(day(0))
+    assert report["snapshot"]["invoices"] == 3 and report["reconcile"]["settled"] == 0

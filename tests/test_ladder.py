@@ -21,13 +21,14 @@ STAGES = [s.name for s in POLICY.stages]
 
 def facts(days_overdue: int, *, stage: str | None = None, entered_days_ago: int | None = None,
           amount: str = "1000", amount_open: str | None = None, state: str = "active",
-          rejected: frozenset[str] = frozenset(), pending: str | None = None) -> InvoiceFacts:
+          rejected: frozenset[str] = frozenset(), pending: str | None = None,
+          currency: str | None = None) -> InvoiceFacts:
     return InvoiceFacts(
         invoice_id=1, customer_id=1, due_date=AS_OF - timedelta(days=days_overdue),
         amount=Decimal(amount), amount_open=Decimal(amount_open or amount), stage=stage,
         stage_entered_on=None if entered_days_ago is None else AS_OF - timedelta(
             days=entered_days_ago),
-        state=state, rejected_stages=rejected, pending_stage=pending,
+        state=state, rejected_stages=rejected, pending_stage=pending, currency=currency,
     )
 
 
@@ -71,6 +72,14 @@ CASES = [
                                                      entered_days_ago=20, amount="2000",
                                                      amount_open="450"),
      None, "open 450.00 < 500.00"),
+    ("agency minimum in EUR says nothing of a JPY invoice",
+     facts(70, stage="formal_notice", entered_days_ago=20, amount="150000", currency="JPY"),
+     None, "its minimum is in EUR, the invoice in JPY"),
+    ("a stage without a minimum applies in any currency",
+     facts(3, amount="150000", currency="JPY"), "friendly_reminder", "3 days overdue ≥ 3"),
+    ("a stage the policy no longer has: a person decides",
+     facts(45, stage="mise_en_demeure", entered_days_ago=10), None,
+     "its stage mise_en_demeure is not in the policy"),
     ("last stage: nothing more", facts(200, stage="injunction", entered_days_ago=50), None,
      "at the last stage"),
     ("entered a stage today: never a second one the same day",

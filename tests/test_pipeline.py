@@ -8,9 +8,11 @@ import email
 import json
 import uuid
 from datetime import date, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from typer.testing import CliRunner, Result
 
 from dunning.cli import app
@@ -380,3 +382,38 @@ def test_a_waiting_proposal_grows_instead_of_multiplying(portfolio: Portfolio) -
     assert result.exit_code == 0, result.stderr
     rows = status(portfolio)
     assert rows["EARLY"]["stage"] == rows["LATER"]["stage"] == "formal_notice"
+
+
+def test_a_stage_removed_from_the_policy_stops_the_run(portfolio: Portfolio, policy_file: Path,
+                                                       db_url: str) -> None:
+    portfolio.customer("C1")
+    portfolio.invoice("I1", "C1", due=day(-40))
+    portfolio.write()
+    run(day(0))
+    data = yaml.safe_load(policy_file.read_text(encoding="utf-8"))
+    data["stages"][1]["name"] = "first_reminder"  # was friendly_reminder
+    policy_file.write_text(yaml.safe_dump(data), encoding="utf-8")
+    before = counts(db_url)
+    result = cli("run", "--as-of", day(7).isoformat())
+    assert result.exit_code == 2
+    assert "friendly_reminder (1 invoices)" in result.stderr
+    assert counts(db_url) == before
+
+
+def test_an_invoice_moved_to_another_customer_leaves_the_old_call_list(
+        portfolio: Portfolio) -> None:
+    portfolio.customer("C1")
+    portfolio.customer("C2")
+    portfolio.invoice("I1", "C1", due=day(-40))
+    portfolio.invoice("I2", "C1", due=day(-40))
+    portfolio.write()
+    for n in (0, 7, 12):
+        run(day(n))
+    (task,) = as_json("calls")
+    assert task["invoice_ids"] == ["I1", "I2"]
+    portfolio.invoices["I2"]["customer_id"] = "C2"  # re-booked to the right customer
+    portfolio.write()
+    run(day(13))
+    (task,) = as_json("calls")
+    assert (task["customer_id"], task["invoice_ids"]) == ("C1", ["I1"])
+    assert status(portfolio)["I2"]["customer_id"] == "C2"

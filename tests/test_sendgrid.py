@@ -73,6 +73,9 @@ def test_a_server_error_fails_the_action_and_the_next_run_retries(
     assert report["dispatch"]["failed"] == 1
     failed = as_json("actions", "--status", "failed")[0]
     assert "SendGrid answered 503" in failed["last_error"] and failed["attempts"] == 1
+    rerun = run(day(0))
+    assert (rerun["dispatch"]["sent"], rerun["dispatch"]["failed"], len(seen)) == (0, 0, 1), \
+        "a rerun of the same day sends nothing, failures included"
 
     sendgrid.expect_oneshot_request("/v3/mail/send").respond_with_handler(
         _accept(seen, 202, "msg-2"))

@@ -109,7 +109,9 @@ def _items(session: requests.Session, source: HttpSource, endpoint: Endpoint) ->
         if paging.kind == "none":
             return
         if paging.kind == "page":
-            if len(items) < paging.size:
+            # Only an empty page ends the list: an API that caps the page size below ours
+            # would otherwise cut the snapshot short, and settle everything it left out.
+            if not items:
                 return
             params[paging.parameter] += 1
             continue

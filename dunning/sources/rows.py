@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 from datetime import date
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 
 from dunning.policy import LANGUAGES
 from dunning.sources.snapshot import CustomerRow, InvoiceRow, Reject, Snapshot
@@ -15,6 +15,8 @@ INVOICE_REQUIRED = ("invoice_id", "customer_id", "due_date", "amount", "amount_o
 _EMAIL = re.compile(r"^[^@\s;,]+@[^@\s;,]+\.[^@\s;,]+$")
 _CURRENCY = re.compile(r"^[A-Z]{3}$")
 _COUNTRY = re.compile(r"^[A-Z]{2}$")
+_ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$", re.ASCII)
+_AMOUNT = re.compile(r"^-?\d{1,14}(\.\d{1,4})?$", re.ASCII)
 
 
 class RowError(ValueError):
@@ -35,6 +37,8 @@ def _date(row: dict[str, str], name: str, required: bool = False) -> date | None
     if not value:
         return None
     try:
+        if not _ISO_DATE.match(value):
+            raise ValueError(value)
         return date.fromisoformat(value)
     except ValueError:
         raise RowError(name, f"{value!r} is not a date (expected YYYY-MM-DD)") from None
@@ -44,15 +48,12 @@ def _decimal(row: dict[str, str], name: str, required: bool = False) -> Decimal 
     value = _required(row, name) if required else row.get(name, "")
     if not value:
         return None
-    try:
-        amount = Decimal(value)
-    except InvalidOperation:
-        amount = None
-    if amount is None or not amount.is_finite():
+    # Plain digits only: Decimal() would also take "1e20", "1_000" or non-ASCII digits.
+    if not _AMOUNT.match(value):
+        if re.match(r"^-?\d+\.\d{5,}$", value):
+            raise RowError(name, f"{value!r} has more than 4 decimals")
         raise RowError(name, f"{value!r} is not an amount (digits with '.' as decimal point)")
-    if amount.as_tuple().exponent < -4:  # type: ignore[operator]
-        raise RowError(name, f"{value!r} has more than 4 decimals")
-    return amount
+    return Decimal(value)
 
 
 def _emails(value: str) -> str | None:
