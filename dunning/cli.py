@@ -52,6 +52,20 @@ def _print_json(data: Any) -> None:
     typer.echo(json.dumps(data, indent=2, ensure_ascii=False, default=str))
 
 
+def _emit(result: dict[str, Any], as_json: bool, sentence: str) -> None:
+    """A command's outcome: JSON on stdout with --json, else one sentence."""
+    if as_json:
+        _print_json(result)
+    else:
+        typer.echo(sentence)
+
+
+def _who(by: str) -> str:
+    if not by.strip():
+        raise ConfigError("--by: give the name of the person")
+    return by.strip()
+
+
 def _parse_date(value: str | None, option: str) -> date | None:
     if value is None:
         return None
@@ -227,8 +241,7 @@ def actions(
 def _decide_on(action_id: int, by: str, approve: bool, text: str | None) -> dict[str, Any]:
     from dunning import ledger
 
-    if not by.strip():
-        raise ConfigError("--by: give the name of the person deciding")
+    by = _who(by)
     ctx = _context()
     with _session() as session:
         on = ledger.business_date(session, ctx.today())
@@ -250,10 +263,8 @@ def approve(
 ) -> None:
     """Approve a pending action: its invoices enter the stage and it goes out at the next run."""
     result = _decide_on(action_id, by, True, comment)
-    if as_json:
-        _print_json(result)
-    else:
-        typer.echo(f"action {action_id} ({result['stage']}) {result['status']} by {by}")
+    _emit(result, as_json,
+          f"action {action_id} ({result['stage']}) {result['status']} by {by}")
 
 
 @app.command()
@@ -268,19 +279,11 @@ def reject(
     if not reason.strip():
         raise ConfigError("--reason: say why the action is rejected")
     result = _decide_on(action_id, by, False, reason)
-    if as_json:
-        _print_json(result)
-    else:
-        typer.echo(f"action {action_id} ({result['stage']}) rejected by {by}")
+    _emit(result, as_json,
+          f"action {action_id} ({result['stage']}) rejected by {by}")
 
 
 # --- calls and pauses --------------------------------------------------------------------
-
-
-def _who(by: str) -> str:
-    if not by.strip():
-        raise ConfigError("--by: give the name of the person")
-    return by.strip()
 
 
 def _amount(value: str | None) -> Any:
@@ -352,12 +355,10 @@ def call_done(
             session, ctx.policy, task_id, by=_who(by), outcome=outcome,
             on=business_date(session, ctx.today()), until=date_given, amount=_amount(amount),
             reason=reason, invoice_refs=invoice or None)
-    if as_json:
-        _print_json(result)
-    else:
-        typer.echo(f"call task {task_id}: {outcome} recorded; task {result['status']}"
-                   + (f", {result['invoices_paused']} invoice(s) paused"
-                      if result["invoices_paused"] else ""))
+    _emit(result, as_json,
+          f"call task {task_id}: {outcome} recorded; task {result['status']}"
+          + (f", {result['invoices_paused']} invoice(s) paused"
+             if result["invoices_paused"] else ""))
 
 
 @app.command()
@@ -380,10 +381,8 @@ def dispute(
                                  on=business_date(session, ctx.today()))
         result = {"invoice_id": invoice.external_id, "state": invoice.state,
                   "state_reason": invoice.state_reason}
-    if as_json:
-        _print_json(result)
-    else:
-        typer.echo(f"invoice {invoice_id} paused: disputed")
+    _emit(result, as_json,
+          f"invoice {invoice_id} paused: disputed")
 
 
 @app.command()
@@ -406,10 +405,8 @@ def resolve(
                                  on=business_date(session, ctx.today()))
         result = {"invoice_id": invoice.external_id, "state": invoice.state,
                   "state_reason": invoice.state_reason}
-    if as_json:
-        _print_json(result)
-    else:
-        typer.echo(f"invoice {invoice_id}: dispute resolved, now {result['state']}")
+    _emit(result, as_json,
+          f"invoice {invoice_id}: dispute resolved, now {result['state']}")
 
 
 @app.command()
