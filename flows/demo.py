@@ -115,11 +115,12 @@ def _print_summary(summary: dict[str, Any]) -> None:
         print(f"  #{call['task_id']:<5} {call['customer_id']:<6} {call['customer_name'][:32]:<32} "
               f"{call['total_open']:>14}  {call['phone'] or 'no phone'}  due {call['due_on']}")
     for channel, statuses in sorted(summary["outstanding"].items()):
-        if channel not in ("email", "phone"):
+        if channel in ("agency", "injunction"):
             print(f"{channel} actions waiting for their channel (not delivered by this "
                   f"version): {statuses}")
     waiting = summary["awaiting_approval"]
-    print(f"Actions waiting for approval: {len(waiting)}")
+    print(f"Actions waiting for approval: {len(waiting)} (once approved, the next run writes "
+          "and sends each formal notice as a PDF)")
     for action in waiting[:10]:
         total = " + ".join(f"{v} {k}" for k, v in action["total_open"].items())
         print(f"  #{action['action_id']:<5} {action['stage']:<18} {action['customer_id']:<6} "
