@@ -114,6 +114,9 @@ def run(
                                                    "policy's time zone).")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Compute and report; write and "
                                                             "send nothing.")] = False,
+    accept_mass_settlement: Annotated[bool, typer.Option(
+        "--accept-mass-settlement", help="Let this snapshot settle more than the policy's "
+        "max_settled_share of the open invoices.")] = False,
     as_json: JsonOption = False,
 ) -> None:
     """Run the daily flow once: pull, reconcile, evaluate, record, dispatch, report.
@@ -131,7 +134,8 @@ def run(
     _quiet_prefect(as_json)
     from flows.daily import daily_dunning
 
-    report = daily_dunning(as_of=business_date, dry_run=dry_run)
+    report = daily_dunning(as_of=business_date, dry_run=dry_run,
+                           accept_mass_settlement=accept_mass_settlement)
     _show_report(report, as_json)
     if report["rejected_rows"]:
         raise typer.Exit(EXIT_REJECTED_ROWS)

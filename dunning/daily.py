@@ -35,11 +35,17 @@ def check_date(ctx: Context, as_of: date) -> None:
         ledger.check_stages(session, {stage.name for stage in ctx.policy.stages})
 
 
-def reconcile(ctx: Context, snapshot: Snapshot, as_of: date, run_id: str) -> ReconcileResult:
+def settlement_cap(ctx: Context, accept_mass_settlement: bool) -> float:
+    return 1.0 if accept_mass_settlement else ctx.policy.max_settled_share
+
+
+def reconcile(ctx: Context, snapshot: Snapshot, as_of: date, run_id: str,
+              accept_mass_settlement: bool = False) -> ReconcileResult:
     """Record the run and bring the ledger in line with the snapshot, in one transaction."""
     with transaction(ctx.engine) as session:
         ledger.start_run(session, run_id, as_of)
-        return ledger.reconcile(session, snapshot, as_of, run_id)
+        return ledger.reconcile(session, snapshot, as_of, run_id,
+                                settlement_cap(ctx, accept_mass_settlement))
 
 
 def plan(ctx: Context) -> list[tuple[int, int]]:
@@ -63,7 +69,8 @@ def dispatch(ctx: Context, as_of: date, *, kind: str = "email", dry_run: bool = 
                    letters_dir=settings.letters_dir, dry_run=dry_run)
 
 
-def simulate(ctx: Context, snapshot: Snapshot, as_of: date, run_id: str) -> \
+def simulate(ctx: Context, snapshot: Snapshot, as_of: date, run_id: str,
+             accept_mass_settlement: bool = False) -> \
         tuple[ReconcileResult, BatchResult, DispatchResult]:
     """A dry run: every step in one transaction that is rolled back, so nothing is written."""
     engine = ctx.engine
@@ -72,7 +79,8 @@ def simulate(ctx: Context, snapshot: Snapshot, as_of: date, run_id: str) -> \
         try:
             ledger.check_run_date(session, as_of)
             ledger.check_stages(session, {stage.name for stage in ctx.policy.stages})
-            reconciled = ledger.reconcile(session, snapshot, as_of, run_id)
+            reconciled = ledger.reconcile(session, snapshot, as_of, run_id,
+                                          settlement_cap(ctx, accept_mass_settlement))
             evaluated = BatchResult()
             for low, high in ledger.plan_batches(session, ctx.policy.batch_size):
                 evaluated.merge(ledger.evaluate_batch(session, ctx.policy, as_of, run_id, low,

@@ -15,7 +15,13 @@ from typing import Any, TypeVar
 from sqlalchemy import case, func, insert, select, update
 from sqlalchemy.orm import Session
 
-from dunning.errors import ConfigError, ConflictError, NotFoundError, RunDateError
+from dunning.errors import (
+    ConfigError,
+    ConflictError,
+    NotFoundError,
+    RunDateError,
+    SnapshotError,
+)
 from dunning.ladder import Decision, InvoiceFacts, decide
 from dunning.models import (
     Action,
@@ -120,9 +126,14 @@ def _customer_values(row: CustomerRow) -> dict[str, Any]:
     return {name: getattr(row, name) for name in _CUSTOMER_FIELDS}
 
 
-def reconcile(session: Session, snapshot: Snapshot, as_of: date, run_id: str | None) -> \
-        ReconcileResult:
-    """Insert new customers and invoices, update changed ones, settle what is gone or paid."""
+MASS_SETTLEMENT_FLOOR = 20
+
+
+def reconcile(session: Session, snapshot: Snapshot, as_of: date, run_id: str | None,
+              max_settled_share: float = 1.0) -> ReconcileResult:
+    """Insert new customers and invoices, update changed ones, settle what is gone or paid.
+    Refuses (and so changes nothing) a snapshot that would settle more than
+    `max_settled_share` of the open invoices."""
     result = ReconcileResult()
     now = utcnow()
     customer_ids = _reconcile_customers(session, snapshot.customers, result, now)
@@ -182,6 +193,17 @@ def reconcile(session: Session, snapshot: Snapshot, as_of: date, run_id: str | N
         if external_id not in seen:
             settle.append((invoice_id, stage, "absent from the snapshot"))
 
+    if len(settle) > MASS_SETTLEMENT_FLOOR and max_settled_share < 1:
+        open_count = session.execute(
+            select(func.count()).select_from(Invoice).where(Invoice.state != "closed")
+        ).scalar_one()
+        if len(settle) > max_settled_share * open_count:
+            raise SnapshotError(
+                f"the snapshot would settle {len(settle)} of the {open_count} open invoices, more "
+                f"than max_settled_share ({max_settled_share:.0%}): an export cut short looks "
+                "just like this. Check the export; if these payments are real, run again with "
+                "--accept-mass-settlement. Nothing was changed."
+            )
     result.settled = len(settle)
     result.actions_cancelled += _settle(session, settle, as_of, run_id, now)
     result.reopened = len(reopen)

@@ -173,6 +173,9 @@ class Policy(_Strict):
     pauses: Pauses = Pauses()
     payment_days: int = Field(8, ge=0, description="days given to pay in firmer reminders")
     batch_size: int = Field(20_000, ge=1)
+    # A snapshot that would settle more than this share of the open invoices (and more than 20)
+    # is refused: an export cut short looks exactly like a wave of payments.
+    max_settled_share: float = Field(0.5, gt=0, le=1)
     stages: list[Stage] = Field(min_length=1)
 
     @field_validator("timezone")

@@ -26,9 +26,11 @@ from tasks.daily import (
 
 
 @flow(name="daily-dunning", log_prints=False)
-def daily_dunning(as_of: date | None = None, dry_run: bool = False) -> dict[str, Any]:
+def daily_dunning(as_of: date | None = None, dry_run: bool = False,
+                  accept_mass_settlement: bool = False) -> dict[str, Any]:
     """Walk every open invoice one step up the ladder and send what is due, for `as_of`
-    (default: today in the policy's time zone). `dry_run` writes and sends nothing."""
+    (default: today in the policy's time zone). `dry_run` writes and sends nothing;
+    `accept_mass_settlement` lets a snapshot settle more than the policy's max_settled_share."""
     logger = get_run_logger()
     clock = Stopwatch()
     ctx = daily.load_context()
@@ -42,11 +44,13 @@ def daily_dunning(as_of: date | None = None, dry_run: bool = False) -> dict[str,
                 len(snapshot.customers), len(snapshot.invoices), len(snapshot.rejects))
     if dry_run:
         with clock("evaluate"):
-            reconciled, evaluated, dispatched = simulate(ctx, quote(snapshot), as_of, run_id)
+            reconciled, evaluated, dispatched = simulate(ctx, quote(snapshot), as_of, run_id,
+                                                           accept_mass_settlement)
     else:
         with clock("reconcile"):
             # quote(): Prefect would otherwise walk every row looking for futures.
-            reconciled = reconcile(ctx, quote(snapshot), as_of, run_id)
+            reconciled = reconcile(ctx, quote(snapshot), as_of, run_id,
+                                   accept_mass_settlement)
         try:
             with clock("evaluate"):
                 evaluated = BatchResult()

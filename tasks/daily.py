@@ -26,9 +26,10 @@ def pull_snapshot(ctx: Context) -> Snapshot:
 
 
 @task(name="reconcile", cache_policy=NO_CACHE)
-def reconcile(ctx: Context, snapshot: Snapshot, as_of: date, run_id: str) -> ReconcileResult:
+def reconcile(ctx: Context, snapshot: Snapshot, as_of: date, run_id: str,
+              accept_mass_settlement: bool) -> ReconcileResult:
     """Record the run and bring the ledger in line with the snapshot."""
-    return daily.reconcile(ctx, snapshot, as_of, run_id)
+    return daily.reconcile(ctx, snapshot, as_of, run_id, accept_mass_settlement)
 
 
 @task(name="plan-batches", cache_policy=NO_CACHE)
@@ -56,10 +57,10 @@ def dispatch_letters(ctx: Context, as_of: date) -> DispatchResult:
 
 
 @task(name="simulate", cache_policy=NO_CACHE)
-def simulate(ctx: Context, snapshot: Snapshot, as_of: date, run_id: str) -> \
-        tuple[ReconcileResult, BatchResult, DispatchResult]:
+def simulate(ctx: Context, snapshot: Snapshot, as_of: date, run_id: str,
+             accept_mass_settlement: bool) -> tuple[ReconcileResult, BatchResult, DispatchResult]:
     """A dry run of reconcile and evaluate in a transaction that is rolled back."""
-    return daily.simulate(ctx, snapshot, as_of, run_id)
+    return daily.simulate(ctx, snapshot, as_of, run_id, accept_mass_settlement)
 
 
 @task(name="report", cache_policy=NO_CACHE)

@@ -417,3 +417,24 @@ def test_an_invoice_moved_to_another_customer_leaves_the_old_call_list(
     (task,) = as_json("calls")
     assert (task["customer_id"], task["invoice_ids"]) == ("C1", ["I1"])
     assert status(portfolio)["I2"]["customer_id"] == "C2"
+
+
+def test_an_export_cut_short_settles_nothing_until_confirmed(portfolio: Portfolio,
+                                                             db_url: str) -> None:
+    portfolio.customer("C1")
+    for n in range(30):
+        portfolio.invoice(f"I{n:02d}", "C1", due=day(-5))
+    portfolio.write()
+    run(day(0))
+    for n in range(5, 30):
+        portfolio.remove(f"I{n:02d}")  # the export stopped after five rows
+    portfolio.write()
+    before = counts(db_url)
+    result = cli("run", "--as-of", day(1).isoformat())
+    assert result.exit_code == 2
+    assert "would settle 25 of the 30 open invoices, more than max_settled_share (50%)" in \
+        result.stderr
+    assert counts(db_url) == before
+    assert {r["state"] for r in as_json("status")} == {"active"}
+    report = run(day(1), "--accept-mass-settlement")
+    assert report["reconcile"]["settled"] == 25
