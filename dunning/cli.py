@@ -7,7 +7,8 @@ import functools
 import json
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import date
 from typing import Annotated, Any, TypeVar
 
@@ -164,6 +165,17 @@ def _session() -> Any:
     return transaction(require_schema(load_settings().database_url))
 
 
+@contextmanager
+def _ledger_day() -> Iterator[tuple[Any, Any, date]]:
+    """The policy context, a session, and the ledger's business date (the last run's, or
+    today before any run): what people record is dated like the run it follows."""
+    from dunning.ledger import business_date
+
+    ctx = _context()
+    with _session() as session:
+        yield ctx, session, business_date(session, ctx.today())
+
+
 def _table(rows: list[dict[str, Any]], columns: list[str], title: str) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -187,12 +199,10 @@ def status(
     """Every known invoice: stage, state, open amount, days overdue, pending action.
 
     Days overdue are counted on the last run's business date."""
-    from dunning.ledger import business_date
     from dunning.views import invoice_status
 
-    today = _context().today()
-    with _session() as session:
-        rows = invoice_status(session, business_date(session, today), customer)
+    with _ledger_day() as (_, session, on):
+        rows = invoice_status(session, on, customer)
     if as_json:
         _print_json(rows)
     else:
@@ -246,9 +256,7 @@ def _decide_on(action_id: int, by: str, approve: bool, text: str | None) -> dict
     from dunning import ledger
 
     by = _who(by)
-    ctx = _context()
-    with _session() as session:
-        on = ledger.business_date(session, ctx.today())
+    with _ledger_day() as (ctx, session, on):
         if approve:
             action = ledger.approve(session, ctx.policy, action_id, by, text, on)
         else:
@@ -314,11 +322,9 @@ def calls(
     """Open call tasks, most overdue money first: who to call, about what, and what they were
     already told."""
     from dunning.calls import open_tasks
-    from dunning.ledger import business_date
 
-    today = _context().today()
-    with _session() as session:
-        rows = open_tasks(session, business_date(session, today), assignee)
+    with _ledger_day() as (_, session, on):
+        rows = open_tasks(session, on, assignee)
     if as_json:
         _print_json(rows)
     else:
@@ -349,15 +355,13 @@ def call_done(
     days; a dispute pauses the disputed invoices until `dunning resolve`; paid-claimed pauses
     for the payment-in-transit days; no-answer keeps the task for another try."""
     from dunning.calls import record_outcome
-    from dunning.ledger import business_date
 
-    ctx = _context()
     date_given = _parse_date(until, "--until") if outcome != "callback" else \
         _parse_date(on or until, "--on")
-    with _session() as session:
+    with _ledger_day() as (ctx, session, on):
         result = record_outcome(
             session, ctx.policy, task_id, by=_who(by), outcome=outcome,
-            on=business_date(session, ctx.today()), until=date_given, amount=_amount(amount),
+            on=on, until=date_given, amount=_amount(amount),
             reason=reason, invoice_refs=invoice or None)
     _emit(result, as_json,
           f"call task {task_id}: {outcome} recorded; task {result['status']}"
@@ -375,14 +379,11 @@ def dispute(
 ) -> None:
     """Pause one invoice for a dispute: no dunning until `dunning resolve`."""
     from dunning import pauses
-    from dunning.ledger import business_date
 
     if not reason.strip():
         raise ConfigError("--reason: say what is disputed")
-    ctx = _context()
-    with _session() as session:
-        invoice = pauses.dispute(session, invoice_id, by=_who(by), reason=reason,
-                                 on=business_date(session, ctx.today()))
+    with _ledger_day() as (_, session, on):
+        invoice = pauses.dispute(session, invoice_id, by=_who(by), reason=reason, on=on)
         result = {"invoice_id": invoice.external_id, "state": invoice.state,
                   "state_reason": invoice.state_reason}
     _emit(result, as_json,
@@ -401,12 +402,10 @@ def resolve(
     """End a dispute: escalation resumes where it stood (or, with --credit-note, the invoice
     waits for the credit note to settle it)."""
     from dunning import pauses
-    from dunning.ledger import business_date
 
-    ctx = _context()
-    with _session() as session:
+    with _ledger_day() as (_, session, on):
         invoice = pauses.resolve(session, invoice_id, by=_who(by), credit_note=credit_note,
-                                 on=business_date(session, ctx.today()))
+                                 on=on)
         result = {"invoice_id": invoice.external_id, "state": invoice.state,
                   "state_reason": invoice.state_reason}
     _emit(result, as_json,
@@ -425,16 +424,13 @@ def hold(
 ) -> None:
     """Pause every invoice of a customer through a date (new invoices too)."""
     from dunning import pauses
-    from dunning.ledger import business_date
 
     end = _parse_date(until, "--until")
     assert end is not None
     if not reason.strip():
         raise ConfigError("--reason: say why the customer is on hold")
-    ctx = _context()
-    with _session() as session:
-        count = pauses.hold(session, customer_id, until=end, by=_who(by), reason=reason,
-                            on=business_date(session, ctx.today()))
+    with _ledger_day() as (_, session, on):
+        count = pauses.hold(session, customer_id, until=end, by=_who(by), reason=reason, on=on)
     if as_json:
         _print_json({"customer_id": customer_id, "hold_until": end.isoformat(),
                      "invoices_paused": count})

@@ -13,7 +13,7 @@ from typing import Any
 from sqlalchemy import Engine, and_, func, or_, select, update
 
 from dunning.channels.email import Attachment, Letter, Line, Outbox, Rendered, SendGrid, render
-from dunning.channels.letter import keep, letter_context, render_pdf
+from dunning.channels.letter import keep, render_pdf
 from dunning.db import transaction
 from dunning.errors import DeliveryError
 from dunning.ledger import chunks
@@ -127,11 +127,10 @@ def _message(kind: str, action_id: int, letter: Letter, policy: Policy,
     if kind == "email":
         return render(letter, policy)
     assert letters_dir is not None
-    pdf = render_pdf(letter, policy)
+    pdf, context = render_pdf(letter, policy)
     path = keep(pdf, letters_dir, action_id, letter)
     result.files.append(str(path))
-    deadline = letter_context(letter, policy)["deadline"]
-    return render(letter, policy, extra={"deadline": deadline},
+    return render(letter, policy, extra={"deadline": context["deadline"]},
                   attachments=(Attachment(path.name, pdf, "application/pdf"),))
 
 

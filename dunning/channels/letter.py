@@ -110,8 +110,9 @@ def letter_context(letter: Letter, policy: Policy) -> dict[str, Any]:
     }
 
 
-def render_pdf(letter: Letter, policy: Policy) -> bytes:
-    """The letter as an A4 PDF."""
+def render_pdf(letter: Letter, policy: Policy) -> tuple[bytes, dict[str, Any]]:
+    """The letter as an A4 PDF, with the context it was rendered from (the cover email quotes
+    its deadline)."""
     from weasyprint import HTML
 
     try:
@@ -120,7 +121,7 @@ def render_pdf(letter: Letter, policy: Policy) -> bytes:
         raise DeliveryError(str(exc)) from None
     name = f"letters/{letter.language}/{letter.template}.html.j2"
     html = _environment(str(templates_dir())).get_template(name).render(context)
-    return bytes(HTML(string=html, base_url=str(templates_dir())).write_pdf())
+    return bytes(HTML(string=html, base_url=str(templates_dir())).write_pdf()), context
 
 
 def keep(pdf: bytes, folder: Path, action_id: int, letter: Letter) -> Path:
