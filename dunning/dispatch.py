@@ -5,14 +5,16 @@ from __future__ import annotations
 
 import logging
 from collections import Counter, defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import Engine, and_, func, or_, select, update
+from sqlalchemy.orm import Session
 
-from dunning.channels.email import Attachment, Letter, Line, Outbox, Rendered, SendGrid, render
+from dunning.channels.email import Attachment, Letter, Line, Outbox, SendGrid, render
 from dunning.channels.letter import keep, render_pdf
 from dunning.db import transaction
 from dunning.errors import DeliveryError
@@ -34,13 +36,13 @@ class DispatchResult:
     in_flight: int = 0  # claimed by an earlier dispatch that never recorded an outcome
     waiting: Counter[str] = field(default_factory=Counter)  # undelivered, by channel
     errors: list[dict[str, Any]] = field(default_factory=list)
-    files: list[str] = field(default_factory=list)  # letters written, to post by registered mail
+    files: list[str] = field(default_factory=list)  # letters to post, court files written
 
     def as_dict(self) -> dict[str, Any]:
         out = {"channel": self.channel, "sent": self.sent, "failed": self.failed,
                "cancelled": self.cancelled, "would_send": self.would_send,
                "in_flight": self.in_flight, "errors": self.errors}
-        if self.channel == "letter":
+        if self.channel in ("letter", "injunction"):
             out["files"] = self.files
         return out
 
@@ -87,9 +89,10 @@ def _letters(
                 due_date=invoice.due_date, currency=invoice.currency, amount=invoice.amount,
                 amount_open=invoice.amount_open,
                 days_overdue=(as_of - invoice.due_date).days,
+                invoice_ref=invoice.external_id,
             ))
     reminders: dict[int, list[tuple[date, str]]] = defaultdict(list)
-    if any(a.kind == "letter" for a in actions.values()):
+    if any(a.kind != "email" for a in actions.values()):
         with transaction(engine) as session:
             for customer_id, when, stage in session.execute(
                 select(Action.customer_id, Action.business_date, Action.stage)
@@ -111,35 +114,73 @@ def _letters(
             as_of=as_of, lines=tuple(lines[action_id]), customer_address=customer.address,
             customer_legal_id=customer.legal_id,
             reminders=tuple(reminders[customer.id]),  # type: ignore[index]
+            customer_phone=customer.phone,
         ))
     return out
 
 
-def _record(engine: Engine, action_id: int, **values: Any) -> None:
+def _record(engine: Engine, action_id: int, after: Callable[[Session], None] | None = None,
+            **values: Any) -> None:
     with transaction(engine) as session:
         session.execute(update(Action).where(Action.id == action_id)
                         .values(updated_at=utcnow(), **values))
+        if after is not None:
+            after(session)
 
 
-def _message(kind: str, action_id: int, letter: Letter, policy: Policy,
-             letters_dir: Path | None, result: DispatchResult) -> Rendered:
-    """What goes out for an action: a reminder, or a formal notice PDF under a cover email."""
-    if kind == "email":
-        return render(letter, policy)
-    assert letters_dir is not None
-    pdf, context = render_pdf(letter, policy)
-    path = keep(pdf, letters_dir, action_id, letter)
-    result.files.append(str(path))
-    return render(letter, policy, extra={"deadline": context["deadline"]},
-                  attachments=(Attachment(path.name, pdf, "application/pdf"),))
+@dataclass
+class Delivered:
+    """What a channel did with an action: the provider's id for it, the file it produced, and
+    rows to write in the same transaction that marks the action sent."""
+
+    provider_id: str | None = None
+    document: str | None = None
+    after: Callable[[Session], None] | None = None
+
+
+class Channel(Protocol):
+    kind: str
+
+    def deliver(self, action_id: int, action: Action, letter: Letter) -> Delivered: ...
+
+
+class MessageChannel:
+    """Emails, and formal notices: a PDF kept in the letters folder and sent as an attachment
+    of a cover email."""
+
+    def __init__(self, kind: str, transport: Outbox | SendGrid, policy: Policy,
+                 letters_dir: Path | None, result: DispatchResult) -> None:
+        self.kind = kind
+        self.transport = transport
+        self.policy = policy
+        self.letters_dir = letters_dir
+        self.result = result
+
+    def deliver(self, action_id: int, action: Action, letter: Letter) -> Delivered:
+        if not letter.recipients:
+            # Retrying would fail the same way every morning: fail once, visibly.
+            raise DeliveryError(f"customer {letter.customer_ref} has no email address; "
+                                "add one in the accounting system", retryable=False)
+        if self.kind == "email":
+            message = render(letter, self.policy)
+            return Delivered(self.transport.send(message, action_id, action.dedupe_key))
+        assert self.letters_dir is not None
+        pdf, context = render_pdf(letter, self.policy)
+        path = keep(pdf, self.letters_dir, action_id, letter)
+        self.result.files.append(str(path))
+        message = render(letter, self.policy, extra={"deadline": context["deadline"]},
+                         attachments=(Attachment(path.name, pdf, "application/pdf"),))
+        return Delivered(self.transport.send(message, action_id, action.dedupe_key),
+                         document=str(path))
 
 
 def dispatch(
-    engine: Engine, policy: Policy, transport: Outbox | SendGrid | None, as_of: date,
+    engine: Engine, policy: Policy, transport: Outbox | SendGrid | Channel | None, as_of: date,
     *, kind: str = "email", letters_dir: Path | None = None, dry_run: bool = False,
 ) -> DispatchResult:
-    """Deliver every claimable action of a channel (`email`, or `letter`: a PDF sent as an
-    attachment and kept for registered post); with `dry_run` (or no transport) only count."""
+    """Deliver every claimable action of a channel: `email`; `letter` (a PDF sent as an
+    attachment and kept for registered post); `agency` or `injunction` (given their Channel).
+    With `dry_run` (or no transport) only count."""
     result = DispatchResult(channel=kind)
     claimable = _claimable(policy, kind, as_of)
     with transaction(engine) as session:
@@ -151,6 +192,8 @@ def dispatch(
     if dry_run or transport is None:
         result.would_send = len(ids)
         return result
+    channel: Channel = transport if hasattr(transport, "deliver") else MessageChannel(
+        kind, transport, policy, letters_dir, result)  # type: ignore[arg-type]
 
     for batch in chunks(ids, CLAIM_CHUNK):
         with transaction(engine) as session:
@@ -173,12 +216,7 @@ def dispatch(
                 result.cancelled += 1
                 continue
             try:
-                if not letter.recipients:
-                    # Retrying would fail the same way every morning: fail once, visibly.
-                    raise DeliveryError(f"customer {letter.customer_ref} has no email address; "
-                                        "add one in the accounting system", retryable=False)
-                message = _message(kind, action_id, letter, policy, letters_dir, result)
-                provider_id = transport.send(message, action_id, action.dedupe_key)
+                delivered = channel.deliver(action_id, action, letter)
             except DeliveryError as exc:
                 _record(engine, action_id, status="failed", last_error=str(exc),
                         retryable=exc.retryable)
@@ -194,7 +232,8 @@ def dispatch(
                 result.errors.append({"action_id": action_id, "customer_id": letter.customer_ref,
                                       "error": repr(exc)})
                 continue
-            _record(engine, action_id, status="sent", provider_id=provider_id,
+            _record(engine, action_id, delivered.after, status="sent",
+                    provider_id=delivered.provider_id, document=delivered.document,
                     sent_at=utcnow(), last_error=None)
             result.sent += 1
     return result

@@ -109,6 +109,9 @@ class Invoice(SQLModel, table=True):
     state_reason: str | None = None
     paused_until: date | None = None
     closed_on: date | None = None
+    # Collected by a collection agency and not necessarily booked yet by the accounting system:
+    # the ledger's open amount never exceeds amount - agency_collected (see ledger.reconcile).
+    agency_collected: Decimal | None = _money(nullable=True)
     updated_at: datetime = _stamp()
 
 
@@ -149,7 +152,8 @@ class Action(SQLModel, table=True):
     retryable: bool = True
     assignee: str | None = Field(default=None, max_length=100)  # call tasks: who calls
     due_on: date | None = None  # call tasks: when the call is due
-    provider_id: str | None = None
+    provider_id: str | None = None  # SendGrid message id, outbox file, agency case id
+    document: str | None = None  # what was produced: the letter PDF, the court file's zip
     last_error: str | None = None
     created_at: datetime = _stamp()
     updated_at: datetime = _stamp()
@@ -209,3 +213,25 @@ class CallOutcome(SQLModel, table=True):
     until: date | None = None  # promise: pay by; callback: call again on
     amount: Decimal | None = _money(nullable=True)
     note: str | None = None
+
+
+class AgencyCase(SQLModel, table=True):
+    """A case handed to the collection agency (one per delivered agency action), and what the
+    agency last said about it."""
+
+    __tablename__ = "agency_case"
+
+    id: int | None = Field(default=None, primary_key=True)
+    action_id: int = Field(foreign_key="action.id", unique=True)
+    customer_id: int = Field(foreign_key="customer.id", index=True)
+    reference: str = Field(max_length=200)  # ours, sent in the case and as Idempotency-Key
+    agency_case_id: str | None = Field(default=None, max_length=200)  # None: exported as files
+    channel: str = Field(max_length=16)  # api | export
+    status: str = Field(default="open", max_length=20)  # open | collected | unrecoverable
+    opened_on: date
+    closed_on: date | None = None
+    collected: Decimal = _money()  # in total, as last reported by the agency
+    agency_status: str | None = None  # the agency's own word for the status, and its note
+    synced_at: datetime | None = Field(
+        default=None, sa_column=Column(UTCDateTime(), nullable=True)
+    )

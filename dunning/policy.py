@@ -154,9 +154,21 @@ class Pauses(_Strict):
 
 
 class Agency(_Strict):
-    url: str
+    """The collection agency's API (`url` unset: cases are handed over as files by
+    `dunning agency export`). The bearer token comes from the variable named by `token_env`."""
+
+    url: str | None = None
     token_env: str = "DUNNING_AGENCY_TOKEN"
-    timeout: float = Field(20, gt=0)
+    timeout: float = Field(20, gt=0)  # seconds per request
+    retries: int = Field(4, ge=0)  # after a timeout, 429 or 5xx, with the same Idempotency-Key
+    backoff: float = Field(2.0, ge=0)  # seconds before the first retry, doubled each time
+
+    @field_validator("url")
+    @classmethod
+    def _http(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(r"^https?://", value):
+            raise ValueError("must start with http:// or https://")
+        return value.rstrip("/") if value else value
 
 
 class Policy(_Strict):

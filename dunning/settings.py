@@ -17,6 +17,7 @@ class Settings(BaseSettings):
     config: Path = Field(Path("config/policy.yaml"), alias="DUNNING_CONFIG")
     outbox_dir: Path = Field(Path("outbox"), alias="DUNNING_OUTBOX_DIR")
     letters_dir: Path = Field(Path("letters"), alias="DUNNING_LETTERS_DIR")
+    injunctions_dir: Path = Field(Path("injunctions"), alias="DUNNING_INJUNCTIONS_DIR")
     sendgrid_api_key: SecretStr | None = Field(None, alias="SENDGRID_API_KEY")
     sendgrid_api_host: str | None = Field(None, alias="SENDGRID_API_HOST")
 

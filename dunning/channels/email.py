@@ -38,6 +38,7 @@ class Line:
     amount: Decimal
     amount_open: Decimal
     days_overdue: int
+    invoice_ref: str = ""  # the invoice's id in the accounting system
 
 
 @dataclass(frozen=True)
@@ -56,6 +57,7 @@ class Letter:
     customer_address: str | None = None
     customer_legal_id: str | None = None
     reminders: tuple[tuple[date, str], ...] = ()  # what was sent before: (date, stage)
+    customer_phone: str | None = None
 
 
 @dataclass(frozen=True)
