@@ -17,6 +17,7 @@ from dunning.context import Context, load_context
 from dunning.db import transaction
 from dunning.dispatch import DispatchResult, waiting_by_channel
 from dunning.dispatch import dispatch as deliver
+from dunning.errors import DunningError
 from dunning.ledger import BatchResult, ReconcileResult
 from dunning.models import Action
 from dunning.sources import Snapshot, pull
@@ -69,6 +70,37 @@ def dispatch(ctx: Context, as_of: date, *, kind: str = "email", dry_run: bool = 
                    letters_dir=settings.letters_dir, dry_run=dry_run)
 
 
+def agency_sync(ctx: Context, as_of: date, run_id: str) -> dict[str, Any]:
+    """What the agency says about open cases, applied before the ladder is evaluated. An agency
+    that cannot be reached is reported; the run goes on."""
+    from dunning import agency
+
+    try:
+        return agency.sync(ctx.engine, ctx.policy, as_of, run_id=run_id).as_dict()
+    except DunningError as exc:  # e.g. the token's variable is not set
+        return agency.SyncResult(errors=[{"case": None, "error": str(exc)}]).as_dict()
+
+
+def agency_send(ctx: Context, as_of: date) -> DispatchResult:
+    """Send approved cases to the agency's API (without one, they wait for `agency export`)."""
+    from dunning import agency
+
+    try:
+        return agency.send(ctx.engine, ctx.policy, as_of)
+    except DunningError as exc:  # the approved cases stay approved, for the next run
+        result = DispatchResult(channel="agency")
+        result.errors.append({"action_id": None, "customer_id": None, "error": str(exc)})
+        return result
+
+
+def court_files(ctx: Context, as_of: date) -> DispatchResult:
+    """Write the court file of each approved injunction."""
+    from dunning import injunction
+
+    return injunction.build(ctx.engine, ctx.policy, as_of, ctx.settings.injunctions_dir,
+                            ctx.settings.outbox_dir)
+
+
 def simulate(ctx: Context, snapshot: Snapshot, as_of: date, run_id: str,
              accept_mass_settlement: bool = False) -> \
         tuple[ReconcileResult, BatchResult, DispatchResult]:
@@ -95,6 +127,9 @@ def simulate(ctx: Context, snapshot: Snapshot, as_of: date, run_id: str,
     return reconciled, evaluated, dispatched
 
 
+DELIVERIES = ("dispatch", "letters", "agency", "injunctions")
+
+
 def finish(ctx: Context, run_id: str, report: dict[str, Any], status: str = "completed") -> None:
     with transaction(ctx.engine) as session:
         ledger.finish_run(session, run_id, status, {
@@ -102,8 +137,8 @@ def finish(ctx: Context, run_id: str, report: dict[str, Any], status: str = "com
             "rejected_rows": len(report["rejected_rows"]),
             "transitions": report["evaluation"]["transitions"],
             "actions_created": sum(report["evaluation"]["actions_created"].values()),
-            "actions_sent": report["dispatch"]["sent"] + report["letters"]["sent"],
-            "actions_failed": report["dispatch"]["failed"] + report["letters"]["failed"],
+            "actions_sent": sum(report[k]["sent"] for k in DELIVERIES),
+            "actions_failed": sum(report[k]["failed"] for k in DELIVERIES),
         })
 
 
@@ -115,7 +150,8 @@ def fail(ctx: Context, run_id: str) -> None:
 def build_report(
     ctx: Context, run_id: str, as_of: date, dry_run: bool, snapshot: Snapshot,
     reconciled: ReconcileResult, evaluated: BatchResult, dispatched: DispatchResult,
-    letters: DispatchResult | None = None,
+    letters: DispatchResult | None = None, agency: DispatchResult | None = None,
+    injunctions: DispatchResult | None = None, agency_sync: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """What happened, as stable JSON (documented in the README)."""
     return {
@@ -135,6 +171,9 @@ def build_report(
         },
         "dispatch": dispatched.as_dict(),
         "letters": (letters or DispatchResult(channel="letter")).as_dict(),
+        "agency": (agency or DispatchResult(channel="agency")).as_dict(),
+        "agency_sync": agency_sync or {},
+        "injunctions": (injunctions or DispatchResult(channel="injunction")).as_dict(),
         "outstanding": {} if dry_run else waiting_by_channel(ctx.engine),
         "rejected_rows": [reject.as_dict() for reject in snapshot.rejects],
     }

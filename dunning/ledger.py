@@ -146,7 +146,8 @@ def reconcile(session: Session, snapshot: Snapshot, as_of: date, run_id: str | N
             row.external_id: row
             for row in session.execute(
                 select(Invoice.id, Invoice.external_id, Invoice.customer_id, Invoice.state,
-                       Invoice.stage, *[getattr(Invoice, f) for f in _INVOICE_FIELDS])
+                       Invoice.stage, Invoice.agency_collected,
+                       *[getattr(Invoice, f) for f in _INVOICE_FIELDS])
                 .where(Invoice.external_id.in_([r.external_id for r in rows]))
             )
         }
@@ -166,14 +167,19 @@ def reconcile(session: Session, snapshot: Snapshot, as_of: date, run_id: str | N
                     "updated_at": now,
                 })
                 continue
+            if existing.agency_collected:
+                # What the agency collected may not be booked yet: it still counts as paid.
+                values["amount_open"] = max(Decimal(0), min(
+                    row.amount_open, row.amount - existing.agency_collected))
             changed = any(getattr(existing, k) != v for k, v in values.items())
             if changed:
                 updates.append(values | {"id": existing.id, "updated_at": now})
                 if existing.customer_id != values["customer_id"]:
                     moved.append(existing.id)
-            if existing.state != "closed" and row.amount_open == 0:
-                settle.append((existing.id, existing.stage, "nothing open in the snapshot"))
-            elif existing.state == "closed" and row.amount_open != 0:
+            if existing.state != "closed" and values["amount_open"] == 0:
+                settle.append((existing.id, existing.stage, "nothing open in the snapshot"
+                               if row.amount_open == 0 else "collected by the agency"))
+            elif existing.state == "closed" and values["amount_open"] != 0:
                 reopen.append((existing.id, existing.stage,
                                f"back in the snapshot with {row.amount_open} {row.currency} open"))
         if inserts:

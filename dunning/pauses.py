@@ -59,20 +59,22 @@ def dispute(session: Session, external_id: str, *, by: str, reason: str, on: dat
 
 def resolve(session: Session, external_id: str, *, by: str, credit_note: bool, on: date) -> \
         Invoice:
-    """End a dispute. With a credit note coming, the invoice stays out of dunning until the
-    snapshot shows it settled; otherwise escalation resumes where it stood."""
+    """End a dispute (or a write-off review after the agency gave up). With a credit note
+    coming, the invoice stays out of dunning until the snapshot shows it settled; otherwise
+    escalation resumes where it stood."""
     invoice = invoice_by_ref(session, external_id)
-    if invoice.state != "paused" or invoice.state_reason != "dispute":
-        raise ConflictError(f"invoice {external_id} is not in dispute "
-                            f"(state {invoice.state}); nothing changed")
+    if invoice.state != "paused" or invoice.state_reason not in ("dispute", "write_off_review"):
+        raise ConflictError(f"invoice {external_id} is not in dispute nor up for write-off "
+                            f"review (state {invoice.state}); nothing changed")
     now = utcnow()
+    what = "dispute" if invoice.state_reason == "dispute" else "write-off review"
     if credit_note:
         values = {"state_reason": "credit_note"}
         event, state, reason = "resolved", "paused", \
-            f"dispute resolved by {by}: a credit note will settle it"
+            f"{what} resolved by {by}: a credit note will settle it"
     else:
         values = {"state": "active", "state_reason": None, "paused_until": None}
-        event, state, reason = "resumed", "active", f"dispute resolved by {by}"
+        event, state, reason = "resumed", "active", f"{what} resolved by {by}"
     session.execute(update(Invoice).where(Invoice.id == invoice.id)
                     .values(updated_at=now, **values))
     session.add(Transition(invoice_id=invoice.id, event=event, from_stage=invoice.stage,  # type: ignore[arg-type]

@@ -76,6 +76,21 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
         lines.append(f"formal notices: {letters['sent']} sent as PDF, {letters['failed']} failed"
                      + (f"; post by registered mail: {', '.join(letters['files'])}"
                         if letters.get("files") else ""))
+    agency = report.get("agency") or {}
+    if agency.get("sent") or agency.get("failed") or agency.get("errors"):
+        lines.append(f"collection agency: {agency['sent']} case(s) handed over, "
+                     f"{agency['failed']} failed")
+    synced = report.get("agency_sync") or {}
+    if synced.get("cases") or synced.get("errors"):
+        collected = ", ".join(f"{v} {k}" for k, v in synced["collected"].items())
+        lines.append(f"agency cases: {synced['cases']} asked, collected "
+                     f"{collected or 'nothing new'}, {synced['invoices_closed']} invoice(s) "
+                     f"closed, {synced['write_off_review']} up for write-off review"
+                     + (f", {len(synced['errors'])} error(s)" if synced["errors"] else ""))
+    court = report.get("injunctions") or {}
+    if court.get("sent") or court.get("failed"):
+        lines.append(f"injunction files: {court['sent']} written, {court['failed']} failed"
+                     + (f": {', '.join(court['files'])}" if court.get("files") else ""))
     for channel, statuses in sorted(report["outstanding"].items()):
         described = ", ".join(f"{n} {status.replace('_', ' ')}" for status, n in
                               sorted(statuses.items()))
@@ -90,10 +105,15 @@ def markdown(report: dict[str, Any]) -> str:
     if rows:
         out += ["", "| stage | entered | awaiting approval |", "|---|---:|---:|"]
         out += [f"| {r['stage']} | {r['entered']} | {r['awaiting_approval']} |" for r in rows]
-    if report["dispatch"]["errors"]:
+    failures = [e for key in ("dispatch", "letters", "agency", "injunctions")
+                for e in (report.get(key) or {}).get("errors", [])]
+    failures += [{"action_id": "-", "customer_id": f"agency case {e['case']}",
+                  "error": e["error"]} for e in (report.get("agency_sync") or {}).get(
+                      "errors", [])]
+    if failures:
         out += ["", "## Delivery failures", ""]
         out += [f"- action {e['action_id']} ({e['customer_id']}): {e['error']}"
-                for e in report["dispatch"]["errors"]]
+                for e in failures]
     if report["rejected_rows"]:
         out += ["", "## Rejected rows", ""]
         out += [f"- `{r['file']}` line {r['line']}, field `{r['field']}`: {r['message']}"

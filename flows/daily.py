@@ -14,6 +14,9 @@ from dunning import daily
 from dunning.ledger import BatchResult
 from dunning.report import Stopwatch
 from tasks.daily import (
+    agency_sync,
+    court_files,
+    dispatch_agency,
     dispatch_email,
     dispatch_letters,
     evaluate,
@@ -52,6 +55,8 @@ def daily_dunning(as_of: date | None = None, dry_run: bool = False,
             reconciled = reconcile(ctx, quote(snapshot), as_of, run_id,
                                    accept_mass_settlement)
         try:
+            with clock("agency_sync"):
+                synced = agency_sync(ctx, as_of, run_id)
             with clock("evaluate"):
                 evaluated = BatchResult()
                 for low, high in plan_batches(ctx):
@@ -59,13 +64,16 @@ def daily_dunning(as_of: date | None = None, dry_run: bool = False,
             with clock("dispatch"):
                 dispatched = dispatch_email(ctx, as_of, dry_run=False)
                 letters = dispatch_letters(ctx, as_of)
+                handed = dispatch_agency(ctx, as_of)
+                filed = court_files(ctx, as_of)
         except BaseException:
             daily.fail(ctx, run_id)
             raise
 
     with clock("report"):
-        report = daily.build_report(ctx, run_id, as_of, dry_run, snapshot, reconciled,
-                                    evaluated, dispatched, None if dry_run else letters)
+        report = daily.build_report(
+            ctx, run_id, as_of, dry_run, snapshot, reconciled, evaluated, dispatched,
+            *((None, None, None, None) if dry_run else (letters, handed, filed, synced)))
         if not dry_run:
             daily.finish(ctx, run_id, report)
         publish_report(quote(report))

@@ -56,6 +56,24 @@ def dispatch_letters(ctx: Context, as_of: date) -> DispatchResult:
     return daily.dispatch(ctx, as_of, kind="letter")
 
 
+@task(name="agency-sync", cache_policy=NO_CACHE)
+def agency_sync(ctx: Context, as_of: date, run_id: str) -> dict[str, Any]:
+    """Apply what the collection agency reports on open cases (the client retries each call)."""
+    return daily.agency_sync(ctx, as_of, run_id)
+
+
+@task(name="dispatch-agency", cache_policy=NO_CACHE)
+def dispatch_agency(ctx: Context, as_of: date) -> DispatchResult:
+    """Send approved cases to the collection agency (Idempotency-Key: never two cases)."""
+    return daily.agency_send(ctx, as_of)
+
+
+@task(name="court-files", cache_policy=NO_CACHE)
+def court_files(ctx: Context, as_of: date) -> DispatchResult:
+    """Write the court file (folder and zip) of each approved injunction to pay."""
+    return daily.court_files(ctx, as_of)
+
+
 @task(name="simulate", cache_policy=NO_CACHE)
 def simulate(ctx: Context, snapshot: Snapshot, as_of: date, run_id: str,
              accept_mass_settlement: bool) -> tuple[ReconcileResult, BatchResult, DispatchResult]:

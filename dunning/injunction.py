@@ -1,0 +1,251 @@
+"""Injunction to pay: the court file a creditor's lawyer needs to apply for an *injonction de
+payer* (French Code de procédure civile, art. 1405 and following). Nothing is filed: dunning
+drafts, a person reviews and files.
+
+For each approved `injunction` action, a folder (and a zip of it) holding:
+  1-requete-injonction-de-payer.pdf   the application, drafted in French: the parties (SIREN
+                                      checked with python-stdnum), the claim (principal,
+                                      interest, compensation) and the facts, dated
+  2-factures.csv                      the invoices and the amounts claimed on each
+  3-mise-en-demeure.pdf               the formal notice as it was sent
+  4-preuve-envoi-mise-en-demeure.pdf  when, how and to whom it was sent, with its fingerprint
+  4-preuve-envoi-mise-en-demeure.eml  the email itself, when it was written to the outbox
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import os
+import re
+import shutil
+import zipfile
+from dataclasses import replace
+from datetime import date, datetime
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+from sqlalchemy import Engine, select
+from stdnum.exceptions import ValidationError as StdnumError
+from stdnum.fr import siren as siren_number
+from stdnum.fr import siret as siret_number
+from stdnum.fr import tva as tva_number
+
+from dunning import law
+from dunning.agency import history
+from dunning.channels.email import Letter, _environment
+from dunning.channels.formatting import day, locale_for
+from dunning.channels.letter import letter_context
+from dunning.db import transaction
+from dunning.dispatch import Delivered, DispatchResult, dispatch
+from dunning.errors import DeliveryError, DunningError
+from dunning.models import Action
+from dunning.policy import Policy
+from dunning.resources import templates_dir
+
+REQUEST = "1-requete-injonction-de-payer.pdf"
+INVOICES = "2-factures.csv"
+NOTICE = "3-mise-en-demeure.pdf"
+PROOF = "4-preuve-envoi-mise-en-demeure"
+_EVENT_WORDS = {"stage": "étape", "paused": "suspension", "resumed": "reprise",
+                "settled": "soldée", "reopened": "réouverte", "collected": "encaissement",
+                "resolved": "litige clos"}
+
+
+def siren(legal_id: str | None) -> str:
+    """The SIREN in a legal id written as a SIREN, a SIRET or a French VAT number (with or
+    without a label: "SIREN 732 829 320", "SIRET 73282932000074", "FR44732829320"), formatted
+    "732 829 320". Raises ValueError saying what is wrong."""
+    if not legal_id or not legal_id.strip():
+        raise ValueError("no legal id (SIREN) recorded")
+    text = re.sub(r"(?i)^\s*(siren|siret|rcs\s+[a-zé\s-]*?|n°\s*tva|tva)\s*[:n°]*\s*", "",
+                  legal_id.strip())
+    compact = re.sub(r"[\s.\-]", "", text).upper()
+    try:
+        if compact.startswith("FR"):
+            number = tva_number.validate(compact)[2:]
+        elif len(compact) == 14:
+            number = siret_number.to_siren(siret_number.validate(compact))
+        else:
+            number = siren_number.validate(compact)
+    except StdnumError as exc:
+        raise ValueError(f"{legal_id!r} is not a valid SIREN, SIRET or French VAT number "
+                         f"({exc.message.lower().rstrip('.')})") from None
+    return siren_number.format(number)
+
+
+def _town(address: str | None) -> str | None:
+    """The town of a French postal address ("3 rue X\\n75002 Paris" -> "Paris")."""
+    if not address:
+        return None
+    for part in reversed(re.split(r"[,\n]", address)):
+        match = re.search(r"\b\d{5}\s+(.+)$", part.strip())
+        if match:
+            return re.sub(r"\s+cedex.*$", "", match.group(1), flags=re.IGNORECASE).strip()
+    return None
+
+
+class CourtFileChannel:
+    """Builds the court file of each approved injunction action."""
+
+    kind = "injunction"
+
+    def __init__(self, engine: Engine, policy: Policy, folder: Path, outbox_dir: Path,
+                 result: DispatchResult) -> None:
+        self.engine = engine
+        self.policy = policy
+        self.folder = folder
+        self.outbox_dir = outbox_dir
+        self.result = result
+
+    def deliver(self, action_id: int, action: Action, letter: Letter) -> Delivered:
+        creditor_country = (self.policy.law.country or self.policy.creditor.country).upper()
+        debtor_country = (letter.country or creditor_country).upper()
+        try:
+            creditor_siren = siren(self.policy.creditor.legal_id) \
+                if self.policy.creditor.country.upper() == "FR" else None
+        except ValueError as exc:
+            raise DeliveryError(f"creditor.legal_id in the policy: {exc}",
+                                retryable=False) from None
+        try:
+            debtor_siren = siren(letter.customer_legal_id) if debtor_country == "FR" else None
+        except ValueError as exc:
+            # Retried each day: it succeeds once the accounting system has the right number.
+            raise DeliveryError(f"customer {letter.customer_ref}: {exc}; a French debtor is "
+                                "identified by its SIREN in the application: fix legal_id in "
+                                "the accounting system") from None
+        with transaction(self.engine) as session:
+            notice = session.execute(
+                select(Action).where(Action.customer_id == action.customer_id,
+                                     Action.kind == "letter", Action.status == "sent",
+                                     Action.document.is_not(None))
+                .order_by(Action.sent_at.desc(), Action.id.desc()).limit(1)
+            ).scalars().first()
+            events = history(session, action.customer_id,
+                             [line.invoice_ref for line in letter.lines])
+        if notice is None:
+            raise DeliveryError(f"customer {letter.customer_ref}: no formal notice was delivered;"
+                                " an application for an injunction to pay rests on one",
+                                retryable=False)
+        notice_path = Path(notice.document or "")
+        try:
+            notice_pdf = notice_path.read_bytes()
+        except OSError as exc:
+            raise DeliveryError(f"the formal notice {notice_path} cannot be read "
+                                f"({exc.strerror})") from None
+
+        french = replace(letter, language="fr")
+        try:
+            context = letter_context(french, self.policy)
+        except DunningError as exc:
+            raise DeliveryError(str(exc)) from None
+        locale = locale_for("fr", "FR")
+        sent_at: datetime | None = notice.sent_at
+        context |= {
+            "creditor_siren": creditor_siren,
+            "debtor_siren": debtor_siren,
+            "debtor_country": debtor_country,
+            "foreign_debtor": debtor_country != "FR",
+            "court_town": _town(letter.customer_address),
+            "notice": SimpleNamespace(
+                date=day(notice.business_date, locale, "long"),
+                sent_at=sent_at.strftime("%d/%m/%Y à %H:%M UTC") if sent_at else "",
+                via=notice.provider_id or "", file=NOTICE,
+                sha256=hashlib.sha256(notice_pdf).hexdigest()),
+            "facts": [SimpleNamespace(date=day(e.date, locale, "long"), what=_fact(e))
+                      for e in events if e.event in ("message", "call", "phone", "stage")
+                      or e.event in ("paused", "resumed", "collected")],
+            "rule_text": law.rule_for(creditor_country).law,
+            "pieces": [
+                "Factures impayées listées au décompte (copies à joindre depuis le logiciel "
+                "comptable) — relevé : " + INVOICES,
+                f"Mise en demeure du {day(notice.business_date, locale, 'long')} — {NOTICE}",
+                f"Justificatif d'envoi de la mise en demeure — {PROOF}.pdf"
+                + (" et .eml" if (notice.provider_id or "").startswith("outbox:") else "")
+                + " (joindre l'avis de réception du recommandé)",
+                "Conditions générales de vente applicables (à joindre)",
+            ],
+            "drafted_on": day(letter.as_of, locale, "long"),
+        }
+        name = f"{letter.as_of.isoformat()}_{_safe(letter.customer_ref)}_{action_id:06d}"
+        final = self.folder / name
+        staging = self.folder / f".{name}.tmp"
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir(parents=True)
+        try:
+            (staging / REQUEST).write_bytes(_pdf("injunction/fr/requete.html.j2", context))
+            (staging / INVOICES).write_text(_invoices_csv(context), encoding="utf-8")
+            (staging / NOTICE).write_bytes(notice_pdf)
+            (staging / f"{PROOF}.pdf").write_bytes(_pdf("injunction/fr/preuve.html.j2", context
+                                                        | {"recipients": letter.recipients}))
+            via = notice.provider_id or ""
+            if via.startswith("outbox:"):
+                eml = self.outbox_dir / via.removeprefix("outbox:")
+                if eml.exists():
+                    shutil.copyfile(eml, staging / f"{PROOF}.eml")
+            shutil.rmtree(final, ignore_errors=True)
+            os.replace(staging, final)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        archive = self.folder / f"{name}.zip"
+        tmp = self.folder / f".{name}.zip.tmp"
+        with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as bundle:
+            for path in sorted(final.iterdir()):
+                bundle.write(path, f"{name}/{path.name}")
+        os.replace(tmp, archive)
+        self.result.files.append(str(archive))
+        return Delivered(provider_id=f"court-file:{name}", document=str(archive))
+
+
+def _safe(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text)
+
+
+def _fact(entry: Any) -> str:
+    stage = (entry.stage or "").replace("_", " ")
+    if entry.event == "message":
+        return f"envoi : {stage}" + (f" ({entry.description.split('(', 1)[-1].rstrip(')')})"
+                                     if "(" in entry.description else "")
+    if entry.event == "phone":
+        return f"tâche d'appel : {stage}"
+    if entry.event == "call":
+        return f"appel téléphonique — {entry.description} (par {entry.actor})"
+    word = _EVENT_WORDS.get(entry.event, entry.event)
+    who = f" — facture {entry.invoice_id}" if entry.invoice_id else ""
+    return f"{word}{who} : {entry.description}"
+
+
+def _pdf(template: str, context: dict[str, Any]) -> bytes:
+    from weasyprint import HTML
+
+    html = _environment(str(templates_dir())).get_template(template).render(context)
+    return bytes(HTML(string=html, base_url=str(templates_dir())).write_pdf())
+
+
+def _invoices_csv(context: dict[str, Any]) -> str:
+    out = io.StringIO()
+    writer = csv.writer(out, delimiter=";")
+    writer.writerow(["numero", "date_facture", "date_echeance", "jours_de_retard",
+                     "principal_du", "interets", "indemnite_forfaitaire"])
+    for row in context["invoices"]:
+        writer.writerow([row.number, row.issue_date, row.due_date, row.days_overdue,
+                         row.principal, row.interest, row.compensation])
+    totals = context["totals"]
+    writer.writerow(["TOTAL", "", "", "", totals.principal, totals.interest,
+                     totals.compensation])
+    return out.getvalue()
+
+
+def build(engine: Engine, policy: Policy, as_of: date, folder: Path, outbox_dir: Path, *,
+          dry_run: bool = False) -> DispatchResult:
+    """Write the court file of every approved injunction action."""
+    result = DispatchResult(channel="injunction")
+    if dry_run:
+        return dispatch(engine, policy, None, as_of, kind="injunction", dry_run=True)
+    channel = CourtFileChannel(engine, policy, folder, outbox_dir, result)
+    done = dispatch(engine, policy, channel, as_of, kind="injunction")
+    done.files = result.files
+    return done
