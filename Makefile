@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: demo test lint install clean
+.PHONY: demo test lint install clean schemas
 
 $(BIN)/dunning: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,10 @@ test: $(BIN)/dunning
 
 lint: $(BIN)/dunning
 	$(BIN)/ruff check dunning flows tasks tests bench
+
+# the JSON Schemas of the agency case and status, from the models in dunning/channels/agency.py
+schemas: $(BIN)/dunning
+	$(BIN)/python -c "from dunning.channels.agency import write_schemas; write_schemas()"
 
 clean:
 	rm -rf $(VENV) dunning.db dunning.db-wal dunning.db-shm outbox data .pytest_cache

@@ -251,7 +251,7 @@ def export(engine: Engine, policy: Policy, folder: Path, as_of: date) -> \
 @dataclass
 class SyncResult:
     cases: int = 0  # asked about
-    updated: int = 0  # with news
+    updated: int = 0  # with news: money collected, or the case closed
     collected: dict[str, Decimal] = field(default_factory=dict)  # newly collected, by currency
     closed: int = 0  # invoices closed by collection
     write_off_review: int = 0  # invoices put up for write-off review
@@ -374,8 +374,6 @@ def apply_status(session: Session, row_id: int, status: CaseStatus, as_of: date,
             reason=f"agency case {status.id} closed as unrecoverable"
                    + (f": {status.note}" if status.note else "") + "; review for write-off",
             on=as_of, action_id=case.action_id)
-    if word != (case.agency_status or ""):
-        changed = True
     session.execute(update(CaseRow).where(CaseRow.id == row_id).values(**case_values))
     return changed
 

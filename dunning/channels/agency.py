@@ -13,7 +13,8 @@ import logging
 import os
 import time
 from collections.abc import Callable
-from datetime import date, datetime
+from datetime import date as Date
+from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -65,8 +66,8 @@ class Debtor(Party):
 class CaseInvoice(_Doc):
     invoice_id: str
     number: str
-    issue_date: date | None
-    due_date: date
+    issue_date: Date | None
+    due_date: Date
     currency: str
     amount: Amount
     amount_open: Amount
@@ -86,7 +87,7 @@ class Total(_Doc):
 
 
 class HistoryEntry(_Doc):
-    date: date = Field(description="business date")
+    date: Date = Field(description="business date")
     at: datetime | None = None
     event: str = Field(description="stage, paused, resumed, settled, reopened, call, message")
     stage: str | None = None
@@ -109,7 +110,7 @@ class AgencyCase(_Doc):
 
     schema_version: Literal["1"] = SCHEMA_VERSION
     reference: str = Field(description="our case reference; also sent as the Idempotency-Key")
-    created_on: date
+    created_on: Date
     law: str = Field(description="the statute interest and compensation are computed under")
     creditor: Creditor
     debtor: Debtor
