@@ -60,16 +60,16 @@ def siren(legal_id: str | None) -> str:
     "732 829 320". Raises ValueError saying what is wrong."""
     if not legal_id or not legal_id.strip():
         raise ValueError("no legal id (SIREN) recorded")
-    text = re.sub(r"(?i)^\s*(siren|siret|rcs\s+[a-zé\s-]*?|n°\s*tva|tva)\s*[:n°]*\s*", "",
-                  legal_id.strip())
-    compact = re.sub(r"[\s.\-]", "", text).upper()
+    compact = re.sub(r"[\s.\-]", "", legal_id).upper()
+    vat = re.search(r"FR[0-9A-Z]{2}\d{9}", compact)
+    digits = re.sub(r"\D", "", compact)
     try:
-        if compact.startswith("FR"):
-            number = tva_number.validate(compact)[2:]
-        elif len(compact) == 14:
-            number = siret_number.to_siren(siret_number.validate(compact))
+        if vat:
+            number = tva_number.validate(vat.group())[-9:]
+        elif len(digits) == 14:
+            number = siret_number.to_siren(siret_number.validate(digits))
         else:
-            number = siren_number.validate(compact)
+            number = siren_number.validate(digits)
     except StdnumError as exc:
         raise ValueError(f"{legal_id!r} is not a valid SIREN, SIRET or French VAT number "
                          f"({exc.message.lower().rstrip('.')})") from None

@@ -1,0 +1,153 @@
+"""Injunction to pay: an approved injunction becomes a court file (folder and zip) with the
+application drafted in French, the invoice list, the formal notice and its sending proof."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import zipfile
+from pathlib import Path
+
+import pytest
+import yaml
+from pypdf import PdfReader
+
+from dunning.injunction import siren
+from tests.conftest import Portfolio
+from tests.test_agency import approve_pending
+from tests.test_pipeline import as_json, day, run
+
+pytestmark = pytest.mark.usefixtures("prefect_server")
+
+LADDER = [
+    {"name": "friendly_reminder", "channel": "email", "days_after_due": 3,
+     "template": "friendly_reminder"},
+    {"name": "formal_notice", "channel": "letter", "days_after_due": 10,
+     "requires_approval": True, "template": "formal_notice"},
+    {"name": "injunction", "channel": "injunction", "days_after_due": 20,
+     "min_days_since_previous": 3, "requires_approval": True},
+]
+
+
+@pytest.fixture
+def court_dir(workdir: Path, policy_file: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    folder = workdir / "court"
+    monkeypatch.setenv("DUNNING_INJUNCTIONS_DIR", str(folder))
+    monkeypatch.setenv("DUNNING_LETTERS_DIR", str(workdir / "letters"))
+    data = yaml.safe_load(policy_file.read_text(encoding="utf-8"))
+    data["stages"] = LADDER
+    data["law"] = {"rate": "12.15"}  # the 2026-H2 reference rate is not in rates.yaml yet
+    policy_file.write_text(yaml.safe_dump(data), encoding="utf-8")
+    return folder
+
+
+def seed(portfolio: Portfolio, legal_id: str = "SIRET 404 833 048 00022",
+         country: str = "FR") -> None:
+    portfolio.customer("C1", name="Debtor & Co", language="en", country=country)
+    portfolio.customers["C1"] |= {"address": "3 rue du Port\n75001 Paris",
+                                  "legal_id": legal_id}
+    portfolio.invoice("I1", "C1", due=day(-40), amount="1500.00")
+    portfolio.invoice("I2", "C1", due=day(-35), amount="700.00", amount_open="200.00")
+    portfolio.write()
+
+
+def up_to_the_court(portfolio: Portfolio) -> None:
+    run(day(0))  # friendly reminder
+    run(day(1))  # formal notice proposed
+    approve_pending("formal_notice")
+    assert run(day(2))["letters"]["sent"] == 1
+    run(day(5))  # injunction proposed, 3 days after the notice
+    approve_pending("injunction")
+
+
+def _text(data: bytes) -> str:
+    text = " ".join(" ".join(page.extract_text().split())
+                    for page in PdfReader(io.BytesIO(data)).pages)
+    return text.replace("\u202f", " ").replace("\u00a0", " ")
+
+
+def test_an_approved_injunction_becomes_a_court_file(portfolio: Portfolio, court_dir: Path,
+                                                     workdir: Path) -> None:
+    seed(portfolio)
+    up_to_the_court(portfolio)
+    report = run(day(6))
+    assert (report["injunctions"]["sent"], report["injunctions"]["failed"]) == (1, 0)
+    (archive,) = [Path(p) for p in report["injunctions"]["files"]]
+    assert archive.parent == court_dir and archive.suffix == ".zip"
+    folder = archive.with_suffix("")
+    names = sorted(p.name for p in folder.iterdir())
+    assert names == ["1-requete-injonction-de-payer.pdf", "2-factures.csv",
+                     "3-mise-en-demeure.pdf", "4-preuve-envoi-mise-en-demeure.eml",
+                     "4-preuve-envoi-mise-en-demeure.pdf"]
+    with zipfile.ZipFile(archive) as bundle:
+        assert sorted(Path(n).name for n in bundle.namelist()) == names
+        assert bundle.read(f"{folder.name}/2-factures.csv") == \
+            (folder / "2-factures.csv").read_bytes()
+
+    request = _text((folder / "1-requete-injonction-de-payer.pdf").read_bytes())
+    # Day 6 is 2026-11-08. I1: 1500 for 46 days at 12.15 % = 22.97; I2: 200 for 41 days =
+    # 2.73; EUR 40 for each; total 1700 + 25.70 + 80 = 1805.70.
+    for expected in ("Requête en injonction de payer", "Tribunal de commerce de Paris",
+                     "Atelier Exemple SAS", "SIREN 732 829 320", "Debtor & Co",
+                     "SIREN 404 833 048", "1 700,00 €", "25,70 €", "80,00 €", "1 805,70 €",
+                     "8 novembre 2026", "3 novembre 2026", "L441-10", "PAR CES MOTIFS",
+                     "F-I1", "F-I2", "mise en demeure", "rien n'a été déposé"):
+        assert expected in request, expected
+
+    letters = list((workdir / "letters").glob("*.pdf"))
+    assert (folder / "3-mise-en-demeure.pdf").read_bytes() == letters[0].read_bytes()
+    proof = _text((folder / "4-preuve-envoi-mise-en-demeure.pdf").read_bytes())
+    assert hashlib.sha256(letters[0].read_bytes()).hexdigest() in proof.replace(" ", "")
+    assert "ap@c1.example" in proof
+    eml = (folder / "4-preuve-envoi-mise-en-demeure.eml").read_bytes()
+    assert b"application/pdf" in eml
+
+    with (folder / "2-factures.csv").open(encoding="utf-8") as handle:
+        rows = list(csv.reader(handle, delimiter=";"))
+    assert [r[0] for r in rows[1:]] == ["F-I1", "F-I2", "TOTAL"]
+
+    assert [a["status"] for a in as_json("actions") if a["kind"] == "injunction"] == ["sent"]
+    assert run(day(6))["injunctions"]["sent"] == 0, "one court file per approval"
+
+
+def test_an_invalid_siren_stops_the_file_until_it_is_fixed(portfolio: Portfolio,
+                                                           court_dir: Path) -> None:
+    seed(portfolio, legal_id="SIREN 404 833 049")  # wrong check digit
+    up_to_the_court(portfolio)
+    report = run(day(6))
+    assert report["injunctions"]["failed"] == 1
+    (error,) = report["injunctions"]["errors"]
+    assert "customer C1" in error["error"] and "not a valid SIREN" in error["error"]
+    assert not court_dir.exists() or not any(court_dir.iterdir()), "nothing half-written"
+
+    portfolio.customers["C1"]["legal_id"] = "404833048"
+    portfolio.write()
+    assert run(day(7))["injunctions"]["sent"] == 1
+
+
+def test_a_foreign_debtor_is_flagged_for_the_lawyer(portfolio: Portfolio,
+                                                    court_dir: Path) -> None:
+    seed(portfolio, legal_id="BE0403170701", country="BE")
+    up_to_the_court(portfolio)
+    report = run(day(6))
+    (archive,) = [Path(p) for p in report["injunctions"]["files"]]
+    request = _text((archive.with_suffix("") / "1-requete-injonction-de-payer.pdf").read_bytes())
+    assert "BE0403170701" in request and "1896/2006" in request
+
+
+@pytest.mark.parametrize(("given", "expected"), [
+    ("732829320", "732 829 320"),
+    ("SIREN 732 829 320", "732 829 320"),
+    ("SIRET 73282932000074", "732 829 320"),
+    ("FR44732829320", "732 829 320"),
+    ("RCS Lyon 732 829 320", "732 829 320"),
+])
+def test_siren_is_read_from_any_french_identifier(given: str, expected: str) -> None:
+    assert siren(given) == expected
+
+
+@pytest.mark.parametrize("given", ["732829321", "73282932", "", None, "FR00732829320"])
+def test_a_wrong_siren_is_refused(given: str | None) -> None:
+    with pytest.raises(ValueError):
+        siren(given)
