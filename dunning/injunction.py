@@ -37,7 +37,7 @@ from dunning import law
 from dunning.agency import history
 from dunning.channels.email import Letter, _environment
 from dunning.channels.formatting import day, locale_for
-from dunning.channels.letter import letter_context
+from dunning.channels.letter import STAGE_LABELS, letter_context
 from dunning.db import transaction
 from dunning.dispatch import Delivered, DispatchResult, dispatch
 from dunning.errors import DeliveryError, DunningError
@@ -49,9 +49,6 @@ REQUEST = "1-requete-injonction-de-payer.pdf"
 INVOICES = "2-factures.csv"
 NOTICE = "3-mise-en-demeure.pdf"
 PROOF = "4-preuve-envoi-mise-en-demeure"
-_EVENT_WORDS = {"stage": "étape", "paused": "suspension", "resumed": "reprise",
-                "settled": "soldée", "reopened": "réouverte", "collected": "encaissement",
-                "resolved": "litige clos"}
 
 
 def siren(legal_id: str | None) -> str:
@@ -154,9 +151,7 @@ class CourtFileChannel:
                 sent_at=sent_at.strftime("%d/%m/%Y à %H:%M UTC") if sent_at else "",
                 via=notice.provider_id or "", file=NOTICE,
                 sha256=hashlib.sha256(notice_pdf).hexdigest()),
-            "facts": [SimpleNamespace(date=day(e.date, locale, "long"), what=_fact(e))
-                      for e in events if e.event in ("message", "call", "phone", "stage")
-                      or e.event in ("paused", "resumed", "collected")],
+            "facts": _facts(events, locale),
             "rule_text": law.rule_for(creditor_country).law,
             "pieces": [
                 "Factures impayées listées au décompte (copies à joindre depuis le logiciel "
@@ -204,18 +199,35 @@ def _safe(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", text)
 
 
-def _fact(entry: Any) -> str:
-    stage = (entry.stage or "").replace("_", " ")
-    if entry.event == "message":
-        return f"envoi : {stage}" + (f" ({entry.description.split('(', 1)[-1].rstrip(')')})"
-                                     if "(" in entry.description else "")
-    if entry.event == "phone":
-        return f"tâche d'appel : {stage}"
-    if entry.event == "call":
-        return f"appel téléphonique — {entry.description} (par {entry.actor})"
-    word = _EVENT_WORDS.get(entry.event, entry.event)
-    who = f" — facture {entry.invoice_id}" if entry.invoice_id else ""
-    return f"{word}{who} : {entry.description}"
+_OUTCOMES = {"promise": "promesse de paiement", "dispute": "contestation",
+             "no_answer": "pas de réponse", "wrong_contact": "interlocuteur erroné",
+             "paid_claimed": "paiement annoncé", "callback": "rappel demandé"}
+
+
+def _facts(events: list[Any], locale: Any) -> list[SimpleNamespace]:
+    """The amicable recovery, as a lawyer reads it: each reminder sent, each call and what
+    came of it, each pause (a dispute must not be hidden from the judge)."""
+    labels = STAGE_LABELS["fr"]
+    out = []
+    for e in events:
+        stage = labels.get(e.stage or "", (e.stage or "").replace("_", " "))
+        if e.event == "message" and e.stage and "formal notice" not in e.description:
+            what = f"envoi par courrier électronique : {stage}"
+        elif e.event == "call":
+            outcome = e.description.removeprefix("call outcome: ").split(",")[0]
+            detail = e.description.split(",", 1)[1].strip() if "," in e.description else ""
+            what = f"appel téléphonique ({_OUTCOMES.get(outcome.replace(' ', '_'), outcome)}" \
+                   + (f" : {detail}" if detail else "") + ")"
+        elif e.event in ("paused", "resumed", "resolved"):
+            word = {"paused": "suspension", "resumed": "reprise",
+                    "resolved": "fin de litige"}[e.event]
+            what = f"{word} — facture {e.invoice_id} : « {e.description} »"
+        elif e.event == "collected":
+            what = f"encaissement partiel — facture {e.invoice_id} : {e.description}"
+        else:
+            continue
+        out.append(SimpleNamespace(date=day(e.date, locale, "long"), what=what))
+    return out
 
 
 def _pdf(template: str, context: dict[str, Any]) -> bytes:

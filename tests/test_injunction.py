@@ -92,8 +92,10 @@ def test_an_approved_injunction_becomes_a_court_file(portfolio: Portfolio, court
                      "Atelier Exemple SAS", "SIREN 732 829 320", "Debtor & Co",
                      "SIREN 404 833 048", "1 700,00 €", "25,70 €", "80,00 €", "1 805,70 €",
                      "8 novembre 2026", "3 novembre 2026", "L441-10", "PAR CES MOTIFS",
-                     "F-I1", "F-I2", "mise en demeure", "rien n'a été déposé"):
+                     "F-I1", "F-I2", "mise en demeure", "rien n'a été déposé",
+                     "2 novembre 2026 — envoi par courrier électronique : premier rappel"):
         assert expected in request, expected
+    assert "overdue" not in request, "the application is in French throughout"
 
     letters = list((workdir / "letters").glob("*.pdf"))
     assert (folder / "3-mise-en-demeure.pdf").read_bytes() == letters[0].read_bytes()
