@@ -512,7 +512,7 @@ def agency_export(
 @app.command()
 @handles_errors
 def demo(
-    days: Annotated[int, typer.Option("--days", min=1, help="Business days to simulate.")] = 20,
+    days: Annotated[int, typer.Option("--days", min=1, help="Business days to simulate.")] = 40,
     as_json: JsonOption = False,
 ) -> None:
     """Seed the sample portfolio and run the daily flow over simulated business days, on the

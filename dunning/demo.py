@@ -11,7 +11,7 @@ from pathlib import Path
 
 from dunning.resources import resource_dir
 
-DEMO_START = date(2026, 11, 2)
+DEMO_START = date(2026, 10, 1)
 
 
 def sample_dir() -> Path:

@@ -7,7 +7,8 @@ cases along a fixed script, so the demo shows collections and a case given up:
 
   - each request after the first collects the next slice of the case (half of an invoice's
     open amount, then the rest), until all is collected (status `collected`);
-  - a case whose debtor is in `insolvent` is closed as `unrecoverable` at its third request.
+  - a case whose debtor is in `insolvent` (or every `give_up_every`-th case) is closed as
+    `unrecoverable` at its third request.
 
 Tests can also make it fail: `fail_before` (answers given without storing the case, e.g. 500 or
 429), `fail_after` (answers given after storing it, as when a response is lost), `delay`."""
@@ -36,9 +37,11 @@ class Case:
 
 
 class AgencyDouble:
-    def __init__(self, token: str, insolvent: set[str] | None = None) -> None:
+    def __init__(self, token: str, insolvent: set[str] | None = None,
+                 give_up_every: int | None = None) -> None:
         self.token = token
         self.insolvent = insolvent or set()
+        self.give_up_every = give_up_every  # every n-th case is given up, whoever the debtor
         self.cases: dict[str, Case] = {}
         self.by_key: dict[str, str] = {}
         self.requests: list[tuple[str, str, dict[str, str]]] = []  # method, path, headers
@@ -90,7 +93,10 @@ class AgencyDouble:
 
     def _advance(self, case: Case) -> None:
         debtor = case.body["debtor"].get("customer_id")
-        if debtor in self.insolvent and case.polls >= 3:
+        number = int(case.id.split("-")[1])
+        doomed = debtor in self.insolvent or (
+            self.give_up_every is not None and number % self.give_up_every == 0)
+        if doomed and case.polls >= 3:
             case.status = "unrecoverable"
             case.note = "debtor in judicial liquidation; claim filed with the liquidator"
             return
@@ -164,9 +170,10 @@ def _handler(agency: AgencyDouble) -> type[BaseHTTPRequestHandler]:
 
 
 @contextmanager
-def running(token: str, insolvent: set[str] | None = None) -> Iterator[AgencyDouble]:
+def running(token: str, insolvent: set[str] | None = None,
+            give_up_every: int | None = None) -> Iterator[AgencyDouble]:
     """Serve an agency double on a free local port for the duration of the block."""
-    agency = AgencyDouble(token, insolvent)
+    agency = AgencyDouble(token, insolvent, give_up_every)
     server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(agency))
     server.daemon_threads = True
     agency.server = server

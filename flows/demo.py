@@ -3,26 +3,83 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections import Counter
+from datetime import date, timedelta
+from decimal import Decimal
 from itertools import islice
+from pathlib import Path
 from typing import Any
 
+import yaml
 from sqlalchemy import func, select
 
-from dunning import daily
+from dunning import daily, ledger
 from dunning.business_days import business_days
-from dunning.calls import open_tasks
+from dunning.calls import open_tasks, record_outcome
 from dunning.db import transaction, upgrade
 from dunning.demo import DEMO_START, write_snapshot
+from dunning.demo_agency import running
 from dunning.errors import ConfigError
-from dunning.models import Invoice, Run
+from dunning.models import Action, Invoice, Run, Transition
 from dunning.policy import CsvSource, resolve_input
 from dunning.views import action_list
 from flows.daily import daily_dunning
 
+DEMO_TOKEN = "demo-agency-token"  # the local agency double's; never a real secret
+DEMO_RATE = "12.15"  # the sample creditor's terms of sale: ECB rate of 2026-01-01 + 10 points
+APPROVED_STAGES = ("letter", "agency", "injunction")
+OUTCOMES = ("no-answer", "promise", "callback", "paid-claimed")
 
-def run_demo(days: int = 20, as_json: bool = False) -> dict[str, Any]:
+
+def _demo_policy(ctx: daily.Context, agency_url: str, folder: Path) -> Path:
+    """The policy the demo runs on: the current one, with the local agency double as the
+    agency and, where the policy sets none, the sample creditor's contractual interest rate
+    (config/rates.yaml does not yet know the ECB rate for 2026-H2)."""
+    data = yaml.safe_load(ctx.policy_path.read_text(encoding="utf-8"))
+    data["agency"] = (data.get("agency") or {}) | {"url": agency_url, "backoff": 0.2,
+                                                  "token_env": "DUNNING_AGENCY_TOKEN"}
+    if ctx.policy.law.rate is None:
+        data["law"] = (data.get("law") or {}) | {"rate": DEMO_RATE}
+    source = data["source"]
+    for key in ("customers", "invoices"):
+        source[key] = str(resolve_input(ctx.policy_path, Path(source[key])).resolve())
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "demo-policy.yaml"
+    path.write_text("# Written by `dunning demo`: the policy it ran on (see the README).\n"
+                    + yaml.safe_dump(data, allow_unicode=True, sort_keys=False),
+                    encoding="utf-8")
+    return path
+
+
+def _credit_manager(ctx: daily.Context, on: date) -> int:
+    """The demo's credit manager approves every proposal of the day."""
+    with transaction(ctx.engine) as session:
+        pending = session.execute(
+            select(Action.id).where(Action.status == "pending_approval",
+                                    Action.kind.in_(APPROVED_STAGES)).order_by(Action.id)
+        ).scalars().all()
+        for action_id in pending:
+            ledger.approve(session, ctx.policy, action_id, "Claire (demo credit manager)",
+                           "approved in the demo", on)
+    return len(pending)
+
+
+def _collectors(ctx: daily.Context, on: date, turn: int) -> int:
+    """The demo's collectors work the first call task due each day."""
+    with transaction(ctx.engine) as session:
+        due = [t for t in open_tasks(session, on) if t["due_on"] <= on.isoformat()][:1]
+        for task in due:
+            outcome = OUTCOMES[turn % len(OUTCOMES)]
+            record_outcome(session, ctx.policy, task["task_id"], by=task["assignee"],
+                           outcome=outcome, on=on,
+                           until=on + timedelta(days=7 if outcome == "promise" else 2)
+                           if outcome in ("promise", "callback") else None)
+    return len(due)
+
+
+def run_demo(days: int = 40, as_json: bool = False) -> dict[str, Any]:
     ctx = daily.load_context()
     if not isinstance(ctx.policy.source, CsvSource):
         raise ConfigError(f"{ctx.policy_path}: source: the demo needs a csv source")
@@ -43,15 +100,36 @@ def run_demo(days: int = 20, as_json: bool = False) -> dict[str, Any]:
     console = Console(stderr=True)
     interactive = console.is_terminal and not as_json
     reports = []
-    with Progress(console=console, disable=not interactive, transient=True) as progress:
-        bar = progress.add_task("simulating business days", total=len(dates))
-        for day in dates:
-            write_snapshot(day, customers, invoices)
-            report = daily_dunning(as_of=day, dry_run=False)
-            reports.append(report)
-            progress.advance(bar)
+    saved = {k: os.environ.get(k) for k in ("DUNNING_CONFIG", "DUNNING_AGENCY_TOKEN")}
+    with running(DEMO_TOKEN, give_up_every=3) as agency:
+        policy_path = _demo_policy(ctx, agency.url, customers.parent)
+        os.environ["DUNNING_CONFIG"] = str(policy_path)
+        os.environ["DUNNING_AGENCY_TOKEN"] = DEMO_TOKEN
+        try:
+            ctx = daily.load_context()
             if not as_json:
-                _print_day(report)
+                print(f"Running on {policy_path}: the agency is a local stand-in at "
+                      f"{agency.url}" + (f"; interest at the agreed rate of {DEMO_RATE} %"
+                                         if ctx.policy.law.rate is not None else ""))
+            with Progress(console=console, disable=not interactive, transient=True) as bar:
+                task = bar.add_task("simulating business days", total=len(dates))
+                for turn, day in enumerate(dates):
+                    write_snapshot(day, customers, invoices)
+                    report = daily_dunning(as_of=day, dry_run=False)
+                    report["demo"] = {"approved": _credit_manager(ctx, day),
+                                      "calls": _collectors(ctx, day, turn)}
+                    reports.append(report)
+                    bar.advance(task)
+                    if not as_json:
+                        _print_day(report)
+            cases = {case.id: (case.status, case.collected, case.body["debtor"]["name"])
+                     for case in agency.cases.values()}
+        finally:
+            for key, value in saved.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
 
     with transaction(ctx.engine) as session:
         stages = dict(session.execute(
@@ -59,16 +137,27 @@ def run_demo(days: int = 20, as_json: bool = False) -> dict[str, Any]:
             .group_by(Invoice.stage)).all())
         states = dict(session.execute(
             select(Invoice.state, func.count()).group_by(Invoice.state)).all())
+        reached = dict(session.execute(
+            select(Transition.to_stage, func.count(func.distinct(Transition.invoice_id)))
+            .where(Transition.event == "stage").group_by(Transition.to_stage)).all())
         pending = action_list(session, "pending_approval")
         calls = open_tasks(session, dates[-1])
     outbox = ctx.settings.outbox_dir
     summary = {
+        "policy": str(policy_path),
         "days": [r["as_of"] for r in reports],
         "entered": sum((Counter(r["evaluation"]["entered"]) for r in reports), Counter()),
+        "reached": {stage.name: reached.get(stage.name, 0) for stage in ctx.policy.stages},
         "emails_sent": sum(r["dispatch"]["sent"] for r in reports),
         "emails_failed": sum(r["dispatch"]["failed"] for r in reports),
         "outbox": str(outbox.resolve()),
         "outbox_files": len(list(outbox.glob("*.eml"))) if outbox.exists() else 0,
+        "letters": [f for r in reports for f in r["letters"].get("files", [])],
+        "agency_cases": [{"agency_case_id": k, "debtor": v[2], "status": v[0],
+                          "collected": {ref: f"{amount:.2f}" for ref, amount in v[1].items()}}
+                         for k, v in cases.items()],
+        "agency_collected": _merged(r["agency_sync"].get("collected", {}) for r in reports),
+        "injunction_files": [f for r in reports for f in r["injunctions"].get("files", [])],
         "invoices_by_state": states,
         "active_invoices_by_stage": {str(k): v for k, v in stages.items()},
         "awaiting_approval": [
@@ -87,51 +176,77 @@ def run_demo(days: int = 20, as_json: bool = False) -> dict[str, Any]:
     return summary
 
 
+def _merged(parts: Any) -> dict[str, str]:
+    total: dict[str, Decimal] = {}
+    for part in parts:
+        for currency, amount in part.items():
+            total[currency] = total.get(currency, Decimal(0)) + Decimal(amount)
+    return {currency: f"{amount:.2f}" for currency, amount in sorted(total.items())}
+
+
 def _print_day(report: dict[str, Any]) -> None:
     ev, rec, disp = report["evaluation"], report["reconcile"], report["dispatch"]
     moved = ", ".join(f"{stage} {n}" for stage, n in ev["entered"].items()) or "none"
     proposed = sum(ev["awaiting_approval"].values())
-    print(f"{report['as_of']}  entered: {moved}"
-          + (f"; proposed for approval: {proposed}" if proposed else "")
-          + f"; emails sent {disp['sent']}"
-          + (f", failed {disp['failed']}" if disp["failed"] else "")
-          + (f"; settled {rec['settled']}" if rec["settled"] else ""))
+    parts = [f"{report['as_of']}  entered: {moved}"]
+    if proposed:
+        parts.append(f"proposed for approval: {proposed}")
+    parts.append(f"emails sent {disp['sent']}"
+                 + (f", failed {disp['failed']}" if disp["failed"] else ""))
+    for key, word in (("letters", "formal notices"), ("agency", "agency cases sent"),
+                      ("injunctions", "injunction files")):
+        if report[key]["sent"]:
+            parts.append(f"{word} {report[key]['sent']}")
+    collected = report["agency_sync"].get("collected") or {}
+    if collected:
+        parts.append("agency collected " + ", ".join(f"{v} {k}" for k, v in collected.items()))
+    if rec["settled"]:
+        parts.append(f"settled {rec['settled']}")
+    demo = report.get("demo") or {}
+    if demo.get("approved"):
+        parts.append(f"approved by the credit manager {demo['approved']}")
+    print("; ".join(parts))
 
 
 def _print_summary(summary: dict[str, Any]) -> None:
     print()
     print(f"{len(summary['days'])} business days simulated "
           f"({summary['days'][0]} to {summary['days'][-1]}).")
-    print("Invoices that entered each stage:")
-    for stage, n in summary["entered"].items():
+    print("Invoices that reached each stage (the last three once approved):")
+    for stage, n in summary["reached"].items():
         print(f"  {stage:<20} {n:>5}")
     print(f"Emails written to {summary['outbox']}: {summary['outbox_files']} "
           f"({summary['emails_failed']} deliveries failed: see `dunning actions --status "
           "failed`)")
     print(f"Invoices by state: {summary['invoices_by_state']}")
     calls = summary["calls"]
-    print(f"Open call tasks: {len(calls)} (most overdue money first)")
+    print(f"Open call tasks: {len(calls)} (most overdue money first; `dunning calls`)")
     for call in calls[:5]:
         print(f"  #{call['task_id']:<5} {call['customer_id']:<6} {call['customer_name'][:32]:<32} "
-              f"{call['total_open']:>14}  {call['phone'] or 'no phone'}  due {call['due_on']}")
-    for channel, statuses in sorted(summary["outstanding"].items()):
-        if channel in ("agency", "injunction"):
-            print(f"{channel} actions waiting for their channel (not delivered by this "
-                  f"version): {statuses}")
+              f"{call['total_open']:>14}  {call['phone'] or 'no phone'}  {call['assignee']}, "
+              f"due {call['due_on']}")
+    letters = summary["letters"]
+    print(f"Formal notices written as PDF and emailed: {len(letters)}"
+          + (f", e.g. {letters[0]}" if letters else ""))
+    cases = summary["agency_cases"]
+    by_status = Counter(case["status"] for case in cases)
+    collected = ", ".join(f"{v} {k}" for k, v in summary["agency_collected"].items())
+    print(f"Cases handed to the collection agency (a local stand-in): {len(cases)} "
+          f"({', '.join(f'{n} {s}' for s, n in sorted(by_status.items())) or 'none'}); "
+          f"collected {collected or 'nothing yet'}")
+    files = summary["injunction_files"]
+    print(f"Injunction court files: {len(files)}" + "".join(f"\n  {f}" for f in files[:3]))
     waiting = summary["awaiting_approval"]
-    print(f"Actions waiting for approval: {len(waiting)} (once approved, the next run writes "
-          "and sends each formal notice as a PDF)")
-    for action in waiting[:10]:
-        total = " + ".join(f"{v} {k}" for k, v in action["total_open"].items())
-        print(f"  #{action['action_id']:<5} {action['stage']:<18} {action['customer_id']:<6} "
-              f"{len(action['invoice_ids'])} invoice(s), {total}")
-    if len(waiting) > 10:
-        print(f"  ... and {len(waiting) - 10} more: dunning actions --status pending_approval")
-    print("Try:")
     if waiting:
-        print(f"  dunning approve {waiting[0]['action_id']} --by 'Your Name'")
-        print(f"  dunning history {waiting[0]['invoice_ids'][0]}")
+        print(f"Actions waiting for approval: {len(waiting)}")
+        for action in waiting[:5]:
+            total = " + ".join(f"{v} {k}" for k, v in action["total_open"].items())
+            print(f"  #{action['action_id']:<5} {action['stage']:<18} "
+                  f"{action['customer_id']:<6} {len(action['invoice_ids'])} invoice(s), {total}")
+    print(f"The demo ran on {summary['policy']}; to go on with it:")
+    print(f"  export DUNNING_CONFIG={summary['policy']}")
     if calls:
         print(f"  dunning call-done {calls[0]['task_id']} --by 'Your Name' --outcome promise "
               f"--until {summary['days'][-1]}")
-    print("  dunning calls   |   dunning status   |   dunning actions --status failed")
+    print("  dunning calls   |   dunning status   |   dunning actions --status failed   |   "
+          "dunning history INVOICE_ID")
