@@ -1,0 +1,37 @@
+"""`dunning demo` on the embedded defaults: the sample portfolio walks up the ladder."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from tests.test_pipeline import cli
+
+pytestmark = pytest.mark.usefixtures("prefect_server")
+
+
+def test_the_demo_shows_the_ladder_at_work(workdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("DUNNING_CONFIG", raising=False)
+    monkeypatch.delenv("DUNNING_AGENCY_TOKEN", raising=False)
+    monkeypatch.setenv("DUNNING_DATABASE_URL", f"sqlite:///{workdir / 'dunning.db'}")
+    # 16 business days: from 2026-10-01 to the first formal notices (the agency and the court
+    # file come later; tests/test_agency.py and tests/test_injunction.py cover them).
+    result = cli("demo", "--days", "16", "--json")
+    assert result.exit_code == 0, (result.stderr, result.exception)
+    summary = json.loads(result.stdout)
+    assert summary["days"][0] == "2026-10-01" and len(summary["days"]) == 16
+    # every reminder, and every formal notice under its cover email
+    assert summary["outbox_files"] == summary["emails_sent"] + len(summary["letters"])
+    assert summary["emails_sent"] > 100
+    assert summary["calls"], "collectors have a call list"
+    assert all(c["assignee"] for c in summary["calls"])
+    assert summary["letters"] and all(Path(f).exists() for f in summary["letters"])
+    assert summary["reached"]["formal_notice"] >= len(summary["letters"]) > 0
+    policy = Path(summary["policy"])
+    assert "127.0.0.1" in policy.read_text(encoding="utf-8")
+    assert "DUNNING_CONFIG" not in os.environ, "the demo leaves the environment as it was"
+    again = cli("demo", "--days", "1")
+    assert again.exit_code == 2 and "empty database" in again.stderr
