@@ -23,6 +23,7 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    rich_markup_mode="markdown",
 )
 db_app = typer.Typer(help="The dunning database.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
@@ -404,8 +405,8 @@ def resolve(
                                               "settle it: keep it out of dunning.")] = False,
     as_json: JsonOption = False,
 ) -> None:
-    """End a dispute: escalation resumes where it stood (or, with --credit-note, the invoice
-    waits for the credit note to settle it)."""
+    """End a dispute or a write-off review: escalation resumes where it stood (or, with
+    --credit-note, the invoice waits for the credit note to settle it)."""
     from dunning import pauses
 
     with _ledger_day() as (_, session, on):
@@ -449,7 +450,9 @@ def hold(
 @agency_app.command("sync")
 @handles_errors
 def agency_sync(as_json: JsonOption = False) -> None:
-    """Ask the agency (policy `agency.url`) about every open case: amounts collected reduce or
+    """Pull the status of every open agency case and apply it.
+
+    Asks the agency (policy `agency.url`) about each open case: amounts collected reduce or
     close the invoices, a case closed as unrecoverable puts its invoices up for write-off
     review. Exits 1 if the agency could not answer for some case (the others are applied)."""
     from dunning import agency
@@ -485,9 +488,11 @@ def agency_export(
                                       "in (created if needed).")],
     as_json: JsonOption = False,
 ) -> None:
-    """Hand the approved agency cases over as files, for agencies without an API: one JSON file
-    per case (same schema as the API, notice PDF included) and cases.csv, one row per invoice.
-    Each case is exported once; exits 1 if some case could not be built."""
+    """Write the approved agency cases as files, for agencies without an API.
+
+    One JSON file per case (the API's schema, notice PDF included) and cases.csv, one row per
+    invoice of every case in the folder. Each case is exported once; exits 1 if some case could
+    not be built."""
     from dunning import agency
     from dunning.ledger import business_date
 
