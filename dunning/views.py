@@ -122,6 +122,7 @@ def action_list(session: Session, status: str | None = None) -> list[dict[str, A
             "business_date": action.business_date.isoformat(),
             "attempts": action.attempts,
             "provider_id": action.provider_id,
+            "document": action.document,
             "last_error": action.last_error,
         }
         for action, customer_ref in rows

@@ -109,7 +109,8 @@ def test_an_approved_injunction_becomes_a_court_file(portfolio: Portfolio, court
         rows = list(csv.reader(handle, delimiter=";"))
     assert [r[0] for r in rows[1:]] == ["F-I1", "F-I2", "TOTAL"]
 
-    assert [a["status"] for a in as_json("actions") if a["kind"] == "injunction"] == ["sent"]
+    assert [(a["status"], a["document"]) for a in as_json("actions")
+            if a["kind"] == "injunction"] == [("sent", str(archive))]
     assert run(day(6))["injunctions"]["sent"] == 0, "one court file per approval"
 
 
