@@ -28,6 +28,7 @@ def money(amount: Decimal, currency: str, locale: Locale) -> str:
     return format_currency(amount, currency, locale=locale)
 
 
+@lru_cache(maxsize=8192)  # a run formats the same few due dates thousands of times
 def day(value: date, locale: Locale, style: str = "medium") -> str:
     return format_date(value, format=style, locale=locale)
 
