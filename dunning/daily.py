@@ -19,19 +19,22 @@ from dunning.dispatch import DispatchResult, waiting_by_channel
 from dunning.dispatch import dispatch as deliver
 from dunning.ledger import BatchResult, ReconcileResult
 from dunning.models import Action
+from dunning.shards import Shard, in_shard
 from dunning.sources import Snapshot, pull
 
 __all__ = ["Context", "load_context"]
 
 
-def pull_snapshot(ctx: Context) -> Snapshot:
-    return pull(ctx.policy, ctx.policy_path)
+def pull_snapshot(ctx: Context, shard: Shard | None = None) -> Snapshot:
+    """The snapshot; for a shard, only its customers and their invoices."""
+    snapshot = pull(ctx.policy, ctx.policy_path)
+    return snapshot if shard is None else shard.split(snapshot)
 
 
-def check_date(ctx: Context, as_of: date) -> None:
+def check_date(ctx: Context, as_of: date, shard: Shard | None = None) -> None:
     """Before anything: time does not go backwards, and the ledger's stages are the policy's."""
     with transaction(ctx.engine) as session:
-        ledger.check_run_date(session, as_of)
+        ledger.check_run_date(session, as_of, shard)
         ledger.check_stages(session, {stage.name for stage in ctx.policy.stages})
 
 
@@ -40,55 +43,58 @@ def settlement_cap(ctx: Context, accept_mass_settlement: bool) -> float:
 
 
 def reconcile(ctx: Context, snapshot: Snapshot, as_of: date, run_id: str,
-              accept_mass_settlement: bool = False) -> ReconcileResult:
+              accept_mass_settlement: bool = False,
+              shard: Shard | None = None) -> ReconcileResult:
     """Record the run and bring the ledger in line with the snapshot, in one transaction."""
     with transaction(ctx.engine) as session:
-        ledger.start_run(session, run_id, as_of)
+        ledger.start_run(session, run_id, as_of, shard)
         return ledger.reconcile(session, snapshot, as_of, run_id,
-                                settlement_cap(ctx, accept_mass_settlement))
+                                settlement_cap(ctx, accept_mass_settlement), shard)
 
 
-def plan(ctx: Context) -> list[tuple[int, int]]:
+def plan(ctx: Context, shard: Shard | None = None) -> list[tuple[int, int]]:
     with transaction(ctx.engine) as session:
-        return ledger.plan_batches(session, ctx.policy.batch_size)
+        return ledger.plan_batches(session, ctx.policy.batch_size, shard)
 
 
-def evaluate(ctx: Context, as_of: date, run_id: str, low: int, high: int) -> BatchResult:
+def evaluate(ctx: Context, as_of: date, run_id: str, low: int, high: int,
+             shard: Shard | None = None) -> BatchResult:
     """One batch of customers, decided and recorded in one transaction."""
     with transaction(ctx.engine) as session:
-        return ledger.evaluate_batch(session, ctx.policy, as_of, run_id, low, high)
+        return ledger.evaluate_batch(session, ctx.policy, as_of, run_id, low, high, shard)
 
 
-def dispatch(ctx: Context, as_of: date, *, kind: str = "email", dry_run: bool = False) -> \
-        DispatchResult:
+def dispatch(ctx: Context, as_of: date, *, kind: str = "email", dry_run: bool = False,
+             shard: Shard | None = None) -> DispatchResult:
     settings = ctx.settings
     key = settings.sendgrid_api_key.get_secret_value() if settings.sendgrid_api_key else None
     channel = None if dry_run else transport(ctx.policy, settings.outbox_dir, key,
                                              settings.sendgrid_api_host)
     return deliver(ctx.engine, ctx.policy, channel, as_of, kind=kind,
-                   letters_dir=settings.letters_dir, dry_run=dry_run)
+                   letters_dir=settings.letters_dir, dry_run=dry_run, shard=shard)
 
 
 def simulate(ctx: Context, snapshot: Snapshot, as_of: date, run_id: str,
-             accept_mass_settlement: bool = False) -> \
+             accept_mass_settlement: bool = False, shard: Shard | None = None) -> \
         tuple[ReconcileResult, BatchResult, DispatchResult]:
     """A dry run: every step in one transaction that is rolled back, so nothing is written."""
     engine = ctx.engine
     with Session(engine) as session:
         session.begin()
         try:
-            ledger.check_run_date(session, as_of)
+            ledger.check_run_date(session, as_of, shard)
             ledger.check_stages(session, {stage.name for stage in ctx.policy.stages})
             reconciled = ledger.reconcile(session, snapshot, as_of, run_id,
-                                          settlement_cap(ctx, accept_mass_settlement))
+                                          settlement_cap(ctx, accept_mass_settlement), shard)
             evaluated = BatchResult()
-            for low, high in ledger.plan_batches(session, ctx.policy.batch_size):
+            for low, high in ledger.plan_batches(session, ctx.policy.batch_size, shard):
                 evaluated.merge(ledger.evaluate_batch(session, ctx.policy, as_of, run_id, low,
-                                                      high))
+                                                      high, shard))
             dispatched = DispatchResult(channel="email")
             dispatched.would_send = session.execute(
                 select(func.count()).select_from(Action).where(
-                    Action.kind == "email", Action.status.in_(("queued", "approved")))
+                    Action.kind == "email", Action.status.in_(("queued", "approved")),
+                    *in_shard(Action.customer_id, shard))
             ).scalar_one()
         finally:
             session.rollback()
@@ -115,13 +121,14 @@ def fail(ctx: Context, run_id: str) -> None:
 def build_report(
     ctx: Context, run_id: str, as_of: date, dry_run: bool, snapshot: Snapshot,
     reconciled: ReconcileResult, evaluated: BatchResult, dispatched: DispatchResult,
-    letters: DispatchResult | None = None,
+    letters: DispatchResult | None = None, shard: Shard | None = None,
 ) -> dict[str, Any]:
     """What happened, as stable JSON (documented in the README)."""
     return {
         "run_id": run_id,
         "as_of": as_of.isoformat(),
         "dry_run": dry_run,
+        "shard": None if shard is None else str(shard),
         "snapshot": {"customers": len(snapshot.customers), "invoices": len(snapshot.invoices),
                      "rejected": len(snapshot.rejects)},
         "reconcile": reconciled.as_dict(),
@@ -135,6 +142,6 @@ def build_report(
         },
         "dispatch": dispatched.as_dict(),
         "letters": (letters or DispatchResult(channel="letter")).as_dict(),
-        "outstanding": {} if dry_run else waiting_by_channel(ctx.engine),
+        "outstanding": {} if dry_run else waiting_by_channel(ctx.engine, shard),
         "rejected_rows": [reject.as_dict() for reject in snapshot.rejects],
     }
