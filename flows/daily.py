@@ -1,7 +1,8 @@
 """The daily dunning run: pull, reconcile, evaluate, dispatch, report."""
 
-from __future__ import annotations
-
+# No `from __future__ import annotations` in flows: a deployment run (worker or `serve`)
+# validates its parameters against the flow's annotations, which must then be real types, not
+# strings (pydantic: "`Daily_DunningModel` is not fully defined; you should define `date`").
 import uuid
 from datetime import date
 from typing import Any

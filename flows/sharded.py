@@ -12,8 +12,6 @@ safe. Shards are disjoint, and every action is claimed before it is sent (FOR UP
 LOCKED on PostgreSQL), so no customer is dunned twice, whatever runs meanwhile.
 """
 
-from __future__ import annotations
-
 from collections import Counter
 from datetime import date
 from typing import Any

@@ -442,3 +442,53 @@ def test_the_parent_flow_runs_the_shards_as_subflows(
             assert _decisions(other) == sharded
     assert report["evaluation"]["entered"] == summary["totals"]["entered"]
     assert report["dispatch"]["sent"] == summary["totals"]["sent"]
+
+
+async def _deployment_id(name: str) -> Any:
+    from prefect.client.orchestration import get_client
+    from prefect.exceptions import ObjectNotFound
+
+    async with get_client() as client:
+        try:
+            return (await client.read_deployment_by_name(name)).id
+        except ObjectNotFound:
+            return None
+
+
+@PG_ONLY
+@pytest.mark.usefixtures("prefect_server")
+def test_the_parent_flow_starts_deployment_runs(portfolio: Portfolio, db_url: str) -> None:
+    """With a deployment, each shard is a run of it, executed by whoever serves the deployment
+    (here a `serve` process; in production, the workers of its pool)."""
+    import asyncio
+    import time
+
+    from prefect.settings import get_current_settings
+
+    from flows.sharded import sharded_dunning
+
+    _book(portfolio)
+    portfolio.write()
+    env = os.environ | {"PREFECT_API_URL": str(get_current_settings().api.url),
+                        "PREFECT_RUNNER_POLL_FREQUENCY": "1"}
+    serve = ("from flows.daily import daily_dunning\n"
+             "daily_dunning.serve(name='shard-test', limit=2)")
+    server = subprocess.Popen([sys.executable, "-c", serve], env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 90
+        while asyncio.run(_deployment_id("daily-dunning/shard-test")) is None:
+            assert server.poll() is None, server.stderr.read().decode()  # type: ignore[union-attr]
+            assert time.monotonic() < deadline, "the deployment was not served"
+            time.sleep(1)
+        summary = sharded_dunning(as_of=day(0), shards=2, deployment="daily-dunning/shard-test")
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    assert summary["failed"] == []
+    assert {name: o["state"] for name, o in summary["shards"].items()} == {
+        "1/2": "COMPLETED", "2/2": "COMPLETED"}
+    # The shard runs recorded in the ledger are those flow runs.
+    assert sorted(query(db_url, "SELECT id, shard FROM run")) == sorted(
+        (o["flow_run_id"], name) for name, o in summary["shards"].items())
+    assert query(db_url, "SELECT count(*) FROM transition")[0][0] > 40
