@@ -37,9 +37,10 @@ def run_shard(shard: str, as_of: date, dry_run: bool, accept_mass_settlement: bo
                                accept_mass_settlement=accept_mass_settlement, shard=shard)
         return {"shard": shard, "state": "COMPLETED", "flow_run_id": report["run_id"],
                 "report": report}
+    from prefect.client.schemas.objects import FlowRun
     from prefect.deployments import run_deployment
 
-    run = run_deployment(
+    run: FlowRun = run_deployment(  # type: ignore[assignment]
         name=deployment,
         parameters={"as_of": as_of.isoformat(), "shard": shard, "dry_run": dry_run,
                     "accept_mass_settlement": accept_mass_settlement},
