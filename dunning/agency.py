@@ -46,6 +46,7 @@ from dunning.models import (
 )
 from dunning.pauses import pause
 from dunning.policy import Policy
+from dunning.shards import Shard, in_shard
 
 log = logging.getLogger("dunning.agency")
 AGENCY = "agency"  # the actor of what the agency reports
@@ -225,13 +226,13 @@ def write_csv(folder: Path) -> Path:
 
 
 def send(engine: Engine, policy: Policy, as_of: date, *, client: AgencyClient | None = None,
-         dry_run: bool = False) -> DispatchResult:
+         dry_run: bool = False, shard: Shard | None = None) -> DispatchResult:
     """Send approved agency cases to the agency's API. Without `agency.url` cases wait for
     `dunning agency export`."""
     if dry_run or policy.agency is None or not policy.agency.url:
-        return dispatch(engine, policy, None, as_of, kind="agency", dry_run=True)
+        return dispatch(engine, policy, None, as_of, kind="agency", dry_run=True, shard=shard)
     channel = ApiChannel(engine, policy, client or AgencyClient(policy.agency), as_of)
-    return dispatch(engine, policy, channel, as_of, kind="agency")
+    return dispatch(engine, policy, channel, as_of, kind="agency", shard=shard)
 
 
 def export(engine: Engine, policy: Policy, folder: Path, as_of: date) -> \
@@ -266,7 +267,7 @@ class SyncResult:
 
 
 def sync(engine: Engine, policy: Policy, as_of: date, *, client: AgencyClient | None = None,
-         run_id: str | None = None) -> SyncResult:
+         run_id: str | None = None, shard: Shard | None = None) -> SyncResult:
     """Ask the agency about every open case and apply the answers, one transaction per case. A
     case the agency cannot answer for is reported and left as it was."""
     result = SyncResult()
@@ -275,7 +276,8 @@ def sync(engine: Engine, policy: Policy, as_of: date, *, client: AgencyClient | 
     with transaction(engine) as session:
         cases = list(session.execute(
             select(CaseRow.id, CaseRow.agency_case_id)
-            .where(CaseRow.status == "open", CaseRow.channel == "api")
+            .where(CaseRow.status == "open", CaseRow.channel == "api",
+                   *in_shard(CaseRow.customer_id, shard))
             .order_by(CaseRow.id)).all())
     if not cases:
         return result

@@ -124,6 +124,9 @@ def run(
     accept_mass_settlement: Annotated[bool, typer.Option(
         "--accept-mass-settlement", help="Let this snapshot settle more than the policy's "
         "max_settled_share of the open invoices.")] = False,
+    shard: Annotated[str | None, typer.Option(
+        "--shard", metavar="K/N", help="Only the customers of shard K of N (run the N shards "
+        "at once, on several machines, against PostgreSQL).")] = None,
     as_json: JsonOption = False,
 ) -> None:
     """Run the daily flow once: pull, reconcile, evaluate, record, dispatch, report.
@@ -131,18 +134,21 @@ def run(
     Exit status 3 when rows of the snapshot were rejected (the rest was processed)."""
     from dunning.daily import check_date
     from dunning.db import upgrade
+    from dunning.shards import Shard
 
     business_date = _parse_date(as_of, "--as-of")
+    part = Shard.of(shard)
     ctx = _context()
     if not dry_run:
         upgrade(ctx.settings.database_url)
         # Refuse a date in the past before starting Prefect (a few seconds).
-        check_date(ctx, business_date or ctx.today())
+        check_date(ctx, business_date or ctx.today(), part)
     _quiet_prefect(as_json)
     from flows.daily import daily_dunning
 
     report = daily_dunning(as_of=business_date, dry_run=dry_run,
-                           accept_mass_settlement=accept_mass_settlement)
+                           accept_mass_settlement=accept_mass_settlement,
+                           shard=None if part is None else str(part))
     _show_report(report, as_json)
     if report["rejected_rows"]:
         raise typer.Exit(EXIT_REJECTED_ROWS)

@@ -20,19 +20,22 @@ from dunning.dispatch import dispatch as deliver
 from dunning.errors import DunningError
 from dunning.ledger import BatchResult, ReconcileResult
 from dunning.models import Action
+from dunning.shards import Shard, in_shard
 from dunning.sources import Snapshot, pull
 
 __all__ = ["Context", "load_context"]
 
 
-def pull_snapshot(ctx: Context) -> Snapshot:
-    return pull(ctx.policy, ctx.policy_path)
+def pull_snapshot(ctx: Context, shard: Shard | None = None) -> Snapshot:
+    """The snapshot; for a shard, only its customers and their invoices."""
+    snapshot = pull(ctx.policy, ctx.policy_path)
+    return snapshot if shard is None else shard.split(snapshot)
 
 
-def check_date(ctx: Context, as_of: date) -> None:
+def check_date(ctx: Context, as_of: date, shard: Shard | None = None) -> None:
     """Before anything: time does not go backwards, and the ledger's stages are the policy's."""
     with transaction(ctx.engine) as session:
-        ledger.check_run_date(session, as_of)
+        ledger.check_run_date(session, as_of, shard)
         ledger.check_stages(session, {stage.name for stage in ctx.policy.stages})
 
 
@@ -41,86 +44,91 @@ def settlement_cap(ctx: Context, accept_mass_settlement: bool) -> float:
 
 
 def reconcile(ctx: Context, snapshot: Snapshot, as_of: date, run_id: str,
-              accept_mass_settlement: bool = False) -> ReconcileResult:
+              accept_mass_settlement: bool = False,
+              shard: Shard | None = None) -> ReconcileResult:
     """Record the run and bring the ledger in line with the snapshot, in one transaction."""
     with transaction(ctx.engine) as session:
-        ledger.start_run(session, run_id, as_of)
+        ledger.start_run(session, run_id, as_of, shard)
         return ledger.reconcile(session, snapshot, as_of, run_id,
-                                settlement_cap(ctx, accept_mass_settlement))
+                                settlement_cap(ctx, accept_mass_settlement), shard)
 
 
-def plan(ctx: Context) -> list[tuple[int, int]]:
+def plan(ctx: Context, shard: Shard | None = None) -> list[tuple[int, int]]:
     with transaction(ctx.engine) as session:
-        return ledger.plan_batches(session, ctx.policy.batch_size)
+        return ledger.plan_batches(session, ctx.policy.batch_size, shard)
 
 
-def evaluate(ctx: Context, as_of: date, run_id: str, low: int, high: int) -> BatchResult:
+def evaluate(ctx: Context, as_of: date, run_id: str, low: int, high: int,
+             shard: Shard | None = None) -> BatchResult:
     """One batch of customers, decided and recorded in one transaction."""
     with transaction(ctx.engine) as session:
-        return ledger.evaluate_batch(session, ctx.policy, as_of, run_id, low, high)
+        return ledger.evaluate_batch(session, ctx.policy, as_of, run_id, low, high, shard)
 
 
-def dispatch(ctx: Context, as_of: date, *, kind: str = "email", dry_run: bool = False) -> \
-        DispatchResult:
+def dispatch(ctx: Context, as_of: date, *, kind: str = "email", dry_run: bool = False,
+             shard: Shard | None = None) -> DispatchResult:
     settings = ctx.settings
     key = settings.sendgrid_api_key.get_secret_value() if settings.sendgrid_api_key else None
     channel = None if dry_run else transport(ctx.policy, settings.outbox_dir, key,
                                              settings.sendgrid_api_host)
     return deliver(ctx.engine, ctx.policy, channel, as_of, kind=kind,
-                   letters_dir=settings.letters_dir, dry_run=dry_run)
+                   letters_dir=settings.letters_dir, dry_run=dry_run, shard=shard)
 
 
-def agency_sync(ctx: Context, as_of: date, run_id: str) -> dict[str, Any]:
+def agency_sync(ctx: Context, as_of: date, run_id: str,
+                shard: Shard | None = None) -> dict[str, Any]:
     """What the agency says about open cases, applied before the ladder is evaluated. An agency
     that cannot be reached is reported; the run goes on."""
     from dunning import agency
 
     try:
-        return agency.sync(ctx.engine, ctx.policy, as_of, run_id=run_id).as_dict()
+        return agency.sync(ctx.engine, ctx.policy, as_of, run_id=run_id,
+                           shard=shard).as_dict()
     except DunningError as exc:  # e.g. the token's variable is not set
         return agency.SyncResult(errors=[{"case": None, "error": str(exc)}]).as_dict()
 
 
-def agency_send(ctx: Context, as_of: date) -> DispatchResult:
+def agency_send(ctx: Context, as_of: date, shard: Shard | None = None) -> DispatchResult:
     """Send approved cases to the agency's API (without one, they wait for `agency export`)."""
     from dunning import agency
 
     try:
-        return agency.send(ctx.engine, ctx.policy, as_of)
+        return agency.send(ctx.engine, ctx.policy, as_of, shard=shard)
     except DunningError as exc:  # the approved cases stay approved, for the next run
         result = DispatchResult(channel="agency")
         result.errors.append({"action_id": None, "customer_id": None, "error": str(exc)})
         return result
 
 
-def court_files(ctx: Context, as_of: date) -> DispatchResult:
+def court_files(ctx: Context, as_of: date, shard: Shard | None = None) -> DispatchResult:
     """Write the court file of each approved injunction."""
     from dunning import injunction
 
     return injunction.build(ctx.engine, ctx.policy, as_of, ctx.settings.injunctions_dir,
-                            ctx.settings.outbox_dir)
+                            ctx.settings.outbox_dir, shard=shard)
 
 
 def simulate(ctx: Context, snapshot: Snapshot, as_of: date, run_id: str,
-             accept_mass_settlement: bool = False) -> \
+             accept_mass_settlement: bool = False, shard: Shard | None = None) -> \
         tuple[ReconcileResult, BatchResult, DispatchResult]:
     """A dry run: every step in one transaction that is rolled back, so nothing is written."""
     engine = ctx.engine
     with Session(engine) as session:
         session.begin()
         try:
-            ledger.check_run_date(session, as_of)
+            ledger.check_run_date(session, as_of, shard)
             ledger.check_stages(session, {stage.name for stage in ctx.policy.stages})
             reconciled = ledger.reconcile(session, snapshot, as_of, run_id,
-                                          settlement_cap(ctx, accept_mass_settlement))
+                                          settlement_cap(ctx, accept_mass_settlement), shard)
             evaluated = BatchResult()
-            for low, high in ledger.plan_batches(session, ctx.policy.batch_size):
+            for low, high in ledger.plan_batches(session, ctx.policy.batch_size, shard):
                 evaluated.merge(ledger.evaluate_batch(session, ctx.policy, as_of, run_id, low,
-                                                      high))
+                                                      high, shard))
             dispatched = DispatchResult(channel="email")
             dispatched.would_send = session.execute(
                 select(func.count()).select_from(Action).where(
-                    Action.kind == "email", Action.status.in_(("queued", "approved")))
+                    Action.kind == "email", Action.status.in_(("queued", "approved")),
+                    *in_shard(Action.customer_id, shard))
             ).scalar_one()
         finally:
             session.rollback()
@@ -152,12 +160,14 @@ def build_report(
     reconciled: ReconcileResult, evaluated: BatchResult, dispatched: DispatchResult,
     letters: DispatchResult | None = None, agency: DispatchResult | None = None,
     injunctions: DispatchResult | None = None, agency_sync: dict[str, Any] | None = None,
+    shard: Shard | None = None,
 ) -> dict[str, Any]:
     """What happened, as stable JSON (documented in the README)."""
     return {
         "run_id": run_id,
         "as_of": as_of.isoformat(),
         "dry_run": dry_run,
+        "shard": None if shard is None else str(shard),
         "snapshot": {"customers": len(snapshot.customers), "invoices": len(snapshot.invoices),
                      "rejected": len(snapshot.rejects)},
         "reconcile": reconciled.as_dict(),
@@ -174,6 +184,6 @@ def build_report(
         "agency": (agency or DispatchResult(channel="agency")).as_dict(),
         "agency_sync": agency_sync or {},
         "injunctions": (injunctions or DispatchResult(channel="injunction")).as_dict(),
-        "outstanding": {} if dry_run else waiting_by_channel(ctx.engine),
+        "outstanding": {} if dry_run else waiting_by_channel(ctx.engine, shard),
         "rejected_rows": [reject.as_dict() for reject in snapshot.rejects],
     }

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event, inspect
+from sqlalchemy import Engine, create_engine, event, inspect, text
 from sqlalchemy.exc import ArgumentError, OperationalError
 from sqlmodel import Session
 
@@ -14,6 +14,7 @@ from dunning.errors import ConfigError
 from dunning.resources import resource_dir
 
 _engines: dict[str, Engine] = {}
+_MIGRATION_LOCK = 0x64756E6E  # "dunn": the advisory lock that serialises schema upgrades
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -81,6 +82,11 @@ def upgrade(url: str) -> str | None:
     config = _alembic_config(url)
     try:
         with engine.begin() as connection:
+            if engine.dialect.name == "postgresql":
+                # Shard runs starting together on several machines would otherwise race to
+                # apply the same migration; the lock makes the others wait and find it done.
+                connection.execute(text("SELECT pg_advisory_xact_lock(:key)"),
+                                   {"key": _MIGRATION_LOCK})
             config.attributes["connection"] = connection
             command.upgrade(config, "head")
     except OperationalError as exc:
@@ -89,8 +95,6 @@ def upgrade(url: str) -> str | None:
 
 
 def current_revision(engine: Engine) -> str | None:
-    from sqlalchemy import text
-
     if not inspect(engine).has_table("alembic_version"):
         return None
     with engine.connect() as connection:

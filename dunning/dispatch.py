@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter, defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
@@ -21,6 +21,7 @@ from dunning.errors import DeliveryError
 from dunning.ledger import chunks
 from dunning.models import Action, ActionInvoice, Customer, Invoice, utcnow
 from dunning.policy import Policy
+from dunning.shards import Shard, in_shard
 
 log = logging.getLogger("dunning.dispatch")
 CLAIM_CHUNK = 100
@@ -119,6 +120,42 @@ def _letters(
     return out
 
 
+def _claim(engine: Engine, claimable: Any, as_of: date, ids: list[int]) -> Iterator[list[int]]:
+    """Claim claimable actions (`status` → `sending`), a chunk per transaction, and yield the
+    ids claimed, each by exactly one dispatcher however many run at once.
+
+    PostgreSQL: SELECT ... FOR UPDATE SKIP LOCKED takes the first chunk of rows no other
+    dispatcher holds, and the UPDATE in the same transaction claims them; this loops until no
+    unclaimed row is left (rows another dispatcher holds are its own to send). SQLite has no
+    SKIP LOCKED and serialises writers (BEGIN IMMEDIATE): the `ids` seen at the start are
+    claimed by a conditional UPDATE that skips those no longer claimable."""
+
+    def take(session: Any, chunk: Sequence[int]) -> list[int]:
+        # Conditional: a row no longer claimable (another dispatcher's) is left alone.
+        return list(session.execute(
+            update(Action).where(Action.id.in_(chunk), claimable)
+            .values(status="sending", attempts=Action.attempts + 1, attempted_on=as_of,
+                    updated_at=utcnow())
+            .returning(Action.id).execution_options(synchronize_session=False)
+        ).scalars())
+
+    if engine.dialect.name == "postgresql":
+        while True:
+            with transaction(engine) as session:
+                locked = list(session.execute(
+                    select(Action.id).where(claimable).order_by(Action.id).limit(CLAIM_CHUNK)
+                    .with_for_update(skip_locked=True, of=Action)).scalars())
+                claimed = take(session, locked) if locked else []
+            if not claimed:
+                return
+            yield claimed
+    for chunk in chunks(ids, CLAIM_CHUNK):
+        with transaction(engine) as session:
+            claimed = take(session, chunk)
+        if claimed:
+            yield claimed
+
+
 def _record(engine: Engine, action_id: int, after: Callable[[Session], None] | None = None,
             **values: Any) -> None:
     with transaction(engine) as session:
@@ -177,38 +214,27 @@ class MessageChannel:
 def dispatch(
     engine: Engine, policy: Policy, transport: Outbox | SendGrid | Channel | None, as_of: date,
     *, kind: str = "email", letters_dir: Path | None = None, dry_run: bool = False,
+    shard: Shard | None = None,
 ) -> DispatchResult:
-    """Deliver every claimable action of a channel: `email`; `letter` (a PDF sent as an
-    attachment and kept for registered post); `agency` or `injunction` (given their Channel).
-    With `dry_run` (or no transport) only count."""
+    """Deliver every claimable action of a channel, of the shard's customers when given:
+    `email`; `letter` (a PDF sent as an attachment and kept for registered post); `agency` or
+    `injunction` (given their Channel). With `dry_run` (or no transport) only count."""
     result = DispatchResult(channel=kind)
-    claimable = _claimable(policy, kind, as_of)
+    claimable = and_(_claimable(policy, kind, as_of), *in_shard(Action.customer_id, shard))
     with transaction(engine) as session:
         ids = list(session.execute(
             select(Action.id).where(claimable).order_by(Action.id)).scalars())
         result.in_flight = session.execute(
             select(func.count()).select_from(Action)
-            .where(Action.kind == kind, Action.status == "sending")).scalar_one()
+            .where(Action.kind == kind, Action.status == "sending",
+                   *in_shard(Action.customer_id, shard))).scalar_one()
     if dry_run or transport is None:
         result.would_send = len(ids)
         return result
     channel: Channel = transport if hasattr(transport, "deliver") else MessageChannel(
         kind, transport, policy, letters_dir, result)  # type: ignore[arg-type]
 
-    for batch in chunks(ids, CLAIM_CHUNK):
-        with transaction(engine) as session:
-            # A conditional UPDATE is the claim: of two dispatchers, only one sees the row
-            # still claimable; the other skips it.
-            claimed = list(session.execute(
-                update(Action)
-                .where(Action.id.in_(batch), claimable)
-                .values(status="sending", attempts=Action.attempts + 1, attempted_on=as_of,
-                        updated_at=utcnow())
-                .returning(Action.id)
-                .execution_options(synchronize_session=False)
-            ).scalars())
-        if not claimed:
-            continue
+    for claimed in _claim(engine, claimable, as_of, ids):
         for action_id, (action, letter) in sorted(_letters(engine, claimed, as_of).items()):
             if letter is None:
                 _record(engine, action_id, status="cancelled",
@@ -239,14 +265,14 @@ def dispatch(
     return result
 
 
-def waiting_by_channel(engine: Engine) -> dict[str, dict[str, int]]:
-    """Undelivered actions per channel and status."""
+def waiting_by_channel(engine: Engine, shard: Shard | None = None) -> dict[str, dict[str, int]]:
+    """Undelivered actions per channel and status (of the shard's customers when given)."""
     out: dict[str, dict[str, int]] = defaultdict(dict)
     with transaction(engine) as session:
         for kind, status, n in session.execute(
             select(Action.kind, Action.status, func.count())
             .where(Action.status.in_(("pending_approval", "approved", "queued", "failed",
-                                      "sending")))
+                                      "sending")), *in_shard(Action.customer_id, shard))
             .group_by(Action.kind, Action.status)
         ):
             out[kind][status] = n

@@ -44,6 +44,7 @@ from dunning.errors import DeliveryError, DunningError
 from dunning.models import Action
 from dunning.policy import Policy
 from dunning.resources import templates_dir
+from dunning.shards import Shard
 
 REQUEST = "1-requete-injonction-de-payer.pdf"
 INVOICES = "2-factures.csv"
@@ -252,12 +253,13 @@ def _invoices_csv(context: dict[str, Any]) -> str:
 
 
 def build(engine: Engine, policy: Policy, as_of: date, folder: Path, outbox_dir: Path, *,
-          dry_run: bool = False) -> DispatchResult:
+          dry_run: bool = False, shard: Shard | None = None) -> DispatchResult:
     """Write the court file of every approved injunction action."""
     result = DispatchResult(channel="injunction")
     if dry_run:
-        return dispatch(engine, policy, None, as_of, kind="injunction", dry_run=True)
+        return dispatch(engine, policy, None, as_of, kind="injunction", dry_run=True,
+                        shard=shard)
     channel = CourtFileChannel(engine, policy, folder, outbox_dir, result)
-    done = dispatch(engine, policy, channel, as_of, kind="injunction")
+    done = dispatch(engine, policy, channel, as_of, kind="injunction", shard=shard)
     done.files = result.files
     return done

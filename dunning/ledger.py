@@ -34,6 +34,7 @@ from dunning.models import (
     utcnow,
 )
 from dunning.policy import Policy
+from dunning.shards import Shard, in_shard
 from dunning.sources.snapshot import CustomerRow, Snapshot
 
 UNDELIVERED = ("pending_approval", "approved", "queued", "failed")
@@ -50,8 +51,15 @@ def chunks(items: Sequence[T], size: int = _CHUNK) -> Iterator[Sequence[T]]:
 # --- runs -------------------------------------------------------------------------------------
 
 
-def last_run_date(session: Session) -> date | None:
-    return session.execute(select(func.max(Run.business_date))).scalar()
+def last_run_date(session: Session, shard: Shard | None = None) -> date | None:
+    """The latest run's business date; for a shard, that of the latest run that covered some
+    of its customers (an unsharded run, the same shard, or a shard of another N)."""
+    if shard is None:
+        return session.execute(select(func.max(Run.business_date))).scalar()
+    dates = [last for name, last in session.execute(
+        select(Run.shard, func.max(Run.business_date)).group_by(Run.shard))
+        if shard.overlaps(Shard.of(name))]
+    return max(dates, default=None)
 
 
 def business_date(session: Session, today: date) -> date:
@@ -59,12 +67,14 @@ def business_date(session: Session, today: date) -> date:
     return last_run_date(session) or today
 
 
-def check_run_date(session: Session, as_of: date) -> None:
-    """Time does not go backwards: refuse a date earlier than the last run's."""
-    last = last_run_date(session)
+def check_run_date(session: Session, as_of: date, shard: Shard | None = None) -> None:
+    """Time does not go backwards: refuse a date earlier than the last run's (for a shard:
+    the last run that covered some of its customers)."""
+    last = last_run_date(session, shard)
     if last is not None and as_of < last:
+        which = "the last run" if shard is None else f"the last run of shard {shard}"
         raise RunDateError(
-            f"--as-of {as_of} is earlier than the last run ({last}); a run may repeat the last "
+            f"--as-of {as_of} is earlier than {which} ({last}); a run may repeat the last "
             "date or move forward, never back. Nothing was changed."
         )
 
@@ -85,9 +95,10 @@ def check_stages(session: Session, stage_names: set[str]) -> None:
                           "yet). Nothing was changed.")
 
 
-def start_run(session: Session, run_id: str, as_of: date) -> Run:
-    check_run_date(session, as_of)
-    run = Run(id=run_id, business_date=as_of, status="running")
+def start_run(session: Session, run_id: str, as_of: date, shard: Shard | None = None) -> Run:
+    check_run_date(session, as_of, shard)
+    run = Run(id=run_id, business_date=as_of, status="running",
+              shard=None if shard is None else str(shard))
     session.add(run)
     session.flush()
     return run
@@ -130,10 +141,13 @@ MASS_SETTLEMENT_FLOOR = 20
 
 
 def reconcile(session: Session, snapshot: Snapshot, as_of: date, run_id: str | None,
-              max_settled_share: float = 1.0) -> ReconcileResult:
+              max_settled_share: float = 1.0, shard: Shard | None = None) -> ReconcileResult:
     """Insert new customers and invoices, update changed ones, settle what is gone or paid.
     Refuses (and so changes nothing) a snapshot that would settle more than
-    `max_settled_share` of the open invoices."""
+    `max_settled_share` of the open invoices.
+
+    With a shard, `snapshot` holds only the shard's customers and invoices (`Shard.split`),
+    and only the shard's customers' invoices are settled, counted and resumed."""
     result = ReconcileResult()
     now = utcnow()
     customer_ids = _reconcile_customers(session, snapshot.customers, result, now)
@@ -194,14 +208,16 @@ def reconcile(session: Session, snapshot: Snapshot, as_of: date, run_id: str | N
                                                       f"moved to another customer on {as_of}", now)
     seen = snapshot.seen_invoice_ids
     for invoice_id, external_id, stage in session.execute(
-        select(Invoice.id, Invoice.external_id, Invoice.stage).where(Invoice.state != "closed")
+        select(Invoice.id, Invoice.external_id, Invoice.stage)
+        .where(Invoice.state != "closed", *in_shard(Invoice.customer_id, shard))
     ).all():
         if external_id not in seen:
             settle.append((invoice_id, stage, "absent from the snapshot"))
 
     if len(settle) > MASS_SETTLEMENT_FLOOR and max_settled_share < 1:
         open_count = session.execute(
-            select(func.count()).select_from(Invoice).where(Invoice.state != "closed")
+            select(func.count()).select_from(Invoice)
+            .where(Invoice.state != "closed", *in_shard(Invoice.customer_id, shard))
         ).scalar_one()
         if len(settle) > max_settled_share * open_count:
             raise SnapshotError(
@@ -214,7 +230,7 @@ def reconcile(session: Session, snapshot: Snapshot, as_of: date, run_id: str | N
     result.actions_cancelled += _settle(session, settle, as_of, run_id, now)
     result.reopened = len(reopen)
     _set_state(session, reopen, "reopened", "active", as_of, run_id, now, reason="reopened")
-    result.resumed = _resume_expired_pauses(session, as_of, run_id, now)
+    result.resumed = _resume_expired_pauses(session, as_of, run_id, now, shard)
     return result
 
 
@@ -341,13 +357,14 @@ def drop_from_undelivered(
     return cancelled
 
 
-def _resume_expired_pauses(session: Session, as_of: date, run_id: str | None, now: datetime) -> int:
+def _resume_expired_pauses(session: Session, as_of: date, run_id: str | None, now: datetime,
+                           shard: Shard | None = None) -> int:
     """Pauses with an end date resume the day after it; a promise still open then is broken."""
     rows = session.execute(
         select(Invoice.id, Invoice.stage, Invoice.paused_until, Invoice.state_reason,
                Invoice.amount_open, Invoice.currency)
         .where(Invoice.state == "paused", Invoice.paused_until.is_not(None),
-               Invoice.paused_until < as_of)
+               Invoice.paused_until < as_of, *in_shard(Invoice.customer_id, shard))
     ).all()
     by_event: dict[tuple[str, str], list[tuple[int, str | None, str]]] = defaultdict(list)
     for invoice_id, stage, until, kind, amount_open, currency in rows:
@@ -390,15 +407,16 @@ def _active_filter() -> list[Any]:
     return [Invoice.state == "active", Invoice.amount_open > 0]
 
 
-def plan_batches(session: Session, batch_size: int) -> list[tuple[int, int]]:
-    """Customer-id ranges of about `batch_size` active invoices; a customer is never split, so
-    its messages are grouped within one batch."""
+def plan_batches(session: Session, batch_size: int,
+                 shard: Shard | None = None) -> list[tuple[int, int]]:
+    """Customer-id ranges of about `batch_size` active invoices (of the shard's customers); a
+    customer is never split, so its messages are grouped within one batch."""
     ranges: list[tuple[int, int]] = []
     low: int | None = None
     count = 0
     for customer_id, n in session.execute(
         select(Invoice.customer_id, func.count())
-        .where(*_active_filter())
+        .where(*_active_filter(), *in_shard(Invoice.customer_id, shard))
         .group_by(Invoice.customer_id)
         .order_by(Invoice.customer_id)
     ):
@@ -419,10 +437,13 @@ def dedupe_key(as_of: date, stage: str, customer_id: int, invoice_ids: Iterable[
     return f"{as_of.isoformat()}:{stage}:{customer_id}:{digest}"
 
 
-def facts_for(session: Session, low: int, high: int) -> list[InvoiceFacts]:
-    """The ladder's input for the active invoices of customers `low`..`high`."""
+def facts_for(session: Session, low: int, high: int,
+              shard: Shard | None = None) -> list[InvoiceFacts]:
+    """The ladder's input for the active invoices of customers `low`..`high` (of the shard)."""
     blocked: dict[int, tuple[set[str], str | None]] = defaultdict(lambda: (set(), None))
-    batch = select(Invoice.id).where(Invoice.customer_id.between(low, high), *_active_filter())
+    mine = [Invoice.customer_id.between(low, high), *_active_filter(),
+            *in_shard(Invoice.customer_id, shard)]
+    batch = select(Invoice.id).where(*mine)
     for invoice_id, stage, status in session.execute(
         select(ActionInvoice.invoice_id, Action.stage, Action.status)
         .join(Action, Action.id == ActionInvoice.action_id)
@@ -446,7 +467,7 @@ def facts_for(session: Session, low: int, high: int) -> list[InvoiceFacts]:
         select(Invoice.id, Invoice.customer_id, Invoice.due_date, Invoice.amount,
                Invoice.amount_open, Invoice.stage, Invoice.stage_entered_on, Invoice.state,
                Invoice.currency)
-        .where(Invoice.customer_id.between(low, high), *_active_filter())
+        .where(*mine)
         .order_by(Invoice.customer_id, Invoice.id)
         .with_for_update()
     ):
@@ -462,12 +483,13 @@ def facts_for(session: Session, low: int, high: int) -> list[InvoiceFacts]:
 
 
 def evaluate_batch(
-    session: Session, policy: Policy, as_of: date, run_id: str | None, low: int, high: int
+    session: Session, policy: Policy, as_of: date, run_id: str | None, low: int, high: int,
+    shard: Shard | None = None,
 ) -> BatchResult:
-    """Decide every active invoice of customers `low`..`high` and record the outcome: one
-    action per customer and stage, transitions for stages that need no approval."""
+    """Decide every active invoice of customers `low`..`high` (of the shard) and record the
+    outcome: one action per customer and stage, transitions for stages that need no approval."""
     result = BatchResult()
-    facts = facts_for(session, low, high)
+    facts = facts_for(session, low, high, shard)
     result.invoices = len(facts)
     groups: dict[tuple[int, str], list[tuple[InvoiceFacts, Decision]]] = defaultdict(list)
     for invoice in facts:

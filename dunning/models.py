@@ -65,6 +65,12 @@ class UTCDateTime(TypeDecorator[datetime]):
         return value
 
 
+def _shard_key_default(context: Any) -> int:
+    from dunning.shards import shard_key
+
+    return shard_key(context.get_current_parameters()["external_id"])
+
+
 def _money(nullable: bool = False) -> Any:
     return Field(sa_column=Column(Money(), nullable=nullable))
 
@@ -86,6 +92,10 @@ class Customer(SQLModel, table=True):
     address: str | None = None  # postal, for letters; lines separated by "\n"
     legal_id: str | None = None  # e.g. SIREN, VAT or company number
     collector: str | None = None
+    # crc32 of external_id: the customer is in shard K of N when shard_key % N == K - 1
+    # (dunning/shards.py); set on insert from the id, so every process agrees.
+    shard_key: int = Field(default=None, sa_column=Column(BigInteger(), nullable=False,
+                                                          default=_shard_key_default))
     hold_until: date | None = None
     hold_reason: str | None = None
     updated_at: datetime = _stamp()
@@ -191,6 +201,7 @@ class Run(SQLModel, table=True):
         default=None, sa_column=Column(UTCDateTime(), nullable=True)
     )
     status: str = Field(default="running", max_length=16)  # running | completed | failed
+    shard: str | None = Field(default=None, max_length=16)  # "K/N"; None: every customer
     invoices_seen: int = 0
     rejected_rows: int = 0
     transitions: int = 0

@@ -1,7 +1,8 @@
 """The daily dunning run: pull, reconcile, evaluate, dispatch, report."""
 
-from __future__ import annotations
-
+# No `from __future__ import annotations` in flows: a deployment run (worker or `serve`)
+# validates its parameters against the flow's annotations, which must then be real types, not
+# strings (pydantic: "`Daily_DunningModel` is not fully defined; you should define `date`").
 import uuid
 from datetime import date
 from typing import Any
@@ -13,6 +14,7 @@ from prefect.utilities.annotations import quote
 from dunning import daily
 from dunning.ledger import BatchResult
 from dunning.report import Stopwatch
+from dunning.shards import Shard
 from tasks.daily import (
     agency_sync,
     court_files,
@@ -30,42 +32,46 @@ from tasks.daily import (
 
 @flow(name="daily-dunning", log_prints=False)
 def daily_dunning(as_of: date | None = None, dry_run: bool = False,
-                  accept_mass_settlement: bool = False) -> dict[str, Any]:
+                  accept_mass_settlement: bool = False,
+                  shard: str | None = None) -> dict[str, Any]:
     """Walk every open invoice one step up the ladder and send what is due, for `as_of`
     (default: today in the policy's time zone). `dry_run` writes and sends nothing;
-    `accept_mass_settlement` lets a snapshot settle more than the policy's max_settled_share."""
+    `accept_mass_settlement` lets a snapshot settle more than the policy's max_settled_share;
+    `shard` ("K/N") limits the run to the customers of shard K of N."""
     logger = get_run_logger()
     clock = Stopwatch()
+    part = Shard.of(shard, "shard")
     ctx = daily.load_context()
     as_of = as_of or ctx.today()
     run_id = str(flow_run.id or uuid.uuid4())
-    daily.check_date(ctx, as_of)
+    daily.check_date(ctx, as_of, part)
 
     with clock("pull"):
-        snapshot = pull_snapshot(ctx)
-    logger.info("snapshot: %d customers, %d invoices, %d rejected rows",
+        snapshot = pull_snapshot(ctx, part)
+    logger.info("snapshot%s: %d customers, %d invoices, %d rejected rows",
+                "" if part is None else f" (shard {part})",
                 len(snapshot.customers), len(snapshot.invoices), len(snapshot.rejects))
     if dry_run:
         with clock("evaluate"):
             reconciled, evaluated, dispatched = simulate(ctx, quote(snapshot), as_of, run_id,
-                                                           accept_mass_settlement)
+                                                           accept_mass_settlement, part)
     else:
         with clock("reconcile"):
             # quote(): Prefect would otherwise walk every row looking for futures.
             reconciled = reconcile(ctx, quote(snapshot), as_of, run_id,
-                                   accept_mass_settlement)
+                                   accept_mass_settlement, part)
         try:
             with clock("agency_sync"):
-                synced = agency_sync(ctx, as_of, run_id)
+                synced = agency_sync(ctx, as_of, run_id, part)
             with clock("evaluate"):
                 evaluated = BatchResult()
-                for low, high in plan_batches(ctx):
-                    evaluated.merge(evaluate(ctx, as_of, run_id, low, high))
+                for low, high in plan_batches(ctx, part):
+                    evaluated.merge(evaluate(ctx, as_of, run_id, low, high, part))
             with clock("dispatch"):
-                dispatched = dispatch_email(ctx, as_of, dry_run=False)
-                letters = dispatch_letters(ctx, as_of)
-                handed = dispatch_agency(ctx, as_of)
-                filed = court_files(ctx, as_of)
+                dispatched = dispatch_email(ctx, as_of, dry_run=False, shard=part)
+                letters = dispatch_letters(ctx, as_of, part)
+                handed = dispatch_agency(ctx, as_of, part)
+                filed = court_files(ctx, as_of, part)
         except BaseException:
             daily.fail(ctx, run_id)
             raise
@@ -73,7 +79,8 @@ def daily_dunning(as_of: date | None = None, dry_run: bool = False,
     with clock("report"):
         report = daily.build_report(
             ctx, run_id, as_of, dry_run, snapshot, reconciled, evaluated, dispatched,
-            *((None, None, None, None) if dry_run else (letters, handed, filed, synced)))
+            *((None, None, None, None) if dry_run else (letters, handed, filed, synced)),
+            shard=part)
         if not dry_run:
             daily.finish(ctx, run_id, report)
         publish_report(quote(report))

@@ -15,70 +15,76 @@ from dunning import daily
 from dunning.daily import Context
 from dunning.dispatch import DispatchResult
 from dunning.ledger import BatchResult, ReconcileResult
+from dunning.shards import Shard
 from dunning.sources import Snapshot
 
 
 @task(name="pull", cache_policy=NO_CACHE)
-def pull_snapshot(ctx: Context) -> Snapshot:
-    """Read the receivables snapshot named by the policy. No task-level retries: the HTTP
-    source retries each page itself (`source.retries`), and a file does not heal by waiting."""
-    return daily.pull_snapshot(ctx)
+def pull_snapshot(ctx: Context, shard: Shard | None = None) -> Snapshot:
+    """Read the receivables snapshot named by the policy (the shard's customers only, when
+    given). No task-level retries: the HTTP source retries each page itself
+    (`source.retries`), and a file does not heal by waiting."""
+    return daily.pull_snapshot(ctx, shard)
 
 
 @task(name="reconcile", cache_policy=NO_CACHE)
 def reconcile(ctx: Context, snapshot: Snapshot, as_of: date, run_id: str,
-              accept_mass_settlement: bool) -> ReconcileResult:
+              accept_mass_settlement: bool, shard: Shard | None = None) -> ReconcileResult:
     """Record the run and bring the ledger in line with the snapshot."""
-    return daily.reconcile(ctx, snapshot, as_of, run_id, accept_mass_settlement)
+    return daily.reconcile(ctx, snapshot, as_of, run_id, accept_mass_settlement, shard)
 
 
 @task(name="plan-batches", cache_policy=NO_CACHE)
-def plan_batches(ctx: Context) -> list[tuple[int, int]]:
+def plan_batches(ctx: Context, shard: Shard | None = None) -> list[tuple[int, int]]:
     """Split the active invoices into customer ranges of about `batch_size` invoices."""
-    return daily.plan(ctx)
+    return daily.plan(ctx, shard)
 
 
 @task(name="evaluate", cache_policy=NO_CACHE, task_run_name="evaluate-customers-{low}-{high}")
-def evaluate(ctx: Context, as_of: date, run_id: str, low: int, high: int) -> BatchResult:
+def evaluate(ctx: Context, as_of: date, run_id: str, low: int, high: int,
+             shard: Shard | None = None) -> BatchResult:
     """Decide and record one batch of customers in one transaction."""
-    return daily.evaluate(ctx, as_of, run_id, low, high)
+    return daily.evaluate(ctx, as_of, run_id, low, high, shard)
 
 
 @task(name="dispatch-email", cache_policy=NO_CACHE)
-def dispatch_email(ctx: Context, as_of: date, dry_run: bool) -> DispatchResult:
+def dispatch_email(ctx: Context, as_of: date, dry_run: bool,
+                   shard: Shard | None = None) -> DispatchResult:
     """Deliver queued and approved emails (each claimed first: never twice)."""
-    return daily.dispatch(ctx, as_of, dry_run=dry_run)
+    return daily.dispatch(ctx, as_of, dry_run=dry_run, shard=shard)
 
 
 @task(name="dispatch-letters", cache_policy=NO_CACHE)
-def dispatch_letters(ctx: Context, as_of: date) -> DispatchResult:
+def dispatch_letters(ctx: Context, as_of: date, shard: Shard | None = None) -> DispatchResult:
     """Write approved formal notices as PDFs, email them, keep them for registered post."""
-    return daily.dispatch(ctx, as_of, kind="letter")
+    return daily.dispatch(ctx, as_of, kind="letter", shard=shard)
 
 
 @task(name="agency-sync", cache_policy=NO_CACHE)
-def agency_sync(ctx: Context, as_of: date, run_id: str) -> dict[str, Any]:
+def agency_sync(ctx: Context, as_of: date, run_id: str,
+                shard: Shard | None = None) -> dict[str, Any]:
     """Apply what the collection agency reports on open cases (the client retries each call)."""
-    return daily.agency_sync(ctx, as_of, run_id)
+    return daily.agency_sync(ctx, as_of, run_id, shard)
 
 
 @task(name="dispatch-agency", cache_policy=NO_CACHE)
-def dispatch_agency(ctx: Context, as_of: date) -> DispatchResult:
+def dispatch_agency(ctx: Context, as_of: date, shard: Shard | None = None) -> DispatchResult:
     """Send approved cases to the collection agency (Idempotency-Key: never two cases)."""
-    return daily.agency_send(ctx, as_of)
+    return daily.agency_send(ctx, as_of, shard)
 
 
 @task(name="court-files", cache_policy=NO_CACHE)
-def court_files(ctx: Context, as_of: date) -> DispatchResult:
+def court_files(ctx: Context, as_of: date, shard: Shard | None = None) -> DispatchResult:
     """Write the court file (folder and zip) of each approved injunction to pay."""
-    return daily.court_files(ctx, as_of)
+    return daily.court_files(ctx, as_of, shard)
 
 
 @task(name="simulate", cache_policy=NO_CACHE)
 def simulate(ctx: Context, snapshot: Snapshot, as_of: date, run_id: str,
-             accept_mass_settlement: bool) -> tuple[ReconcileResult, BatchResult, DispatchResult]:
+             accept_mass_settlement: bool,
+             shard: Shard | None = None) -> tuple[ReconcileResult, BatchResult, DispatchResult]:
     """A dry run of reconcile and evaluate in a transaction that is rolled back."""
-    return daily.simulate(ctx, snapshot, as_of, run_id, accept_mass_settlement)
+    return daily.simulate(ctx, snapshot, as_of, run_id, accept_mass_settlement, shard)
 
 
 @task(name="report", cache_policy=NO_CACHE)

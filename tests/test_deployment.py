@@ -61,7 +61,9 @@ def test_prefect_yaml_declares_the_same_deployment() -> None:
     from flows.serve import SCHEDULE
 
     config = yaml.safe_load((REPO / "prefect.yaml").read_text(encoding="utf-8"))
-    (daily,) = config["deployments"]
+    deployments = {d["name"]: d for d in config["deployments"]}
+    assert sorted(deployments) == ["daily", "daily-shard", "sharded"]
+    daily = deployments["daily"]
     assert daily["name"] == "daily" and daily["concurrency_limit"] == 1
     assert daily["schedules"] == [{"cron": SCHEDULE, "timezone": "Europe/Paris", "active": True}]
     assert daily["work_pool"]["name"] == "dunning"
@@ -69,3 +71,25 @@ def test_prefect_yaml_declares_the_same_deployment() -> None:
     assert flow.name == "daily-dunning"
     text = (REPO / "prefect.yaml").read_text(encoding="utf-8")
     assert "SENDGRID_API_KEY:" not in text and "SG." not in text, "no secrets in prefect.yaml"
+
+
+def test_prefect_yaml_declares_the_sharded_run() -> None:
+    """`sharded` starts runs of `daily-shard` (no schedule, no limit of one: the shards run at
+    once); its own schedule is off, so that only one of `daily` and `sharded` is ever active."""
+    from prefect.flows import load_flow_from_entrypoint
+
+    from flows.serve import SCHEDULE
+
+    config = yaml.safe_load((REPO / "prefect.yaml").read_text(encoding="utf-8"))
+    deployments = {d["name"]: d for d in config["deployments"]}
+    shard, parent = deployments["daily-shard"], deployments["sharded"]
+    assert shard["entrypoint"] == deployments["daily"]["entrypoint"]
+    assert "schedules" not in shard and "concurrency_limit" not in shard
+    assert parent["parameters"]["deployment"] == "daily-dunning/daily-shard"
+    assert parent["concurrency_limit"] == 1
+    assert parent["schedules"] == [{"cron": SCHEDULE, "timezone": "Europe/Paris",
+                                    "active": False}]
+    assert {shard["work_pool"]["name"], parent["work_pool"]["name"]} == {"dunning"}
+    flow = load_flow_from_entrypoint(str(REPO / parent["entrypoint"]))
+    assert flow.name == "sharded-dunning"
+    assert set(flow.parameters.properties) >= {"as_of", "shards", "deployment"}

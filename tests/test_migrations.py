@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
+from sqlalchemy import text
 from sqlmodel import SQLModel
 
 import dunning.models  # noqa: F401
@@ -21,3 +22,25 @@ def test_upgrade_is_idempotent(db_url: str) -> None:
     first = current_revision(get_engine(db_url))
     assert first is not None
     assert upgrade(db_url) == first
+
+
+def test_existing_customers_get_their_shard_key(db_url: str) -> None:
+    """0006 backfills customer.shard_key with crc32 of the id, as new customers get it."""
+    from alembic import command
+
+    from dunning.db import _alembic_config
+    from dunning.shards import shard_key
+
+    engine = get_engine(db_url)
+    config = _alembic_config(db_url)
+    with engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.downgrade(config, "0005")
+        connection.execute(text(
+            "INSERT INTO customer (external_id, name, language, updated_at) VALUES "
+            "('C1', 'One', 'fr', CURRENT_TIMESTAMP), ('Zürich-7', 'Two', 'de', "
+            "CURRENT_TIMESTAMP)"))
+    assert upgrade(db_url) == "0006"
+    with engine.connect() as connection:
+        keys = dict(connection.execute(text("SELECT external_id, shard_key FROM customer")).all())
+    assert keys == {"C1": shard_key("C1"), "Zürich-7": shard_key("Zürich-7")}
