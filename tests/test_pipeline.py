@@ -324,14 +324,21 @@ async def _artifacts(run_id: str) -> tuple[str, str]:
     )
     from prefect.client.schemas.sorting import ArtifactSort
 
+    by_key: dict[str, Any] = {}
     async with get_client() as client:
-        # Prefect 3.8's client sends nulls the server refuses unless every argument is given.
-        found = await client.read_artifacts(
-            artifact_filter=ArtifactFilter(
-                flow_run_id=ArtifactFilterFlowRunId(any_=[uuid.UUID(run_id)])),
-            flow_run_filter=FlowRunFilter(), task_run_filter=TaskRunFilter(),
-            sort=ArtifactSort.CREATED_DESC, limit=20)
-    by_key = {a.key: a.data for a in found}
+        # A loaded test server can show an artifact a moment after the flow returns.
+        for _ in range(40):
+            # Prefect 3.8's client sends nulls the server refuses unless every argument is
+            # given.
+            found = await client.read_artifacts(
+                artifact_filter=ArtifactFilter(
+                    flow_run_id=ArtifactFilterFlowRunId(any_=[uuid.UUID(run_id)])),
+                flow_run_filter=FlowRunFilter(), task_run_filter=TaskRunFilter(),
+                sort=ArtifactSort.CREATED_DESC, limit=20)
+            by_key = {a.key: a.data for a in found}
+            if {"dunning-daily-report", "dunning-daily-stages"} <= by_key.keys():
+                break
+            await asyncio.sleep(0.25)
     return str(by_key["dunning-daily-report"]), str(by_key["dunning-daily-stages"])
 
 
