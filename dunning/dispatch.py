@@ -156,15 +156,6 @@ def _claim(engine: Engine, claimable: Any, as_of: date, ids: list[int]) -> Itera
             yield claimed
 
 
-def _record(engine: Engine, action_id: int, after: Callable[[Session], None] | None = None,
-            **values: Any) -> None:
-    with transaction(engine) as session:
-        session.execute(update(Action).where(Action.id == action_id)
-                        .values(updated_at=utcnow(), **values))
-        if after is not None:
-            after(session)
-
-
 @dataclass
 class Delivered:
     """What a channel did with an action: the provider's id for it, the file it produced, and
@@ -234,18 +225,23 @@ def dispatch(
     channel: Channel = transport if hasattr(transport, "deliver") else MessageChannel(
         kind, transport, policy, letters_dir, result)  # type: ignore[arg-type]
 
+    # Emails and letters record their outcomes a claimed chunk at a time (one transaction per
+    # hundred messages rather than per message). A crash in between leaves that chunk `sending`:
+    # never sent again by itself, reported as in flight. Agency cases and court files are
+    # recorded one by one, with the rows they add.
+    outcomes = _Outcomes(engine, 1 if kind in ("agency", "injunction") else CLAIM_CHUNK)
     for claimed in _claim(engine, claimable, as_of, ids):
         for action_id, (action, letter) in sorted(_letters(engine, claimed, as_of).items()):
             if letter is None:
-                _record(engine, action_id, status="cancelled",
-                        last_error="cancelled: no invoice left to mention")
+                outcomes.add(action_id, status="cancelled",
+                             last_error="cancelled: no invoice left to mention")
                 result.cancelled += 1
                 continue
             try:
                 delivered = channel.deliver(action_id, action, letter)
             except DeliveryError as exc:
-                _record(engine, action_id, status="failed", last_error=str(exc),
-                        retryable=exc.retryable)
+                outcomes.add(action_id, status="failed", last_error=str(exc),
+                             retryable=exc.retryable)
                 result.failed += 1
                 result.errors.append({"action_id": action_id, "customer_id": letter.customer_ref,
                                       "error": str(exc)})
@@ -253,16 +249,50 @@ def dispatch(
                 continue
             except Exception as exc:  # a bug must not stop the other customers' messages
                 log.exception("action %s failed unexpectedly", action_id)
-                _record(engine, action_id, status="failed", last_error=f"internal error: {exc!r}")
+                outcomes.add(action_id, status="failed", last_error=f"internal error: {exc!r}",
+                             retryable=True)
                 result.failed += 1
                 result.errors.append({"action_id": action_id, "customer_id": letter.customer_ref,
                                       "error": repr(exc)})
                 continue
-            _record(engine, action_id, delivered.after, status="sent",
-                    provider_id=delivered.provider_id, document=delivered.document,
-                    sent_at=utcnow(), last_error=None)
+            outcomes.add(action_id, delivered.after, status="sent",
+                         provider_id=delivered.provider_id, document=delivered.document,
+                         sent_at=utcnow(), last_error=None, retryable=True)
             result.sent += 1
+        outcomes.flush()
     return result
+
+
+class _Outcomes:
+    """What happened to each delivered action, written `batch` at a time."""
+
+    def __init__(self, engine: Engine, batch: int) -> None:
+        self.engine = engine
+        self.batch = batch
+        self.rows: list[dict[str, Any]] = []
+        self.after: list[Callable[[Session], None]] = []
+
+    def add(self, action_id: int, after: Callable[[Session], None] | None = None,
+            **values: Any) -> None:
+        self.rows.append({"id": action_id, "updated_at": utcnow(), "provider_id": None,
+                          "document": None, "sent_at": None} | values)
+        if after is not None:
+            self.after.append(after)
+        if len(self.rows) >= self.batch:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.rows:
+            return
+        with transaction(self.engine) as session:
+            by_keys: dict[tuple[str, ...], list[dict[str, Any]]] = defaultdict(list)
+            for row in self.rows:
+                by_keys[tuple(sorted(row))].append(row)
+            for rows in by_keys.values():  # one executemany per shape of outcome
+                session.execute(update(Action), rows)
+            for after in self.after:
+                after(session)
+        self.rows, self.after = [], []
 
 
 def waiting_by_channel(engine: Engine, shard: Shard | None = None) -> dict[str, dict[str, int]]:
