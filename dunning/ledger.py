@@ -327,21 +327,27 @@ def drop_from_undelivered(
 ) -> int:
     """Take invoices out of actions not yet delivered; cancel the actions left with none.
     Returns how many actions were cancelled."""
+    # Driven from action_invoice's invoice_id index, then actions by primary key: left to
+    # itself, SQLite's planner walked every undelivered action for each invoice of the list
+    # (54 s instead of 6 for a day's reconcile at 100,000 invoices).
     touched: set[int] = set()
     for batch in chunks(invoice_ids):
-        touched.update(session.execute(
-            select(ActionInvoice.action_id)
-            .join(Action, Action.id == ActionInvoice.action_id)
-            .where(ActionInvoice.invoice_id.in_(batch), ActionInvoice.dropped_reason.is_(None),
-                   Action.status.in_(UNDELIVERED))
-        ).scalars())
-        session.execute(
-            update(ActionInvoice)
-            .where(ActionInvoice.invoice_id.in_(batch), ActionInvoice.dropped_reason.is_(None),
-                   ActionInvoice.action_id.in_(
-                       select(Action.id).where(Action.status.in_(UNDELIVERED))))
-            .values(dropped_reason=why)
-        )
+        links = session.execute(
+            select(ActionInvoice.action_id, ActionInvoice.invoice_id)
+            .where(ActionInvoice.invoice_id.in_(batch), ActionInvoice.dropped_reason.is_(None))
+        ).all()
+        if not links:
+            continue
+        undelivered: set[int] = set()
+        for ids in chunks(sorted({action_id for action_id, _ in links})):
+            undelivered.update(session.execute(
+                select(Action.id).where(Action.id.in_(ids), Action.status.in_(UNDELIVERED))
+            ).scalars())
+        dropped = [{"action_id": a, "invoice_id": i, "dropped_reason": why}
+                   for a, i in links if a in undelivered]
+        if dropped:
+            session.execute(update(ActionInvoice), dropped)
+            touched.update(undelivered)
     cancelled = 0
     for batch in chunks(sorted(touched)):
         still_open = select(ActionInvoice.action_id).where(
