@@ -447,6 +447,7 @@ def facts_for(session: Session, low: int, high: int,
               shard: Shard | None = None) -> list[InvoiceFacts]:
     """The ladder's input for the active invoices of customers `low`..`high` (of the shard)."""
     blocked: dict[int, tuple[set[str], str | None]] = defaultdict(lambda: (set(), None))
+    unblocked: tuple[frozenset[str], None] = (frozenset(), None)
     mine = [Invoice.customer_id.between(low, high), *_active_filter(),
             *in_shard(Invoice.customer_id, shard)]
     batch = select(Invoice.id).where(*mine)
@@ -477,12 +478,13 @@ def facts_for(session: Session, low: int, high: int,
         .order_by(Invoice.customer_id, Invoice.id)
         .with_for_update()
     ):
-        rejected, pending = blocked.get(row.id, (set(), None))
+        rejected, pending = blocked.get(row.id, unblocked)
         facts.append(InvoiceFacts(
             invoice_id=row.id, customer_id=row.customer_id, due_date=row.due_date,
             amount=row.amount, amount_open=row.amount_open, stage=row.stage,
             stage_entered_on=row.stage_entered_on, state=row.state,
-            rejected_stages=frozenset(rejected), pending_stage=pending,
+            rejected_stages=rejected if isinstance(rejected, frozenset) else
+            frozenset(rejected), pending_stage=pending,
             hold_until=holds.get(row.customer_id), currency=row.currency,
         ))
     return facts
@@ -533,11 +535,16 @@ def evaluate_batch(
             if phone else None,
             "due_on": as_of + timedelta(days=policy.phone.due_days) if phone else None,
         })
-    created = session.execute(
-        insert(Action).returning(Action.id, sort_by_parameter_order=True), actions
-    ).scalars().all() if actions else []
-    new_ids = {(a["customer_id"], a["stage"]): action_id
-               for a, action_id in zip(actions, created, strict=True)}
+    # Core executemany, then the ids read back by their unique dedupe keys: INSERT ... RETURNING
+    # goes one row per statement on SQLite and makes psycopg parse huge statements.
+    new_ids: dict[tuple[int, str], int] = {}
+    if actions:
+        session.execute(Action.__table__.insert(), actions)  # type: ignore[attr-defined]
+        by_key = {a["dedupe_key"]: (a["customer_id"], a["stage"]) for a in actions}
+        for keys in chunks(list(by_key)):
+            for action_id, key in session.execute(
+                    select(Action.id, Action.dedupe_key).where(Action.dedupe_key.in_(keys))):
+                new_ids[by_key[key]] = action_id
     for action in actions:
         result.actions[action["kind"]] += 1
     grown = [waiting[key] for key in groups if key in waiting]
@@ -582,10 +589,18 @@ def evaluate_batch(
                 .values(dropped_reason=None, amount_open=link["amount_open"],
                         days_overdue=link["days_overdue"], reason=link["reason"]))
     if links:
-        session.execute(insert(ActionInvoice), links)
+        session.execute(ActionInvoice.__table__.insert(), links)  # type: ignore[attr-defined]
     if transitions:
-        session.execute(insert(Transition), transitions)
-        session.execute(update(Invoice), moves)
+        session.execute(Transition.__table__.insert(), transitions)  # type: ignore[attr-defined]
+        by_stage: dict[str, list[int]] = defaultdict(list)
+        for move in moves:
+            by_stage[move["stage"]].append(move["id"])
+        for stage_name, ids in by_stage.items():  # a few set-based statements, not one per row
+            for batch in chunks(ids):
+                session.execute(
+                    update(Invoice).where(Invoice.id.in_(batch))
+                    .values(stage=stage_name, stage_entered_on=as_of, updated_at=now)
+                    .execution_options(synchronize_session=False))
     result.transitions = len(transitions)
     return result
 
