@@ -217,10 +217,35 @@ class _Dialect:
         return Decimal(raw).scaleb(-4) if self.sqlite else raw
 
 
-def run_floor(url: str, policy: Policy, as_of: date, run_id: str | None = None) -> dict[str, Any]:
+PAGE = 1000  # rows per statement when writing multi-row VALUES (as SQLAlchemy's insertmanyvalues)
+# executemany of one-row statements is the floor's way on both databases: multi-row VALUES
+# measured no faster on SQLite and slower on PostgreSQL here (see bench/RESULTS.md).
+WRITES = {"sqlite": "executemany", "postgresql": "executemany"}
+
+
+def _insert(cur: Any, d: _Dialect, writes: str, table: str, columns: tuple[str, ...],
+            rows: list[tuple[Any, ...]]) -> None:
+    """INSERT `rows`: by `executemany` of a one-row statement, or by multi-row VALUES
+    statements of PAGE rows."""
+    if not rows:
+        return
+    one = "(" + ", ".join("?" * len(columns)) + ")"
+    head = f"INSERT INTO {table} ({', '.join(columns)}) VALUES "
+    if writes == "executemany":
+        cur.executemany(d.sql(head + one), rows)
+        return
+    for page in range(0, len(rows), PAGE):
+        chunk = rows[page : page + PAGE]
+        cur.execute(d.sql(head + ", ".join([one] * len(chunk))), [x for row in chunk for x in row])
+
+
+def run_floor(url: str, policy: Policy, as_of: date, run_id: str | None = None,
+              writes: str | None = None) -> dict[str, Any]:
     """Evaluate and record every active invoice in one transaction with plain SQL; returns the
-    counts (named as the run report's `evaluation`) and the seconds of each part."""
+    counts (named as the run report's `evaluation`) and the seconds of each part. `writes`:
+    "executemany" or "values" (multi-row statements); default: the faster on the database."""
     d = _Dialect(kind_of(url))
+    writes = writes or WRITES[d.kind]
     run_id = run_id or f"floor-{uuid.uuid4()}"
     conn = connect(url)
     cur = conn.cursor()
@@ -311,11 +336,10 @@ def run_floor(url: str, policy: Policy, as_of: date, run_id: str | None = None) 
             (collectors.get(customer_id) or policy.phone.default_assignee) if phone else None,
             due_on if phone else None))
         counts["actions_created"][stage.channel] += 1
-    if actions:
-        cur.executemany(d.sql(
-            "INSERT INTO action (id, dedupe_key, kind, stage, template, customer_id, status, "
-            "business_date, run_id, attempts, retryable, created_at, updated_at, assignee, "
-            "due_on) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"), actions)
+    _insert(cur, d, writes, "action", (
+        "id", "dedupe_key", "kind", "stage", "template", "customer_id", "status",
+        "business_date", "run_id", "attempts", "retryable", "created_at", "updated_at",
+        "assignee", "due_on"), actions)
     grown = sorted({waiting[key] for key in groups if key in waiting})
     counts["grown"] = len(grown)
     known: set[tuple[int, int]] = set()
@@ -349,18 +373,23 @@ def run_floor(url: str, policy: Policy, as_of: date, run_id: str | None = None) 
         cur.executemany(d.sql(
             "UPDATE action_invoice SET dropped_reason = NULL, amount_open = ?, "
             "days_overdue = ?, reason = ? WHERE action_id = ? AND invoice_id = ?"), revived)
-    if links:
-        cur.executemany(d.sql(
-            "INSERT INTO action_invoice (action_id, invoice_id, amount_open, days_overdue, "
-            "reason) VALUES (?, ?, ?, ?, ?)"), links)
-    if transitions:
-        cur.executemany(d.sql(
-            "INSERT INTO transition (invoice_id, event, from_stage, to_stage, state, "
-            "business_date, at, reason, actor, run_id, action_id) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"), transitions)
+    _insert(cur, d, writes, "action_invoice", (
+        "action_id", "invoice_id", "amount_open", "days_overdue", "reason"), links)
+    _insert(cur, d, writes, "transition", (
+        "invoice_id", "event", "from_stage", "to_stage", "state", "business_date", "at",
+        "reason", "actor", "run_id", "action_id"), transitions)
+    if writes == "executemany":
         cur.executemany(d.sql(
             "UPDATE invoice SET stage = ?, stage_entered_on = ?, updated_at = ? WHERE id = ?"),
             moves)
+    else:
+        for page in range(0, len(moves), PAGE):
+            chunk = moves[page : page + PAGE]
+            cur.execute(d.sql(
+                "UPDATE invoice SET stage = v.column1, stage_entered_on = v.column2, "
+                "updated_at = v.column3 FROM (VALUES "
+                + ", ".join(["(?, ?, ?, ?)"] * len(chunk))
+                + ") AS v WHERE invoice.id = v.column4"), [x for row in chunk for x in row])
     clock["write"] = time.perf_counter() - mark
     mark = time.perf_counter()
     if d.sqlite:
@@ -378,7 +407,7 @@ def run_floor(url: str, policy: Policy, as_of: date, run_id: str | None = None) 
         counts[name] = dict(counts[name])
     written = len(actions) + len(links) + len(revived) + 2 * len(transitions)
     return {
-        "db": d.kind, "as_of": as_of.isoformat(), "seconds": round(seconds, 3),
+        "db": d.kind, "writes": writes, "as_of": as_of.isoformat(), "seconds": round(seconds, 3),
         "parts": {k: round(v, 3) for k, v in clock.items()},
         "invoices_per_s": round(len(rows) / seconds) if seconds else None,
         "rows_written": written,
@@ -426,7 +455,7 @@ def pipeline_evaluate(url: str, policy_path: Path, as_of: date) -> dict[str, Any
         "transitions": evaluated.transitions}}
 
 
-def compare(sizes: list[int], kind: str) -> int:
+def compare(sizes: list[int], kind: str, writes: str | None = None) -> int:
     from dunning.db import dispose_engines, upgrade
 
     ok = True
@@ -445,7 +474,7 @@ def compare(sizes: list[int], kind: str) -> int:
             reconciled = pipeline_reconcile(url, policy_path, as_of)
             copy = clone_database(url, "floor")
             orm = pipeline_evaluate(url, policy_path, as_of)
-            floor = run_floor(copy, load_policy(policy_path), as_of)
+            floor = run_floor(copy, load_policy(policy_path), as_of, writes=writes)
             drop_database(copy)
             same = same_counts(orm["evaluation"], floor["evaluation"])
             ok = ok and same
@@ -471,9 +500,11 @@ def main() -> int:
                         help="pipeline (ORM, no Prefect) against floor on fresh databases")
     parser.add_argument("--invoices", default="10000,100000", help="with --compare: sizes")
     parser.add_argument("--db", choices=("sqlite", "postgresql"), default="sqlite")
+    parser.add_argument("--writes", choices=("executemany", "values"),
+                        help="one-row statements by executemany (default), or multi-row VALUES")
     args = parser.parse_args()
     if args.compare:
-        return compare([int(s) for s in args.invoices.split(",")], args.db)
+        return compare([int(s) for s in args.invoices.split(",")], args.db, args.writes)
     if not args.url or not args.as_of:
         parser.error("--url and --as-of are needed (or --compare)")
     policy_path = args.policy
@@ -485,7 +516,7 @@ def main() -> int:
     reconciled = None
     if args.snapshot:
         reconciled = pipeline_reconcile(args.url, policy_path, args.as_of)
-    figures = run_floor(args.url, load_policy(policy_path), args.as_of)
+    figures = run_floor(args.url, load_policy(policy_path), args.as_of, writes=args.writes)
     figures["reconcile"] = reconciled
     if args.json:
         print(json.dumps(figures))
