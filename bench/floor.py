@@ -455,19 +455,18 @@ def pipeline_evaluate(url: str, policy_path: Path, as_of: date) -> dict[str, Any
         "transitions": evaluated.transitions}}
 
 
-def compare(sizes: list[int], kind: str, writes: str | None = None) -> int:
+def compare(sizes: list[int], kind: str, writes: str | None = None, days: int = 2) -> int:
     from dunning.db import dispose_engines, upgrade
 
     ok = True
     print(f"{'invoices':>9} {'day':<10} {'db':<10} {'recon s':>8} {'orm s':>7} {'floor s':>8} "
           f"{'ratio':>6} {'load':>5}  counts")
     for size in sizes:
-        days = portfolio_days(size)
         folder = HERE / "out" / f"{size}"
         url = fresh_database(kind, folder)
         upgrade(url)
         dispose_engines()
-        for day in days[:2]:
+        for day in portfolio_days(size)[:days]:
             as_of = date.fromisoformat(day.name)
             policy_path = write_policy(folder, day)
             load = os.getloadavg()[0]
@@ -500,11 +499,14 @@ def main() -> int:
                         help="pipeline (ORM, no Prefect) against floor on fresh databases")
     parser.add_argument("--invoices", default="10000,100000", help="with --compare: sizes")
     parser.add_argument("--db", choices=("sqlite", "postgresql"), default="sqlite")
+    parser.add_argument("--days", type=int, choices=(1, 2), default=2,
+                        help="with --compare: the first business day only, or the next one too")
     parser.add_argument("--writes", choices=("executemany", "values"),
                         help="one-row statements by executemany (default), or multi-row VALUES")
     args = parser.parse_args()
     if args.compare:
-        return compare([int(s) for s in args.invoices.split(",")], args.db, args.writes)
+        return compare([int(s) for s in args.invoices.split(",")], args.db, args.writes,
+                       args.days)
     if not args.url or not args.as_of:
         parser.error("--url and --as-of are needed (or --compare)")
     policy_path = args.policy
