@@ -455,18 +455,20 @@ def pipeline_evaluate(url: str, policy_path: Path, as_of: date) -> dict[str, Any
         "transitions": evaluated.transitions}}
 
 
-def compare(sizes: list[int], kind: str, writes: str | None = None, days: int = 2) -> int:
+def compare(sizes: list[int], kind: str, writes: str | None = None,
+            days_wanted: int = 2) -> int:
     from dunning.db import dispose_engines, upgrade
 
     ok = True
     print(f"{'invoices':>9} {'day':<10} {'db':<10} {'recon s':>8} {'orm s':>7} {'floor s':>8} "
           f"{'ratio':>6} {'load':>5}  counts")
     for size in sizes:
+        days = portfolio_days(size)[:days_wanted]
         folder = HERE / "out" / f"{size}"
         url = fresh_database(kind, folder)
         upgrade(url)
         dispose_engines()
-        for day in portfolio_days(size)[:days]:
+        for day in days:
             as_of = date.fromisoformat(day.name)
             policy_path = write_policy(folder, day)
             load = os.getloadavg()[0]
