@@ -16,7 +16,14 @@ import time
 from datetime import date
 from pathlib import Path
 
-from floor import HERE, fresh_database, pipeline_reconcile, portfolio_days, write_policy
+from floor import (
+    HERE,
+    drop_database,
+    fresh_database,
+    pipeline_reconcile,
+    portfolio_days,
+    write_policy,
+)
 
 
 def main() -> int:
@@ -59,6 +66,8 @@ def main() -> int:
     print(profiler.output_text(unicode=True, color=False, show_all=args.show_all))
     if args.html:
         args.html.write_text(profiler.output_html(), encoding="utf-8")
+    dispose_engines()
+    drop_database(url)
     return 0
 
 
