@@ -2,7 +2,16 @@
 business day (few changes), and a rerun of that day (nothing to do). Each run is its own process,
 so its peak RSS is its own. Prints one line per run; figures go to bench/RESULTS.md by hand.
 
-    python bench/daily_run.py --invoices 10000,100000 [--db sqlite|postgresql]
+    python bench/daily_run.py --invoices 10000,100000 [--db sqlite|postgresql] [--no-floor]
+
+Next to each run's evaluate+record phase it prints the plain-SQL floor (bench/floor.py) for the
+same work: before the run, the database is cloned (SQLite: backup API; PostgreSQL: CREATE
+DATABASE ... TEMPLATE); after it, the clone is brought to the state just before evaluation by
+the pipeline's own reconcile, and the floor evaluates and records it with plain SQL, in its own
+process. "x floor" is the flow's evaluate phase divided by the floor's seconds; the floor must
+record the same counts as the run report's `evaluation` (checked; a difference fails the run).
+On PostgreSQL each size gets a fresh database (DUNNING_BENCH_PG_DATABASE, default `bench`) on the
+server of DUNNING_BENCH_PG_URL. "load" is the 1-minute load average when the run started.
 """
 
 from __future__ import annotations
@@ -11,17 +20,25 @@ import argparse
 import json
 import os
 import resource
+import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
-import yaml
+from floor import (
+    clone_database,
+    counts_line,
+    drop_database,
+    fresh_database,
+    portfolio_days,
+    same_counts,
+    write_policy,
+)
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
-PG_URL = os.environ.get("DUNNING_BENCH_PG_URL",
-                        "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 
 
 def child(as_of: str) -> None:
@@ -36,67 +53,58 @@ def child(as_of: str) -> None:
         "timings": report["timings"],
         "flow_seconds": round(time.perf_counter() - began, 3),
         "invoices": report["snapshot"]["invoices"],
+        "evaluation": report["evaluation"],
         "entered": sum(report["evaluation"]["entered"].values()),
         "sent": report["dispatch"]["sent"],
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
     }))
 
 
-def _policy(folder: Path, day: Path) -> Path:
-    data = yaml.safe_load((REPO / "config" / "policy.yaml").read_text(encoding="utf-8"))
-    data["source"] = {"kind": "csv", "customers": str(day / "customers.csv"),
-                      "invoices": str(day / "invoices.csv")}
-    path = folder / f"policy-{day.name}.yaml"
-    path.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
-    return path
-
-
-def _fresh_database(kind: str, folder: Path) -> str:
-    if kind == "sqlite":
-        db = folder / "dunning.db"
-        for suffix in ("", "-wal", "-shm"):
-            Path(f"{db}{suffix}").unlink(missing_ok=True)
-        return f"sqlite:///{db}"
-    from sqlalchemy import create_engine, text
-
-    engine = create_engine(PG_URL)
-    with engine.begin() as connection:
-        connection.execute(text("DROP SCHEMA IF EXISTS bench CASCADE"))
-        connection.execute(text("CREATE SCHEMA bench"))
-    engine.dispose()
-    return f"{PG_URL}?options=-csearch_path%3Dbench"
+def _floor(url: str, policy: Path, day: Path) -> dict[str, Any]:
+    """The floor on the clone of the state before the run (bench/floor.py, its own process)."""
+    done = subprocess.run([sys.executable, str(HERE / "floor.py"), "--url", url, "--snapshot",
+                           str(day), "--policy", str(policy), "--as-of", day.name, "--json"],
+                          capture_output=True, text=True, cwd=REPO)
+    if done.returncode != 0:
+        raise RuntimeError(f"floor.py failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--invoices", default="10000,100000")
     parser.add_argument("--db", choices=("sqlite", "postgresql"), default="sqlite")
+    parser.add_argument("--no-floor", action="store_true",
+                        help="do not measure the plain-SQL floor of the evaluate phase")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         child(args.child)
         return 0
-    from dunning.db import upgrade
+    from dunning.db import dispose_engines, upgrade
 
+    floors = not args.no_floor
     print(f"{'invoices':>9} {'run':<9} {'pull':>6} {'recon':>6} {'eval':>6} {'disp':>6} "
-          f"{'report':>6} {'flow s':>7} {'inv/s':>8} {'sent':>7} {'RSS MB':>7}")
+          f"{'report':>6} {'flow s':>7} {'inv/s':>8} {'sent':>7} {'RSS MB':>7}"
+          + (f" {'floor s':>7} {'x floor':>7}" if floors else "") + f" {'load':>5}")
+    differences = []
     for size in (int(s) for s in args.invoices.split(",")):
         folder = HERE / "out" / f"{size}"
-        days = sorted(p for p in folder.glob("2026-*") if p.is_dir()) if folder.exists() else []
-        if len(days) < 2:
-            subprocess.run([sys.executable, str(HERE / "portfolio.py"), "--customers",
-                            str(max(size // 10, 1)), "--invoices", str(size), "--days", "1",
-                            "--out", str(folder)], check=True)
-            days = sorted(p for p in folder.glob("2026-*") if p.is_dir())
-        url = _fresh_database(args.db, folder)
+        days = portfolio_days(size)
+        url = fresh_database(args.db, folder)
         upgrade(url)
+        dispose_engines()  # CREATE DATABASE ... TEMPLATE wants no one connected to it
+        shutil.rmtree(folder / "outbox", ignore_errors=True)
         for label, day in (("first", days[0]), ("next day", days[1]), ("rerun", days[1])):
+            policy = write_policy(folder, day)
             env = os.environ | {
-                "DUNNING_DATABASE_URL": url, "DUNNING_CONFIG": str(_policy(folder, day)),
+                "DUNNING_DATABASE_URL": url, "DUNNING_CONFIG": str(policy),
                 "DUNNING_OUTBOX_DIR": str(folder / "outbox"),
                 "PREFECT_LOGGING_LEVEL": "WARNING", "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
             }
             env.pop("SENDGRID_API_KEY", None)
+            load = os.getloadavg()[0]
+            before = clone_database(url, "floor") if floors else None
             done = subprocess.run([sys.executable, __file__, "--child", day.name], env=env,
                                   capture_output=True, text=True, cwd=REPO)
             if done.returncode != 0:
@@ -105,11 +113,25 @@ def main() -> int:
             r = json.loads(done.stdout.strip().splitlines()[-1])
             t = r["timings"]
             busy = sum(t.values())
-            print(f"{size:>9} {label:<9} {t['pull']:>6.1f} {t['reconcile']:>6.1f} "
-                  f"{t['evaluate']:>6.1f} {t['dispatch']:>6.1f} {t['report']:>6.1f} "
-                  f"{r['flow_seconds']:>7.1f} {r['invoices'] / busy:>8.0f} {r['sent']:>7} "
-                  f"{r['peak_rss_mb']:>7}", flush=True)
-    return 0
+            line = (f"{size:>9} {label:<9} {t['pull']:>6.1f} {t['reconcile']:>6.1f} "
+                    f"{t['evaluate']:>6.1f} {t['dispatch']:>6.1f} {t['report']:>6.1f} "
+                    f"{r['flow_seconds']:>7.1f} {r['invoices'] / busy:>8.0f} {r['sent']:>7} "
+                    f"{r['peak_rss_mb']:>7}")
+            if before is not None:
+                f = _floor(before, policy, day)
+                drop_database(before)
+                line += f" {f['seconds']:>7.2f} {t['evaluate'] / f['seconds']:>7.1f}"
+                if not same_counts(r["evaluation"], f["evaluation"]):
+                    differences.append(f"{size} {label}: pipeline "
+                                       f"{counts_line(r['evaluation'])}; floor "
+                                       f"{counts_line(f['evaluation'])}")
+            print(f"{line} {load:>5.2f}", flush=True)
+    for difference in differences:
+        print(f"COUNTS DIFFER: {difference}", file=sys.stderr)
+    if floors and not differences:
+        print("floor: same counts as the pipeline for every run (invoices evaluated, entered "
+              "per stage, proposed, actions per channel, transitions)")
+    return 1 if differences else 0
 
 
 if __name__ == "__main__":
