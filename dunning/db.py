@@ -27,6 +27,10 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA busy_timeout=30000")
+    # 64 MB of page cache (the default is 2 MB): at a million invoices, index inserts into the
+    # transition and action_invoice trees otherwise re-read their pages at every row.
+    cursor.execute("PRAGMA cache_size=-65536")
+    cursor.execute("PRAGMA temp_store=MEMORY")
     cursor.close()
 
 
