@@ -1,5 +1,5 @@
 # make demo: set up and run the sample portfolio over simulated business days (SQLite, ./outbox)
-# make test: the whole suite, on two workers (SQLite, and PostgreSQL at DUNNING_TEST_PG_URL or 127.0.0.1:5432/test)
+# make test: the whole suite, on three workers (they wait on Prefect and subprocesses) (SQLite, and PostgreSQL at DUNNING_TEST_PG_URL or 127.0.0.1:5432/test)
 
 PYTHON ?= python3
 VENV   ?= .venv
@@ -20,7 +20,7 @@ demo: $(BIN)/dunning
 	$(BIN)/dunning demo
 
 test: $(BIN)/dunning
-	$(BIN)/pytest -q -n 2
+	$(BIN)/pytest -q -n 3
 
 lint: $(BIN)/dunning
 	$(BIN)/ruff check dunning flows tasks tests bench

@@ -40,6 +40,16 @@ PG_AVAILABLE = _pg_available()
 REQUIRE_PG = os.environ.get("CI") == "true"
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked sqlite_only run once, on SQLite: what they check does not depend on the
+    database, and each costs several flow runs."""
+    dropped = [item for item in items
+               if item.get_closest_marker("sqlite_only") and "[postgresql]" in item.nodeid]
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = [item for item in items if item not in dropped]
+
+
 @pytest.fixture(scope="session")
 def prefect_server() -> Iterator[None]:
     """One Prefect server for the suite (it takes 5-18 s to start)."""

@@ -166,6 +166,7 @@ def test_collections_reduce_then_close_the_invoices(portfolio: Portfolio, policy
     assert run(day(9))["reconcile"]["settled"] == 0
 
 
+@pytest.mark.sqlite_only
 def test_a_case_given_up_goes_to_write_off_review(portfolio: Portfolio, policy_file: Path,
                                                   agency: AgencyDouble) -> None:
     configure(policy_file, agency.url)
@@ -187,6 +188,7 @@ def test_a_case_given_up_goes_to_write_off_review(portfolio: Portfolio, policy_f
     assert {r["invoice_id"]: r["state"] for r in as_json("status")}["C9-I1"] == "active"
 
 
+@pytest.mark.sqlite_only
 def test_a_refused_case_fails_with_the_agencys_words(portfolio: Portfolio, policy_file: Path,
                                                      agency: AgencyDouble) -> None:
     configure(policy_file, agency.url)
@@ -202,6 +204,7 @@ def test_a_refused_case_fails_with_the_agencys_words(portfolio: Portfolio, polic
     assert run(day(7))["agency"]["sent"] == 0, "a 4xx is not retried"
 
 
+@pytest.mark.sqlite_only
 def test_without_the_token_the_run_goes_on_and_the_case_waits(
         portfolio: Portfolio, policy_file: Path, agency: AgencyDouble,
         monkeypatch: pytest.MonkeyPatch) -> None:
@@ -218,6 +221,7 @@ def test_without_the_token_the_run_goes_on_and_the_case_waits(
     assert run(day(7))["agency"]["sent"] == 1
 
 
+@pytest.mark.sqlite_only
 def test_export_writes_the_cases_as_json_and_csv(portfolio: Portfolio, policy_file: Path,
                                                  workdir: Path, db_url: str) -> None:
     configure(policy_file, None)

@@ -114,6 +114,7 @@ def test_an_approved_injunction_becomes_a_court_file(portfolio: Portfolio, court
     assert run(day(6))["injunctions"]["sent"] == 0, "one court file per approval"
 
 
+@pytest.mark.sqlite_only
 def test_an_invalid_siren_stops_the_file_until_it_is_fixed(portfolio: Portfolio,
                                                            court_dir: Path) -> None:
     seed(portfolio, legal_id="SIREN 404 833 049")  # wrong check digit
@@ -129,6 +130,7 @@ def test_an_invalid_siren_stops_the_file_until_it_is_fixed(portfolio: Portfolio,
     assert run(day(7))["injunctions"]["sent"] == 1
 
 
+@pytest.mark.sqlite_only
 def test_a_foreign_debtor_is_flagged_for_the_lawyer(portfolio: Portfolio,
                                                     court_dir: Path) -> None:
     seed(portfolio, legal_id="BE0403170701", country="BE")
