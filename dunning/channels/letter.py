@@ -4,6 +4,7 @@ attachment and to be posted by registered mail."""
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 from collections import defaultdict
@@ -35,6 +36,10 @@ STAGE_LABELS = {
            "friendly_reminder": "erste Zahlungserinnerung",
            "second_reminder": "zweite Zahlungserinnerung", "phone_call": "Telefonat"},
 }
+# WeasyPrint warns, once per PDF, that the system's HarfBuzz lacks its subsetting library (it
+# falls back to fontTools, with the same output): noise in every run's log.
+logging.getLogger("weasyprint").setLevel(logging.ERROR)
+
 _PLACE_DATE = {"fr": "{place}, le {date}", "en": "{place}, {date}", "nl": "{place}, {date}",
                "de": "{place}, den {date}"}
 
