@@ -102,15 +102,14 @@ def history(session: Session, customer_id: int, invoice_refs: Sequence[str]) -> 
     return entries
 
 
-def latest_notice(session: Session, customer_id: int) -> tuple[Path, Any] | None:
-    """The last formal notice delivered to this customer: its PDF and when it was sent."""
-    row = session.execute(
-        select(Action.document, Action.sent_at)
+def latest_notice(session: Session, customer_id: int) -> Action | None:
+    """The last formal notice delivered to this customer (its `document` is the PDF)."""
+    return session.execute(
+        select(Action)
         .where(Action.customer_id == customer_id, Action.kind == "letter",
                Action.status == "sent", Action.document.is_not(None))
         .order_by(Action.sent_at.desc(), Action.id.desc()).limit(1)
-    ).first()
-    return (Path(row.document), row.sent_at) if row else None
+    ).scalars().first()
 
 
 class CaseBuilder:
@@ -125,7 +124,8 @@ class CaseBuilder:
             entries = history(session, action.customer_id, [line.invoice_ref
                                                              for line in letter.lines])
             notice = latest_notice(session, action.customer_id)
-        document = notice_document(*notice) if notice else None
+            found = (Path(notice.document or ""), notice.sent_at) if notice else None
+        document = notice_document(*found) if found else None
         return build_case(letter, case_reference(letter, action_id), self.policy,
                           phone=letter.customer_phone, history=entries, notice=document)
 

@@ -27,14 +27,14 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine
 from stdnum.exceptions import ValidationError as StdnumError
 from stdnum.fr import siren as siren_number
 from stdnum.fr import siret as siret_number
 from stdnum.fr import tva as tva_number
 
 from dunning import law
-from dunning.agency import history
+from dunning.agency import history, latest_notice
 from dunning.channels.email import Letter, _environment
 from dunning.channels.formatting import day, locale_for
 from dunning.channels.letter import STAGE_LABELS, letter_context
@@ -115,12 +115,7 @@ class CourtFileChannel:
                                 "identified by its SIREN in the application: fix legal_id in "
                                 "the accounting system") from None
         with transaction(self.engine) as session:
-            notice = session.execute(
-                select(Action).where(Action.customer_id == action.customer_id,
-                                     Action.kind == "letter", Action.status == "sent",
-                                     Action.document.is_not(None))
-                .order_by(Action.sent_at.desc(), Action.id.desc()).limit(1)
-            ).scalars().first()
+            notice = latest_notice(session, action.customer_id)
             events = history(session, action.customer_id,
                              [line.invoice_ref for line in letter.lines])
         if notice is None:
