@@ -6,10 +6,8 @@ unrecoverable puts its invoices up for write-off review."""
 from __future__ import annotations
 
 import csv
-import json
 import logging
 import os
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date
@@ -32,6 +30,7 @@ from dunning.channels.email import Letter
 from dunning.db import transaction
 from dunning.dispatch import Delivered, DispatchResult, dispatch
 from dunning.errors import DeliveryError
+from dunning.files import safe_name, write_atomically
 from dunning.ledger import drop_from_undelivered
 from dunning.models import (
     Action,
@@ -174,19 +173,12 @@ class ExportChannel(CaseBuilder):
     def deliver(self, action_id: int, action: Action, letter: Letter) -> Delivered:
         case = self.case(action_id, action, letter)
         self.folder.mkdir(parents=True, exist_ok=True)
-        safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", case.reference)
-        path = self.folder / f"{safe}.json"
-        _atomic_write(path, case.model_dump_json(indent=2).encode("utf-8"))
+        path = self.folder / f"{safe_name(case.reference)}.json"
+        write_atomically(path, case.model_dump_json(indent=2).encode("utf-8"))
         self.written.append(path)
         return Delivered(provider_id=f"export:{path.name}", document=str(path),
                          after=self.record(action, action_id, case.reference, "export",
                                            self.as_of, None))
-
-
-def _atomic_write(path: Path, content: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(content)
-    os.replace(tmp, path)
 
 
 CSV_COLUMNS = ("reference", "created_on", "customer_id", "debtor", "legal_id", "country",
@@ -396,7 +388,3 @@ def open_cases(session: Session) -> list[dict[str, Any]]:
             .join(Customer, Customer.id == CaseRow.customer_id)
             .order_by(CaseRow.id.desc()))
     ]
-
-
-def dumps(data: Any) -> str:
-    return json.dumps(data, indent=2, default=str)

@@ -177,12 +177,11 @@ class MessageChannel:
     of a cover email."""
 
     def __init__(self, kind: str, transport: Outbox | SendGrid, policy: Policy,
-                 letters_dir: Path | None, result: DispatchResult) -> None:
+                 letters_dir: Path | None) -> None:
         self.kind = kind
         self.transport = transport
         self.policy = policy
         self.letters_dir = letters_dir
-        self.result = result
 
     def deliver(self, action_id: int, action: Action, letter: Letter) -> Delivered:
         if not letter.recipients:
@@ -195,7 +194,6 @@ class MessageChannel:
         assert self.letters_dir is not None
         pdf, context = render_pdf(letter, self.policy)
         path = keep(pdf, self.letters_dir, action_id, letter)
-        self.result.files.append(str(path))
         message = render(letter, self.policy, extra={"deadline": context["deadline"]},
                          attachments=(Attachment(path.name, pdf, "application/pdf"),))
         return Delivered(self.transport.send(message, action_id, action.dedupe_key),
@@ -223,7 +221,7 @@ def dispatch(
         result.would_send = len(ids)
         return result
     channel: Channel = transport if hasattr(transport, "deliver") else MessageChannel(
-        kind, transport, policy, letters_dir, result)  # type: ignore[arg-type]
+        kind, transport, policy, letters_dir)  # type: ignore[arg-type]
 
     # Emails and letters record their outcomes a claimed chunk at a time (one transaction per
     # hundred messages rather than per message). A crash in between leaves that chunk `sending`:
@@ -259,6 +257,8 @@ def dispatch(
                          provider_id=delivered.provider_id, document=delivered.document,
                          sent_at=utcnow(), last_error=None, retryable=True)
             result.sent += 1
+            if delivered.document and kind in ("letter", "injunction"):
+                result.files.append(delivered.document)
         outcomes.flush()
     return result
 

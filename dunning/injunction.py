@@ -41,6 +41,7 @@ from dunning.channels.letter import STAGE_LABELS, letter_context
 from dunning.db import transaction
 from dunning.dispatch import Delivered, DispatchResult, dispatch
 from dunning.errors import DeliveryError, DunningError
+from dunning.files import safe_name
 from dunning.models import Action
 from dunning.policy import Policy
 from dunning.resources import templates_dir
@@ -90,13 +91,11 @@ class CourtFileChannel:
 
     kind = "injunction"
 
-    def __init__(self, engine: Engine, policy: Policy, folder: Path, outbox_dir: Path,
-                 result: DispatchResult) -> None:
+    def __init__(self, engine: Engine, policy: Policy, folder: Path, outbox_dir: Path) -> None:
         self.engine = engine
         self.policy = policy
         self.folder = folder
         self.outbox_dir = outbox_dir
-        self.result = result
 
     def deliver(self, action_id: int, action: Action, letter: Letter) -> Delivered:
         creditor_country = (self.policy.law.country or self.policy.creditor.country).upper()
@@ -160,7 +159,7 @@ class CourtFileChannel:
             ],
             "drafted_on": day(letter.as_of, locale, "long"),
         }
-        name = f"{letter.as_of.isoformat()}_{_safe(letter.customer_ref)}_{action_id:06d}"
+        name = f"{letter.as_of.isoformat()}_{safe_name(letter.customer_ref)}_{action_id:06d}"
         final = self.folder / name
         staging = self.folder / f".{name}.tmp"
         shutil.rmtree(staging, ignore_errors=True)
@@ -187,12 +186,7 @@ class CourtFileChannel:
             for path in sorted(final.iterdir()):
                 bundle.write(path, f"{name}/{path.name}")
         os.replace(tmp, archive)
-        self.result.files.append(str(archive))
         return Delivered(provider_id=f"court-file:{name}", document=str(archive))
-
-
-def _safe(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text)
 
 
 _OUTCOMES = {"promise": "promesse de paiement", "dispute": "contestation",
@@ -250,11 +244,6 @@ def _invoices_csv(context: dict[str, Any]) -> str:
 def build(engine: Engine, policy: Policy, as_of: date, folder: Path, outbox_dir: Path, *,
           dry_run: bool = False, shard: Shard | None = None) -> DispatchResult:
     """Write the court file of every approved injunction action."""
-    result = DispatchResult(channel="injunction")
-    if dry_run:
-        return dispatch(engine, policy, None, as_of, kind="injunction", dry_run=True,
-                        shard=shard)
-    channel = CourtFileChannel(engine, policy, folder, outbox_dir, result)
-    done = dispatch(engine, policy, channel, as_of, kind="injunction", shard=shard)
-    done.files = result.files
-    return done
+    channel = None if dry_run else CourtFileChannel(engine, policy, folder, outbox_dir)
+    return dispatch(engine, policy, channel, as_of, kind="injunction", dry_run=dry_run,
+                    shard=shard)

@@ -4,8 +4,6 @@ as an .eml file in the outbox folder when no SendGrid key is set."""
 from __future__ import annotations
 
 import base64
-import os
-import re
 import uuid
 from dataclasses import dataclass, field
 from datetime import date, timedelta
@@ -21,6 +19,7 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined, TemplateNotFo
 
 from dunning.channels.formatting import day, locale_for, money, totals
 from dunning.errors import DeliveryError
+from dunning.files import safe_name, write_atomically
 from dunning.policy import Policy
 from dunning.resources import templates_dir
 
@@ -150,11 +149,8 @@ class Outbox:
 
     def send(self, message: Rendered, action_id: int, key: str) -> str:
         self.folder.mkdir(parents=True, exist_ok=True)
-        safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", key)
-        path = self.folder / f"{action_id:08d}_{safe}.eml"
-        tmp = path.with_suffix(".eml.tmp")
-        tmp.write_bytes(self.serialise(message, key))
-        os.replace(tmp, path)  # atomic: a reader never sees half a message
+        path = self.folder / f"{action_id:08d}_{safe_name(key)}.eml"
+        write_atomically(path, self.serialise(message, key))
         return f"outbox:{path.name}"
 
     @cached_property

@@ -5,7 +5,6 @@ attachment and to be posted by registered mail."""
 from __future__ import annotations
 
 import logging
-import os
 import re
 from collections import defaultdict
 from datetime import timedelta
@@ -20,6 +19,7 @@ from dunning import law
 from dunning.channels.email import Letter, _environment
 from dunning.channels.formatting import day, locale_for, money, totals
 from dunning.errors import DeliveryError, DunningError
+from dunning.files import safe_name, write_atomically
 from dunning.policy import Policy
 from dunning.resources import templates_dir
 
@@ -132,9 +132,7 @@ def render_pdf(letter: Letter, policy: Policy) -> tuple[bytes, dict[str, Any]]:
 def keep(pdf: bytes, folder: Path, action_id: int, letter: Letter) -> Path:
     """Write the PDF atomically in the letters folder; the file is the proof of what was sent."""
     folder.mkdir(parents=True, exist_ok=True)
-    safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", letter.customer_ref)
-    path = folder / f"{letter.as_of.isoformat()}_{action_id:08d}_{safe}_{letter.stage}.pdf"
-    tmp = path.with_suffix(".pdf.tmp")
-    tmp.write_bytes(pdf)
-    os.replace(tmp, path)
+    path = folder / (f"{letter.as_of.isoformat()}_{action_id:08d}_"
+                     f"{safe_name(letter.customer_ref)}_{letter.stage}.pdf")
+    write_atomically(path, pdf)
     return path
