@@ -21,15 +21,17 @@ from dunning.errors import DunningError
 from dunning.ledger import BatchResult, ReconcileResult
 from dunning.models import Action
 from dunning.shards import Shard, in_shard
-from dunning.sources import Snapshot, pull
+from dunning.sources import Snapshot, stage
+from dunning.staging import Staged
+from dunning.staging import drop as drop_staged
 
 __all__ = ["Context", "load_context"]
 
 
-def pull_snapshot(ctx: Context, shard: Shard | None = None) -> Snapshot:
-    """The snapshot; for a shard, only its customers and their invoices."""
-    snapshot = pull(ctx.policy, ctx.policy_path)
-    return snapshot if shard is None else shard.split(snapshot)
+def pull_snapshot(ctx: Context, shard: Shard | None = None) -> Staged:
+    """The snapshot, staged in the database (for a shard: only its customers and their
+    invoices are valid rows). `reconcile` or `simulate` drops the staging table."""
+    return stage(ctx.policy, ctx.policy_path, ctx.engine, shard)
 
 
 def check_date(ctx: Context, as_of: date, shard: Shard | None = None) -> None:
@@ -43,14 +45,19 @@ def settlement_cap(ctx: Context, accept_mass_settlement: bool) -> float:
     return 1.0 if accept_mass_settlement else ctx.policy.max_settled_share
 
 
-def reconcile(ctx: Context, snapshot: Snapshot, as_of: date, run_id: str,
+def reconcile(ctx: Context, snapshot: Snapshot | Staged, as_of: date, run_id: str,
               accept_mass_settlement: bool = False,
               shard: Shard | None = None) -> ReconcileResult:
-    """Record the run and bring the ledger in line with the snapshot, in one transaction."""
-    with transaction(ctx.engine) as session:
-        ledger.start_run(session, run_id, as_of, shard)
-        return ledger.reconcile(session, snapshot, as_of, run_id,
-                                settlement_cap(ctx, accept_mass_settlement), shard)
+    """Record the run and bring the ledger in line with the snapshot, in one transaction; a
+    staged snapshot's table is dropped afterwards, whatever happened."""
+    try:
+        with transaction(ctx.engine) as session:
+            ledger.start_run(session, run_id, as_of, shard)
+            return ledger.reconcile(session, snapshot, as_of, run_id,
+                                    settlement_cap(ctx, accept_mass_settlement), shard)
+    finally:
+        if isinstance(snapshot, Staged):
+            drop_staged(ctx.engine, snapshot.table)
 
 
 def plan(ctx: Context, shard: Shard | None = None) -> list[tuple[int, int]]:
@@ -108,7 +115,7 @@ def court_files(ctx: Context, as_of: date, shard: Shard | None = None) -> Dispat
                             ctx.settings.outbox_dir, shard=shard)
 
 
-def simulate(ctx: Context, snapshot: Snapshot, as_of: date, run_id: str,
+def simulate(ctx: Context, snapshot: Snapshot | Staged, as_of: date, run_id: str,
              accept_mass_settlement: bool = False, shard: Shard | None = None) -> \
         tuple[ReconcileResult, BatchResult, DispatchResult]:
     """A dry run: every step in one transaction that is rolled back, so nothing is written."""
@@ -132,7 +139,15 @@ def simulate(ctx: Context, snapshot: Snapshot, as_of: date, run_id: str,
             ).scalar_one()
         finally:
             session.rollback()
+            if isinstance(snapshot, Staged):
+                drop_staged(engine, snapshot.table)
     return reconciled, evaluated, dispatched
+
+
+def snapshot_counts(snapshot: Snapshot | Staged) -> dict[str, int]:
+    invoices = snapshot.invoices if isinstance(snapshot, Staged) else len(snapshot.invoices)
+    return {"customers": len(snapshot.customers), "invoices": invoices,
+            "rejected": len(snapshot.rejects)}
 
 
 DELIVERIES = ("dispatch", "letters", "agency", "injunctions")
@@ -156,7 +171,7 @@ def fail(ctx: Context, run_id: str) -> None:
 
 
 def build_report(
-    ctx: Context, run_id: str, as_of: date, dry_run: bool, snapshot: Snapshot,
+    ctx: Context, run_id: str, as_of: date, dry_run: bool, snapshot: Snapshot | Staged,
     reconciled: ReconcileResult, evaluated: BatchResult, dispatched: DispatchResult,
     letters: DispatchResult | None = None, agency: DispatchResult | None = None,
     injunctions: DispatchResult | None = None, agency_sync: dict[str, Any] | None = None,
@@ -168,8 +183,7 @@ def build_report(
         "as_of": as_of.isoformat(),
         "dry_run": dry_run,
         "shard": None if shard is None else str(shard),
-        "snapshot": {"customers": len(snapshot.customers), "invoices": len(snapshot.invoices),
-                     "rejected": len(snapshot.rejects)},
+        "snapshot": snapshot_counts(snapshot),
         "reconcile": reconciled.as_dict(),
         "evaluation": {
             "invoices": evaluated.invoices,

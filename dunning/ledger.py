@@ -12,7 +12,19 @@ from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any, TypeVar
 
-from sqlalchemy import case, func, insert, select, update
+from sqlalchemy import (
+    Date,
+    and_,
+    bindparam,
+    case,
+    func,
+    insert,
+    literal,
+    or_,
+    select,
+    type_coerce,
+    update,
+)
 from sqlalchemy.orm import Session
 
 from dunning.errors import (
@@ -29,13 +41,17 @@ from dunning.models import (
     Approval,
     Customer,
     Invoice,
+    Money,
     Run,
     Transition,
+    UTCDateTime,
     utcnow,
 )
 from dunning.policy import Policy
 from dunning.shards import Shard, in_shard
 from dunning.sources.snapshot import CustomerRow, Snapshot
+from dunning.staging import Staged, stage_snapshot, staged_table
+from dunning.staging import drop as drop_staged
 
 UNDELIVERED = ("pending_approval", "approved", "queued", "failed")
 SYSTEM = "dunning"
@@ -130,7 +146,6 @@ class ReconcileResult:
 
 _CUSTOMER_FIELDS = ("name", "email", "phone", "language", "country", "credit_limit", "segment",
                     "collector", "address", "legal_id")
-_INVOICE_FIELDS = ("number", "issue_date", "due_date", "currency", "amount", "amount_open")
 
 
 def _customer_values(row: CustomerRow) -> dict[str, Any]:
@@ -140,79 +155,116 @@ def _customer_values(row: CustomerRow) -> dict[str, Any]:
 MASS_SETTLEMENT_FLOOR = 20
 
 
-def reconcile(session: Session, snapshot: Snapshot, as_of: date, run_id: str | None,
+def reconcile(session: Session, snapshot: Snapshot | Staged, as_of: date, run_id: str | None,
               max_settled_share: float = 1.0, shard: Shard | None = None) -> ReconcileResult:
     """Insert new customers and invoices, update changed ones, settle what is gone or paid.
     Refuses (and so changes nothing) a snapshot that would settle more than
     `max_settled_share` of the open invoices.
 
-    With a shard, `snapshot` holds only the shard's customers and invoices (`Shard.split`),
-    and only the shard's customers' invoices are settled, counted and resumed."""
+    The invoices are compared in SQL against a staging table (`dunning.staging`): a `Staged`
+    snapshot's own, or a scratch one made here for an in-memory `Snapshot` and dropped with
+    the transaction's work.
+
+    With a shard, the snapshot holds only the shard's customers and invoices (`Shard.split`,
+    or staged for the shard), and only the shard's customers' invoices are settled, counted and
+    resumed."""
+    if isinstance(snapshot, Snapshot):
+        staged = stage_snapshot(session.connection(), snapshot, shard)
+        try:
+            return reconcile(session, staged, as_of, run_id, max_settled_share, shard)
+        finally:
+            drop_staged(session.connection(), staged.table)
     result = ReconcileResult()
     now = utcnow()
-    customer_ids = _reconcile_customers(session, snapshot.customers, result, now)
+    _reconcile_customers(session, snapshot.customers, result, now)
+    s = staged_table(snapshot.table)
+    i = Invoice.__table__  # type: ignore[attr-defined]
+    c = Customer.__table__  # type: ignore[attr-defined]
 
+    # New invoices, in the export's order, straight from the staging table.
+    nothing_open = s.c.amount_open == 0
+    new = (
+        select(s.c.external_id, c.c.id, s.c.number, s.c.issue_date, s.c.due_date, s.c.currency,
+               s.c.amount, s.c.amount_open,
+               case((nothing_open, "closed"), else_="active"),
+               case((nothing_open, "settled"), else_=None),
+               case((nothing_open, literal(as_of, Date())), else_=None),
+               literal(now, UTCDateTime()))
+        .select_from(s.join(c, c.c.external_id == s.c.customer_external_id))
+        .where(s.c.valid, ~select(i.c.id).where(i.c.external_id == s.c.external_id).exists())
+        .order_by(s.c.line)
+    )
+    adding = insert(i).from_select(
+        ["external_id", "customer_id", "number", "issue_date", "due_date", "currency", "amount",
+         "amount_open", "state", "state_reason", "closed_on", "updated_at"], new)
+    connection = session.connection()
+    if connection.dialect.name == "postgresql":
+        # psycopg reports no row count for this statement built by SQLAlchemy: count what
+        # RETURNING gives, inside the server.
+        added = adding.returning(i.c.id).cte("added")
+        result.invoices_new = connection.execute(
+            select(func.count()).select_from(added)).scalar_one()
+    else:
+        result.invoices_new = connection.execute(adding).rowcount
+
+    # Known invoices: what the agency collected may not be booked yet, so it still counts as
+    # paid: the ledger's open amount is at most amount - collected.
+    left = type_coerce(s.c.amount - i.c.agency_collected, Money())
+    capped = case((s.c.amount_open < left, s.c.amount_open), else_=left)
+    open_now = type_coerce(case(
+        (i.c.agency_collected > 0, case((capped > 0, capped), else_=literal(0, Money()))),
+        else_=s.c.amount_open), Money())
+    changed = or_(
+        i.c.customer_id != c.c.id, i.c.number.is_distinct_from(s.c.number),
+        i.c.issue_date.is_distinct_from(s.c.issue_date), i.c.due_date != s.c.due_date,
+        i.c.currency != s.c.currency, i.c.amount != s.c.amount, i.c.amount_open != open_now)
+    known = s.join(i, i.c.external_id == s.c.external_id) \
+        .join(c, c.c.external_id == s.c.customer_external_id)
     settle: list[tuple[int, str | None, str]] = []
     reopen: list[tuple[int, str | None, str]] = []
     moved: list[int] = []
-    for rows in chunks(snapshot.invoices):
-        known = {
-            row.external_id: row
-            for row in session.execute(
-                select(Invoice.id, Invoice.external_id, Invoice.customer_id, Invoice.state,
-                       Invoice.stage, Invoice.agency_collected,
-                       *[getattr(Invoice, f) for f in _INVOICE_FIELDS])
-                .where(Invoice.external_id.in_([r.external_id for r in rows]))
-            )
-        }
-        inserts: list[dict[str, Any]] = []
-        updates: list[dict[str, Any]] = []
-        for row in rows:
-            values = {name: getattr(row, name) for name in _INVOICE_FIELDS}
-            values["customer_id"] = customer_ids[row.customer_external_id]
-            existing = known.get(row.external_id)
-            if existing is None:
-                settled_already = row.amount_open == 0
-                inserts.append(values | {
-                    "external_id": row.external_id,
-                    "state": "closed" if settled_already else "active",
-                    "state_reason": "settled" if settled_already else None,
-                    "closed_on": as_of if settled_already else None,
-                    "updated_at": now,
-                })
-                continue
-            if existing.agency_collected:
-                # What the agency collected may not be booked yet: it still counts as paid.
-                values["amount_open"] = max(Decimal(0), min(
-                    row.amount_open, row.amount - existing.agency_collected))
-            changed = any(getattr(existing, k) != v for k, v in values.items())
-            if changed:
-                updates.append(values | {"id": existing.id, "updated_at": now})
-                if existing.customer_id != values["customer_id"]:
-                    moved.append(existing.id)
-            if existing.state != "closed" and values["amount_open"] == 0:
-                settle.append((existing.id, existing.stage, "nothing open in the snapshot"
-                               if row.amount_open == 0 else "collected by the agency"))
-            elif existing.state == "closed" and values["amount_open"] != 0:
-                reopen.append((existing.id, existing.stage,
-                               f"back in the snapshot with {row.amount_open} {row.currency} open"))
-        if inserts:
-            session.execute(insert(Invoice), inserts)
-            result.invoices_new += len(inserts)
-        if updates:
-            session.execute(update(Invoice), updates)
-            result.invoices_updated += len(updates)
+    updates: list[dict[str, Any]] = []
+    for row in session.execute(
+        select(i.c.id, i.c.customer_id.label("old_customer"), i.c.state, i.c.stage,
+               c.c.id.label("customer_id"), s.c.number, s.c.issue_date, s.c.due_date,
+               s.c.currency, s.c.amount, s.c.amount_open.label("snapshot_open"),
+               open_now.label("amount_open"), changed.label("changed"))
+        .select_from(known)
+        .where(s.c.valid, or_(changed, and_(i.c.state != "closed", open_now == 0),
+                              and_(i.c.state == "closed", open_now != 0)))
+        .order_by(s.c.line)
+    ):
+        if row.changed:
+            updates.append({"b_id": row.id, "customer_id": row.customer_id,
+                            "number": row.number, "issue_date": row.issue_date,
+                            "due_date": row.due_date, "currency": row.currency,
+                            "amount": row.amount, "amount_open": row.amount_open,
+                            "updated_at": now})
+            if row.old_customer != row.customer_id:
+                moved.append(row.id)
+        if row.state != "closed" and row.amount_open == 0:
+            settle.append((row.id, row.stage, "nothing open in the snapshot"
+                           if row.snapshot_open == 0 else "collected by the agency"))
+        elif row.state == "closed" and row.amount_open != 0:
+            reopen.append((row.id, row.stage, f"back in the snapshot with {row.snapshot_open} "
+                                              f"{row.currency} open"))
+    if updates:
+        # Core executemany: the SET clause is the columns each parameter set names.
+        session.connection().execute(update(i).where(i.c.id == bindparam("b_id")), updates)
+        result.invoices_updated = len(updates)
 
     # An invoice booked to another customer leaves the old customer's messages and call tasks.
     result.actions_cancelled += drop_from_undelivered(session, moved,
                                                       f"moved to another customer on {as_of}", now)
-    seen = snapshot.seen_invoice_ids
-    for invoice_id, external_id, stage in session.execute(
-        select(Invoice.id, Invoice.external_id, Invoice.stage)
-        .where(Invoice.state != "closed", *in_shard(Invoice.customer_id, shard))
-    ).all():
-        if external_id not in seen:
-            settle.append((invoice_id, stage, "absent from the snapshot"))
+    # Absent: open in the ledger, and no line of the export has its id (rejected rows and
+    # other shards' invoices count as present: a bad row must never settle an invoice).
+    settle.extend(
+        (invoice_id, stage, "absent from the snapshot")
+        for invoice_id, stage in session.execute(
+            select(i.c.id, i.c.stage)
+            .where(i.c.state != "closed", *in_shard(i.c.customer_id, shard),
+                   ~select(s.c.line).where(s.c.external_id == i.c.external_id).exists())
+            .order_by(i.c.id)))
 
     if len(settle) > MASS_SETTLEMENT_FLOOR and max_settled_share < 1:
         open_count = session.execute(

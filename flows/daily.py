@@ -48,9 +48,10 @@ def daily_dunning(as_of: date | None = None, dry_run: bool = False,
 
     with clock("pull"):
         snapshot = pull_snapshot(ctx, part)
+    counts = daily.snapshot_counts(snapshot)
     logger.info("snapshot%s: %d customers, %d invoices, %d rejected rows",
                 "" if part is None else f" (shard {part})",
-                len(snapshot.customers), len(snapshot.invoices), len(snapshot.rejects))
+                counts["customers"], counts["invoices"], counts["rejected"])
     if dry_run:
         with clock("evaluate"):
             reconciled, evaluated, dispatched = simulate(ctx, quote(snapshot), as_of, run_id,

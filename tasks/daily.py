@@ -16,19 +16,19 @@ from dunning.daily import Context
 from dunning.dispatch import DispatchResult
 from dunning.ledger import BatchResult, ReconcileResult
 from dunning.shards import Shard
-from dunning.sources import Snapshot
+from dunning.staging import Staged
 
 
 @task(name="pull", cache_policy=NO_CACHE)
-def pull_snapshot(ctx: Context, shard: Shard | None = None) -> Snapshot:
-    """Read the receivables snapshot named by the policy (the shard's customers only, when
-    given). No task-level retries: the HTTP source retries each page itself
+def pull_snapshot(ctx: Context, shard: Shard | None = None) -> Staged:
+    """Read the receivables snapshot named by the policy into a staging table (the shard's
+    customers only, when given). No task-level retries: the HTTP source retries each page itself
     (`source.retries`), and a file does not heal by waiting."""
     return daily.pull_snapshot(ctx, shard)
 
 
 @task(name="reconcile", cache_policy=NO_CACHE)
-def reconcile(ctx: Context, snapshot: Snapshot, as_of: date, run_id: str,
+def reconcile(ctx: Context, snapshot: Staged, as_of: date, run_id: str,
               accept_mass_settlement: bool, shard: Shard | None = None) -> ReconcileResult:
     """Record the run and bring the ledger in line with the snapshot."""
     return daily.reconcile(ctx, snapshot, as_of, run_id, accept_mass_settlement, shard)
@@ -80,7 +80,7 @@ def court_files(ctx: Context, as_of: date, shard: Shard | None = None) -> Dispat
 
 
 @task(name="simulate", cache_policy=NO_CACHE)
-def simulate(ctx: Context, snapshot: Snapshot, as_of: date, run_id: str,
+def simulate(ctx: Context, snapshot: Staged, as_of: date, run_id: str,
              accept_mass_settlement: bool,
              shard: Shard | None = None) -> tuple[ReconcileResult, BatchResult, DispatchResult]:
     """A dry run of reconcile and evaluate in a transaction that is rolled back."""

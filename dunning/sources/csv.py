@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import csv
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from dunning.errors import SnapshotError
 from dunning.sources.rows import CUSTOMER_REQUIRED, INVOICE_REQUIRED, SnapshotBuilder
-from dunning.sources.snapshot import Snapshot
+from dunning.sources.snapshot import InvoiceRow, Snapshot
 
 
 def _records(path: Path, required: tuple[str, ...]) -> Iterator[tuple[int, dict[str, str]]]:
@@ -73,6 +73,32 @@ def read_csv_snapshot(
     for line, row in _chain(first_invoices, invoice_records):
         builder.add_invoice(line, row)
     return builder.snapshot
+
+
+def stream_csv_snapshot(
+    customers_path: Path,
+    invoices_path: Path,
+    sink: Callable[[int, str, InvoiceRow | None, bool], None],
+    *,
+    default_language: str = "fr",
+    default_currency: str = "EUR",
+    mine: Callable[[str], bool] | None = None,
+) -> SnapshotBuilder:
+    """Read both files, handing each invoice line with an id to `sink` as it is read (see
+    `SnapshotBuilder`); returns the builder, which holds the customers and the rejects."""
+    customer_records = _records(customers_path, CUSTOMER_REQUIRED)
+    invoice_records = _records(invoices_path, INVOICE_REQUIRED)
+    first_customers = next(customer_records, None)
+    first_invoices = next(invoice_records, None)
+    builder = SnapshotBuilder(customers_path.name, invoices_path.name,
+                              default_language=default_language,
+                              default_currency=default_currency, sink=sink, mine=mine)
+    for line, row in _chain(first_customers, customer_records):
+        builder.add_customer(line, row)
+    add = builder.add_invoice
+    for line, row in _chain(first_invoices, invoice_records):
+        add(line, row)
+    return builder
 
 
 def _chain(

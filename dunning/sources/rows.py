@@ -4,6 +4,7 @@ where it came from and which field is wrong. Shared by every source."""
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from datetime import date
 from decimal import Decimal
 
@@ -126,18 +127,29 @@ def _invoice(row: dict[str, str], default_currency: str) -> InvoiceRow:
 
 
 class SnapshotBuilder:
-    """Collects rows in order (all customers, then all invoices) into a Snapshot."""
+    """Collects rows in order (all customers, then all invoices) into a Snapshot.
+
+    With a `sink`, invoices are not kept: each line with an invoice id goes to
+    `sink(line, id, invoice or None when rejected, valid)` as it is read (`valid`: read without
+    fault and, with `mine`, of one of `mine`'s customers), and duplicated ids are left to the
+    sink's owner (the staging table finds them in SQL), so memory does not grow with the
+    number of invoices."""
 
     def __init__(self, customers_name: str, invoices_name: str, *, default_language: str,
-                 default_currency: str) -> None:
+                 default_currency: str,
+                 sink: Callable[[int, str, InvoiceRow | None, bool], None] | None = None,
+                 mine: Callable[[str], bool] | None = None) -> None:
         self.snapshot = Snapshot()
         self.customers_name = customers_name
         self.invoices_name = invoices_name
         self.default_language = default_language
         self.default_currency = default_currency
+        self.sink = sink
+        self.mine = mine
         self._customer_lines: dict[str, int] = {}
         self._rejected_customers: dict[str, int] = {}
         self._invoice_lines: dict[str, int] = {}
+        self._mine: dict[str, bool] = {}
 
     def _reject(self, file: str, line: int, field: str, message: str, key: str | None) -> None:
         self.snapshot.rejects.append(Reject(file, line, field, message, key))
@@ -160,7 +172,8 @@ class SnapshotBuilder:
 
     def add_invoice(self, line: int, row: dict[str, str]) -> None:
         key = row.get("invoice_id") or None
-        if key is not None:
+        sink = self.sink
+        if key is not None and sink is None:
             if key in self._invoice_lines:
                 self._reject(self.invoices_name, line, "invoice_id",
                              f"duplicate {key!r}, first on line {self._invoice_lines[key]}", key)
@@ -180,5 +193,21 @@ class SnapshotBuilder:
                                f"(not in {self.customers_name})")
         except RowError as exc:
             self._reject(self.invoices_name, line, exc.field, str(exc), key)
+            if sink is not None and key is not None:
+                sink(line, key, None, False)
             return
-        self.snapshot.invoices.append(invoice)
+        if sink is None:
+            self.snapshot.invoices.append(invoice)
+            return
+        mine = True
+        if self.mine is not None:
+            mine = self._mine.get(customer)
+            if mine is None:
+                mine = self._mine[customer] = self.mine(customer)
+        sink(line, invoice.external_id, invoice, mine)
+
+    def customers(self) -> list[CustomerRow]:
+        """The customers read (with `mine`, only those it keeps)."""
+        if self.mine is None:
+            return self.snapshot.customers
+        return [row for row in self.snapshot.customers if self.mine(row.external_id)]
