@@ -39,7 +39,6 @@ from dunning.shards import Shard
 from dunning.sources.snapshot import CustomerRow, InvoiceRow, Reject, Snapshot
 
 PREFIX = "staged_invoice_"
-_SCALE = 10_000
 _CHUNK = 20_000
 _STALE = timedelta(days=1)
 _COLUMNS = ("line", "external_id", "customer_external_id", "number", "issue_date", "due_date",
@@ -116,8 +115,9 @@ def drop(engine_or_connection: Engine | Connection, name: str) -> None:
         engine_or_connection.execute(text(f'DROP TABLE IF EXISTS "{name}"'))
 
 
-def _cents(value: Decimal | None) -> int | None:
-    return None if value is None else int((value * _SCALE).to_integral_value())
+def _cents(value: Decimal) -> int:
+    """As `Money` stores it on SQLite; snapshot amounts have at most 4 decimals (exact)."""
+    return int(value.scaleb(4))
 
 
 class Loader:

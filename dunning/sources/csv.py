@@ -35,14 +35,15 @@ def _records(path: Path, required: tuple[str, ...]) -> Iterator[tuple[int, dict[
                 "nothing was changed"
             )
         line = reader.line_num + 1
+        strip = str.strip
         try:
             for cells in reader:
                 start, line = line, reader.line_num + 1
-                if not any(cell.strip() for cell in cells):
+                values = list(map(strip, cells))
+                if not any(values):
                     continue
-                row = {name: (cells[i].strip() if i < len(cells) else "") for i, name in
-                       enumerate(names) if name}
-                yield start, row
+                # Missing trailing cells are absent keys (read as ""); extra cells are ignored.
+                yield start, dict(zip(names, values))
         except UnicodeDecodeError as exc:
             raise SnapshotError(
                 f"{path}: not valid UTF-8 near byte {exc.start}; nothing was changed"
