@@ -3,6 +3,11 @@ business day (few changes), and a rerun of that day (nothing to do). Each run is
 so its peak RSS is its own. Prints one line per run; figures go to bench/RESULTS.md by hand.
 
     python bench/daily_run.py --invoices 10000,100000 [--db sqlite|postgresql] [--no-floor]
+                              [--ephemeral]
+
+The runs report to one Prefect server started for the benchmark (as deployments report to the
+project's server); `--ephemeral` lets each run start Prefect's temporary server instead, which
+adds 5-18 s to every "flow s".
 
 Next to each run's evaluate+record phase it prints the plain-SQL floor (bench/floor.py) for the
 same work: before the run, the database is cloned (SQLite: backup API; PostgreSQL: CREATE
@@ -23,7 +28,10 @@ import resource
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -76,11 +84,51 @@ def main() -> int:
     parser.add_argument("--db", choices=("sqlite", "postgresql"), default="sqlite")
     parser.add_argument("--no-floor", action="store_true",
                         help="do not measure the plain-SQL floor of the evaluate phase")
+    parser.add_argument("--ephemeral", action="store_true",
+                        help="let each run start Prefect's temporary server (5-18 s a run) "
+                        "instead of using one Prefect server for the whole benchmark, as a "
+                        "deployment does")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         child(args.child)
         return 0
+    if args.ephemeral:
+        return measure(args, {})
+    with prefect_server() as api_url:
+        return measure(args, {"PREFECT_API_URL": api_url})
+
+
+@contextmanager
+def prefect_server(port: int = 4299) -> Iterator[str]:
+    """A Prefect server of its own (SQLite in a scratch PREFECT_HOME), as in production: flow
+    runs then report to it instead of each starting a temporary one."""
+    import urllib.request
+
+    home = Path(tempfile.mkdtemp(prefix="bench-prefect-"))
+    env = os.environ | {"PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+                        "PREFECT_LOGGING_LEVEL": "WARNING"}
+    server = subprocess.Popen([sys.executable, "-m", "prefect", "server", "start", "--host",
+                               "127.0.0.1", "--port", str(port)], env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}/api"
+    try:
+        for _ in range(120):
+            try:
+                with urllib.request.urlopen(f"{url}/health", timeout=1):
+                    break
+            except OSError:
+                time.sleep(0.5)
+        else:
+            raise RuntimeError("the Prefect server did not start within 60 s")
+        yield url
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+        shutil.rmtree(home, ignore_errors=True)
+
+
+def measure(args: argparse.Namespace, server_env: dict[str, str]) -> int:
     from dunning.db import dispose_engines, upgrade
 
     floors = not args.no_floor
@@ -97,7 +145,7 @@ def main() -> int:
         shutil.rmtree(folder / "outbox", ignore_errors=True)
         for label, day in (("first", days[0]), ("next day", days[1]), ("rerun", days[1])):
             policy = write_policy(folder, day)
-            env = os.environ | {
+            env = os.environ | server_env | {
                 "DUNNING_DATABASE_URL": url, "DUNNING_CONFIG": str(policy),
                 "DUNNING_OUTBOX_DIR": str(folder / "outbox"),
                 "PREFECT_LOGGING_LEVEL": "WARNING", "PREFECT_SERVER_ANALYTICS_ENABLED": "false",

@@ -160,6 +160,21 @@ class Loader:
         if len(self.rows) >= self.chunk:
             self.flush()
 
+    def add_text(self, line: int, key: str, customer: str, number: str | None,
+                 issued: str | None, due: str, currency: str, amount: str, amount_open: str,
+                 amount_cents: int, open_cents: int) -> None:
+        """A valid row as checked text (ISO dates, plain amounts), with the amounts in
+        ten-thousandths: what SQLite stores, while COPY takes the text itself."""
+        if self.sqlite:
+            self.rows.append((line, key, customer, number, issued, due, currency, amount_cents,
+                              open_cents, True))
+        else:
+            self.rows.append((line, key, customer, number, issued, due, currency, amount,
+                              amount_open, True))
+        self.valid += 1
+        if len(self.rows) >= self.chunk:
+            self.flush()
+
     def flush(self) -> None:
         """Write the buffered rows, each chunk in a transaction of its own (the write lock is
         not held while the source is read)."""

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from sqlalchemy import inspect, select
 
 from dunning import ledger, staging
@@ -172,3 +174,53 @@ def test_a_crashed_runs_table_is_dropped_by_the_next_pull(files: Path, db_url: s
         staging.create(connection, other_shard)
     staged = stage(load_policy(files), files, engine)
     assert sorted(_staged_tables(db_url)) == sorted([staged.table, other_shard])
+
+
+_CELLS = {
+    "invoice_id": st.sampled_from(["I1", "I2", "I3", "", "  I4 "]),
+    "customer_id": st.sampled_from(["C1", "C3", "C4", "C2", "C404", ""]),
+    "number": st.sampled_from(["", "F-1", "Fäcture 2"]),
+    "issue_date": st.sampled_from(["", "2026-09-01", "2026-10-31", "2026-02-30", "20260901"]),
+    "due_date": st.sampled_from(["2026-10-01", "2026-10-31", "", "2026-13-01", "1/10/2026"]),
+    "currency": st.sampled_from(["", "EUR", "chf", "EURO", "E1"]),
+    "amount": st.sampled_from(["100", "100.5", "-40", "0", "1e3", "12,5", "100.12345",
+                               "99999999999999.9999", ""]),
+    "amount_open": st.sampled_from(["100", "50.25", "0", "-40", "-50", "101", "", "0.0001"]),
+}
+
+
+@settings(max_examples=40, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(rows=st.lists(st.fixed_dictionaries(_CELLS), min_size=1, max_size=25),
+       short=st.booleans())
+def test_the_fast_path_accepts_and_rejects_exactly_what_the_full_check_does(
+        tmp_path_factory: pytest.TempPathFactory, rows: list[dict[str, str]],
+        short: bool) -> None:
+    """Good rows are checked without building a dict; any row the full check would reject must
+    still reach it, and a good row must be staged with the same values."""
+    folder = tmp_path_factory.mktemp("fast")
+    (folder / "customers.csv").write_text(CUSTOMERS, encoding="utf-8")
+    columns = list(_CELLS)
+    lines = [",".join(columns)]
+    for row in rows:
+        cells = [f'"{row[c]}"' if "," in row[c] else row[c] for c in columns]
+        lines.append(",".join(cells[:-1] if short and row["amount_open"] == "" else cells))
+    (folder / "invoices.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    (folder / "policy.yaml").write_text(yaml.safe_dump(base_policy(folder)), encoding="utf-8")
+    policy = load_policy(folder / "policy.yaml")
+    url = f"sqlite:///{folder / 'fast.db'}"
+    from dunning.db import upgrade
+
+    upgrade(url)
+    memory = pull(policy, folder / "policy.yaml")
+    staged = stage(policy, folder / "policy.yaml", get_engine(url))
+    assert [r.as_dict() for r in staged.rejects] == [r.as_dict() for r in memory.rejects]
+    t = staging.staged_table(staged.table)
+    with get_engine(url).connect() as connection:
+        got = sorted(tuple(r) for r in connection.execute(
+            select(t.c.external_id, t.c.customer_external_id, t.c.number, t.c.issue_date,
+                   t.c.due_date, t.c.currency, t.c.amount, t.c.amount_open)
+            .where(t.c.valid)))
+    want = sorted((i.external_id, i.customer_external_id, i.number, i.issue_date, i.due_date,
+                   i.currency, i.amount, i.amount_open) for i in memory.invoices)
+    assert got == want

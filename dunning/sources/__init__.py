@@ -49,7 +49,7 @@ def stage(policy: Policy, policy_path: Path, engine: Engine,
             builder = stream_csv_snapshot(
                 resolve_input(policy_path, source.customers),
                 resolve_input(policy_path, source.invoices),
-                loader.add, default_language=policy.language,
+                loader.add, text_sink=loader.add_text, default_language=policy.language,
                 default_currency=policy.currency,
                 mine=None if shard is None else shard.holds)
             return builder.customers(), builder.snapshot.rejects, builder.invoices_name

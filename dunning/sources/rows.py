@@ -138,6 +138,7 @@ class SnapshotBuilder:
     def __init__(self, customers_name: str, invoices_name: str, *, default_language: str,
                  default_currency: str,
                  sink: Callable[[int, str, InvoiceRow | None, bool], None] | None = None,
+                 text_sink: Callable[..., None] | None = None,
                  mine: Callable[[str], bool] | None = None) -> None:
         self.snapshot = Snapshot()
         self.customers_name = customers_name
@@ -145,6 +146,7 @@ class SnapshotBuilder:
         self.default_language = default_language
         self.default_currency = default_currency
         self.sink = sink
+        self.text_sink = text_sink  # see invoice_cells
         self.mine = mine
         self._customer_lines: dict[str, int] = {}
         self._rejected_customers: dict[str, int] = {}
@@ -205,6 +207,74 @@ class SnapshotBuilder:
             if mine is None:
                 mine = self._mine[customer] = self.mine(customer)
         sink(line, invoice.external_id, invoice, mine)
+
+    def invoice_cells(self, names: list[str]) -> Callable[[int, list[str]], None]:
+        """For a streamed file with columns `names`: a function taking one line's (stripped)
+        cells. The common case, a good row, is checked and handed to the sink's `add_text`
+        without building a dict or objects; anything unusual goes through `add_invoice`, which
+        names the fault exactly. Both accept and reject the same rows (tests/test_staging.py)."""
+        add_text = self.text_sink
+        width = len(names)
+
+        def slow(line: int, cells: list[str]) -> None:
+            self.add_invoice(line, dict(zip(names, cells, strict=False)))
+
+        where = {name: names.index(name) for name in set(names)}
+        wanted = ("invoice_id", "customer_id", "number", "issue_date", "due_date", "currency",
+                  "amount", "amount_open")
+        if add_text is None or any(name not in where for name in wanted) or \
+                len(where) != len(names):
+            return slow
+        i_id, i_customer, i_number, i_issued, i_due, i_currency, i_amount, i_open = (
+            where[name] for name in wanted)
+        known = self._customer_lines
+        mine_of = self._mine
+        mine = self.mine
+        default_currency = self.default_currency
+        iso = _ISO_DATE.match
+        plain = _AMOUNT.match
+        currency_ok = _CURRENCY.match
+        fromisoformat = date.fromisoformat
+
+        def cents(text: str) -> int:
+            whole, _, fraction = text.partition(".")
+            return int(whole + fraction.ljust(4, "0"))
+
+        def fast(line: int, cells: list[str]) -> None:
+            if len(cells) < width:
+                return slow(line, cells)
+            key = cells[i_id]
+            customer = cells[i_customer]
+            due = cells[i_due]
+            issued = cells[i_issued] or None
+            amount = cells[i_amount]
+            amount_open = cells[i_open]
+            currency = cells[i_currency].upper() or default_currency
+            if not (key and customer in known and iso(due) and plain(amount)
+                    and plain(amount_open) and currency_ok(currency)
+                    and (issued is None or (iso(issued) and issued <= due))):
+                return slow(line, cells)
+            try:
+                fromisoformat(due)
+                if issued is not None:
+                    fromisoformat(issued)
+            except ValueError:
+                return slow(line, cells)
+            total, left = cents(amount), cents(amount_open)
+            if not (0 <= left <= total if total >= 0 else total <= left <= 0):
+                return slow(line, cells)
+            valid = True
+            if mine is not None:
+                valid = mine_of.get(customer)
+                if valid is None:
+                    valid = mine_of[customer] = mine(customer)
+            if valid:
+                add_text(line, key, customer, cells[i_number] or None, issued, due, currency,
+                         amount, amount_open, total, left)
+            else:
+                self.sink(line, key, None, False)  # type: ignore[misc]
+
+        return fast
 
     def customers(self) -> list[CustomerRow]:
         """The customers read (with `mine`, only those it keeps)."""
