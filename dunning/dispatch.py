@@ -4,31 +4,17 @@ calling out so that no action is ever delivered twice."""
 from __future__ import annotations
 
 import logging
-import os
-from collections import Counter, defaultdict, deque
+from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date
-from multiprocessing import get_context
 from pathlib import Path
 from typing import Any, NamedTuple, Protocol
 
-from sqlalchemy import Engine, and_, bindparam, func, or_, select, update
+from sqlalchemy import Engine, and_, func, or_, select, update
 from sqlalchemy.orm import Session
 
-from dunning.channels.email import (
-    Attachment,
-    Composed,
-    Composer,
-    Letter,
-    Line,
-    Outbox,
-    Renderer,
-    SendGrid,
-    compose_in_worker,
-    start_composer,
-)
+from dunning.channels.email import Attachment, Letter, Line, Outbox, Renderer, SendGrid
 from dunning.channels.letter import keep, render_pdf
 from dunning.db import transaction
 from dunning.errors import DeliveryError
@@ -39,12 +25,6 @@ from dunning.shards import Shard, in_shard
 
 log = logging.getLogger("dunning.dispatch")
 CLAIM_CHUNK = 100
-# A first run writes a message per few invoices: from this many, emails to the outbox folder are
-# rendered by POOL_WORKERS processes (starting them costs about a second), with at most
-# POOL_AHEAD claimed chunks handed out ahead of the one being written.
-POOL_MIN_MESSAGES = 2000
-POOL_WORKERS = 2
-POOL_AHEAD = 2 * POOL_WORKERS
 
 
 class Claimed(NamedTuple):
@@ -208,12 +188,6 @@ class Channel(Protocol):
     def deliver(self, action_id: int, action: Claimed, letter: Letter) -> Delivered: ...
 
 
-def _no_address(letter: Letter) -> DeliveryError:
-    # Retrying would fail the same way every morning: fail once, visibly.
-    return DeliveryError(f"customer {letter.customer_ref} has no email address; add one in the "
-                         "accounting system", retryable=False)
-
-
 class MessageChannel:
     """Emails, and formal notices: a PDF kept in the letters folder and sent as an attachment
     of a cover email."""
@@ -226,15 +200,11 @@ class MessageChannel:
         self.letters_dir = letters_dir
         self.renderer = Renderer(policy)
 
-    def poolable(self, messages: int) -> bool:
-        """Worth rendering in worker processes: many emails to the outbox folder on a machine
-        with cores to spare (SendGrid waits on the network; letters are few)."""
-        return (self.kind == "email" and isinstance(self.transport, Outbox)
-                and messages >= POOL_MIN_MESSAGES and (os.cpu_count() or 1) > 1)
-
     def deliver(self, action_id: int, action: Claimed, letter: Letter) -> Delivered:
         if not letter.recipients:
-            raise _no_address(letter)
+            # Retrying would fail the same way every morning: fail once, visibly.
+            raise DeliveryError(f"customer {letter.customer_ref} has no email address; "
+                                "add one in the accounting system", retryable=False)
         if self.kind == "email":
             message = self.renderer.render(letter)
             return Delivered(self.transport.send(message, action_id, action.dedupe_key))
@@ -274,126 +244,40 @@ def dispatch(
     # hundred messages rather than per message). A crash in between leaves that chunk `sending`:
     # never sent again by itself, reported as in flight. Agency cases and court files are
     # recorded one by one, with the rows they add.
-    record = _Record(result, _Outcomes(engine, 1 if kind in ("agency", "injunction")
-                                       else CLAIM_CHUNK))
-    if isinstance(channel, MessageChannel) and channel.poolable(len(ids)):
-        _dispatch_pooled(engine, claimable, as_of, ids, channel, record)
-        return result
+    outcomes = _Outcomes(engine, 1 if kind in ("agency", "injunction") else CLAIM_CHUNK)
     for claimed in _claim(engine, claimable, as_of, ids):
         for action_id, (action, letter) in sorted(_letters(engine, claimed, as_of).items()):
             if letter is None:
-                record.cancelled(action_id)
+                outcomes.add(action_id, status="cancelled",
+                             last_error="cancelled: no invoice left to mention")
+                result.cancelled += 1
                 continue
             try:
                 delivered = channel.deliver(action_id, action, letter)
             except DeliveryError as exc:
-                record.failed(action_id, letter, str(exc), exc.retryable)
+                outcomes.add(action_id, status="failed", last_error=str(exc),
+                             retryable=exc.retryable)
+                result.failed += 1
+                result.errors.append({"action_id": action_id, "customer_id": letter.customer_ref,
+                                      "error": str(exc)})
+                log.warning("action %s failed: %s", action_id, exc)
                 continue
             except Exception as exc:  # a bug must not stop the other customers' messages
                 log.exception("action %s failed unexpectedly", action_id)
-                record.failed(action_id, letter, repr(exc), unexpected=True)
+                outcomes.add(action_id, status="failed", last_error=f"internal error: {exc!r}",
+                             retryable=True)
+                result.failed += 1
+                result.errors.append({"action_id": action_id, "customer_id": letter.customer_ref,
+                                      "error": repr(exc)})
                 continue
-            record.sent(action_id, delivered, kind)
-        record.outcomes.flush()
+            outcomes.add(action_id, delivered.after, status="sent",
+                         provider_id=delivered.provider_id, document=delivered.document,
+                         sent_at=utcnow(), last_error=None, retryable=True)
+            result.sent += 1
+            if delivered.document and kind in ("letter", "injunction"):
+                result.files.append(delivered.document)
+        outcomes.flush()
     return result
-
-
-def _dispatch_pooled(engine: Engine, claimable: Any, as_of: date, ids: list[int],
-                     channel: MessageChannel, record: _Record) -> None:
-    """Emails to the outbox folder, rendered by worker processes (rendering is most of the CPU
-    a message costs) while this process claims, writes the files and records the outcomes.
-
-    Workers get plain data and return bytes: each action is claimed here before it is handed
-    out, written here once, and its outcome recorded here. A worker that fails (or dies) costs
-    only time: its chunk is composed again here."""
-    assert isinstance(channel.transport, Outbox)
-    outbox = channel.transport
-    local = Composer(channel.policy, outbox, channel.renderer.root)
-    ahead: deque[tuple[dict[int, tuple[str, Letter]], Future[list[Composed]] | None]] = deque()
-
-    def finish(letters: dict[int, tuple[str, Letter]],
-               future: Future[list[Composed]] | None) -> None:
-        items = [(action_id, key, letter) for action_id, (key, letter) in letters.items()]
-        try:
-            composed = future.result() if future is not None else local.compose(items)
-        except Exception as exc:  # e.g. BrokenProcessPool
-            log.warning("a rendering worker failed (%r): %d messages rendered in the "
-                        "dispatching process", exc, len(items))
-            composed = local.compose(items)
-        for done in composed:
-            key, letter = letters[done.action_id]
-            if done.content is None:
-                if done.unexpected:
-                    log.error("action %s failed unexpectedly: %s", done.action_id, done.error)
-                record.failed(done.action_id, letter, done.error or "", done.retryable,
-                              unexpected=done.unexpected)
-                continue
-            try:
-                provider_id = outbox.write(done.action_id, key, done.content)
-            except Exception as exc:
-                log.exception("action %s failed unexpectedly", done.action_id)
-                record.failed(done.action_id, letter, repr(exc), unexpected=True)
-                continue
-            record.sent(done.action_id, Delivered(provider_id), "email")
-        record.outcomes.flush()
-
-    with ProcessPoolExecutor(POOL_WORKERS, mp_context=get_context("spawn"),
-                             initializer=start_composer,
-                             initargs=(channel.policy, outbox, str(channel.renderer.root))) as pool:
-        for claimed in _claim(engine, claimable, as_of, ids):
-            letters: dict[int, tuple[str, Letter]] = {}
-            for action_id, (action, letter) in sorted(_letters(engine, claimed, as_of).items()):
-                if letter is None:
-                    record.cancelled(action_id)
-                elif not letter.recipients:
-                    error = _no_address(letter)
-                    record.failed(action_id, letter, str(error), error.retryable)
-                else:
-                    letters[action_id] = (action.dedupe_key, letter)
-            future: Future[list[Composed]] | None = None
-            if letters:
-                try:
-                    future = pool.submit(compose_in_worker, [
-                        (i, key, letter) for i, (key, letter) in letters.items()])
-                except Exception as exc:  # the pool broke: this chunk is composed here
-                    log.warning("rendering workers unavailable (%r)", exc)
-            ahead.append((letters, future))
-            # Claimed chunks waiting to be written stay few: a crash leaves them in flight.
-            while len(ahead) > POOL_AHEAD:
-                finish(*ahead.popleft())
-        while ahead:
-            finish(*ahead.popleft())
-
-
-class _Record:
-    """Counts each outcome in the run's result and queues it for the database."""
-
-    def __init__(self, result: DispatchResult, outcomes: _Outcomes) -> None:
-        self.result = result
-        self.outcomes = outcomes
-
-    def cancelled(self, action_id: int) -> None:
-        self.outcomes.add(action_id, status="cancelled",
-                          last_error="cancelled: no invoice left to mention")
-        self.result.cancelled += 1
-
-    def failed(self, action_id: int, letter: Letter, error: str, retryable: bool = True,
-               unexpected: bool = False) -> None:
-        self.outcomes.add(action_id, status="failed", retryable=retryable,
-                          last_error=f"internal error: {error}" if unexpected else error)
-        self.result.failed += 1
-        self.result.errors.append({"action_id": action_id, "customer_id": letter.customer_ref,
-                                   "error": error})
-        if not unexpected:
-            log.warning("action %s failed: %s", action_id, error)
-
-    def sent(self, action_id: int, delivered: Delivered, kind: str) -> None:
-        self.outcomes.add(action_id, delivered.after, status="sent",
-                          provider_id=delivered.provider_id, document=delivered.document,
-                          sent_at=utcnow(), last_error=None, retryable=True)
-        self.result.sent += 1
-        if delivered.document and kind in ("letter", "injunction"):
-            self.result.files.append(delivered.document)
 
 
 class _Outcomes:
@@ -417,19 +301,12 @@ class _Outcomes:
     def flush(self) -> None:
         if not self.rows:
             return
-        table = Action.__table__
         with transaction(self.engine) as session:
             by_keys: dict[tuple[str, ...], list[dict[str, Any]]] = defaultdict(list)
             for row in self.rows:
                 by_keys[tuple(sorted(row))].append(row)
-            for keys, rows in by_keys.items():
-                # One Core executemany per shape of outcome (the ORM's bulk update by primary
-                # key spent more per row than the rest of recording).
-                columns = [key for key in keys if key != "id"]
-                session.execute(
-                    update(table).where(table.c.id == bindparam("_id"))
-                    .values({key: bindparam(f"_{key}") for key in columns}),
-                    [{f"_{key}": value for key, value in row.items()} for row in rows])
+            for rows in by_keys.values():  # one executemany per shape of outcome
+                session.execute(update(Action), rows)
             for after in self.after:
                 after(session)
         self.rows, self.after = [], []

@@ -12,7 +12,7 @@ from email.utils import formataddr, formatdate, make_msgid
 from functools import cached_property, lru_cache
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any, NamedTuple
+from typing import Any
 from urllib.parse import quote
 
 from jinja2 import (
@@ -314,54 +314,6 @@ def _base64_lines(payload: bytes) -> str:
     57 bytes."""
     text = base64.b64encode(payload).decode("ascii")
     return "\n".join([text[i:i + 76] for i in range(0, len(text), 76)]) + "\n" if text else ""
-
-
-class Composed(NamedTuple):
-    """An outbox message ready to write, or why it could not be composed."""
-
-    action_id: int
-    content: bytes | None
-    error: str | None = None
-    retryable: bool = True
-    unexpected: bool = False  # a bug rather than a DeliveryError
-
-
-class Composer:
-    """Renders and serialises outbox messages from plain data (no database, no files), so that
-    the thousands of a first run can be composed in worker processes."""
-
-    def __init__(self, policy: Policy, outbox: Outbox, root: Path | None = None) -> None:
-        self.renderer = Renderer(policy, root)
-        self.outbox = outbox
-
-    def compose(self, items: list[tuple[int, str, Letter]]) -> list[Composed]:
-        """Each (action id, dedupe key, letter) as the bytes of its .eml file; a failure is
-        reported for its message alone."""
-        out = []
-        for action_id, key, letter in items:
-            try:
-                content = self.outbox.serialise(self.renderer.render(letter), key)
-            except DeliveryError as exc:
-                out.append(Composed(action_id, None, str(exc), exc.retryable))
-            except Exception as exc:  # a bug must not stop the other messages
-                out.append(Composed(action_id, None, repr(exc), True, unexpected=True))
-            else:
-                out.append(Composed(action_id, content))
-        return out
-
-
-_composer: Composer | None = None  # a worker process's own
-
-
-def start_composer(policy: Policy, outbox: Outbox, root: str) -> None:
-    """Initialise a worker process (ProcessPoolExecutor's initializer)."""
-    global _composer
-    _composer = Composer(policy, outbox, Path(root))
-
-
-def compose_in_worker(items: list[tuple[int, str, Letter]]) -> list[Composed]:
-    assert _composer is not None, "start_composer() runs first in each worker"
-    return _composer.compose(items)
 
 
 class SendGrid:
