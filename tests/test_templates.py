@@ -7,8 +7,10 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
+from jinja2 import DictLoader, Environment
+from jinja2.bccache import bc_magic
 
-from dunning.channels.email import Letter, Line, render
+from dunning.channels.email import Letter, Line, Renderer, _BytecodeCache, render
 from dunning.errors import DeliveryError
 from dunning.policy import LANGUAGES, load_policy
 
@@ -70,3 +72,38 @@ def test_a_missing_template_is_a_permanent_failure(tmp_path: Path,
         render(letter("fr", "friendly_reminder"), POLICY)
     assert "email/fr/friendly_reminder.subject.j2" in str(error.value)
     assert error.value.retryable is False
+
+
+@pytest.mark.parametrize(("template", "days_overdue", "cells"), [
+    ("friendly_reminder", 12, ("12 days", "not yet due")),
+    ("second_reminder", 15, ("15 days", "1 day")),
+    ("pre_due_reminder", -1, ("tomorrow", "in 15 days")),
+    ("pre_due_reminder", 0, ("today", "in 14 days")),
+])
+def test_the_status_column_counts_days_late_or_days_left(template: str, days_overdue: int,
+                                                         cells: tuple[str, str]) -> None:
+    rendered = render(letter("en", template, days_overdue=days_overdue), POLICY)
+    for cell in cells:
+        assert f"{cell}\n" in rendered.text
+        assert f">{cell}</td>" in rendered.html
+
+
+def test_one_renderer_renders_every_language_and_stage_as_render_does() -> None:
+    renderer = Renderer(POLICY)
+    for language in LANGUAGES:
+        for template in EMAIL_STAGES:
+            assert renderer.render(letter(language, template)) == \
+                render(letter(language, template), POLICY)
+
+
+def test_an_unreadable_or_unwritable_template_cache_only_costs_time(tmp_path: Path) -> None:
+    templates = {"t.txt.j2": "{% for i in items %}{{ i }};{% endfor %}"}
+    cache = _BytecodeCache(str(tmp_path))
+    Environment(loader=DictLoader(templates), bytecode_cache=cache).get_template("t.txt.j2")
+    (cached,) = tmp_path.iterdir()
+    cached.write_bytes(bc_magic + b"\x80 not a compiled template")
+    fresh = Environment(loader=DictLoader(templates), bytecode_cache=_BytecodeCache(str(tmp_path)))
+    assert fresh.get_template("t.txt.j2").render(items=[1, 2]) == "1;2;"
+    nowhere = _BytecodeCache(str(tmp_path / "removed"))
+    assert Environment(loader=DictLoader(templates), bytecode_cache=nowhere) \
+        .get_template("t.txt.j2").render(items=[3]) == "3;"

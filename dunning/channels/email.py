@@ -15,7 +15,15 @@ from types import SimpleNamespace
 from typing import Any
 from urllib.parse import quote
 
-from jinja2 import Environment, FileSystemLoader, StrictUndefined, TemplateNotFound
+from jinja2 import (
+    Environment,
+    FileSystemBytecodeCache,
+    FileSystemLoader,
+    StrictUndefined,
+    Template,
+    TemplateNotFound,
+)
+from jinja2.bccache import Bucket
 
 from dunning.channels.formatting import day, locale_for, money, totals
 from dunning.errors import DeliveryError
@@ -73,8 +81,35 @@ class Rendered:
     attachments: tuple[Attachment, ...] = field(default_factory=tuple)
 
 
+class _BytecodeCache(FileSystemBytecodeCache):
+    """Compiled templates kept between processes, in the user's temporary folder (Jinja checks
+    each against its source): compiling the email templates costs about a second of CPU in every
+    process that renders. A cache that cannot be read or written is only slower."""
+
+    def load_bytecode(self, bucket: Bucket) -> None:
+        try:
+            super().load_bytecode(bucket)
+        except Exception:
+            bucket.reset()
+
+    def dump_bytecode(self, bucket: Bucket) -> None:
+        try:
+            super().dump_bytecode(bucket)
+        except OSError:
+            pass
+
+
+def _bytecode_cache() -> _BytecodeCache | None:
+    try:
+        return _BytecodeCache()
+    except Exception:  # no safe temporary folder
+        return None
+
+
 @lru_cache(maxsize=4)
 def _environment(root: str) -> Environment:
+    # Templates are read once per process (a daily run is one process): checking every file's
+    # modification time at each message cost a tenth of the rendering.
     return Environment(
         loader=FileSystemLoader(root),
         undefined=StrictUndefined,
@@ -82,57 +117,93 @@ def _environment(root: str) -> Environment:
         trim_blocks=True,
         lstrip_blocks=True,
         keep_trailing_newline=True,
+        auto_reload=False,
+        bytecode_cache=_bytecode_cache(),
     )
+
+
+class Renderer:
+    """Renders reminders for one policy from one templates folder; what every message shares
+    (the creditor, the compiled templates of each language and stage) is built once."""
+
+    def __init__(self, policy: Policy, root: Path | None = None) -> None:
+        self.policy = policy
+        self.root = root or templates_dir()
+        self.environment = _environment(str(self.root))
+        creditor = policy.creditor
+        self.creditor = SimpleNamespace(
+            name=creditor.name, email=creditor.email, phone=creditor.phone,
+            address=creditor.address, iban=creditor.iban, bic=creditor.bic,
+            legal_id=creditor.legal_id,
+        )
+        self.pay_within = timedelta(days=policy.payment_days)
+        self._templates: dict[tuple[str, str], tuple[Template, Template, Template]] = {}
+
+    def templates(self, language: str, template: str) -> tuple[Template, Template, Template]:
+        """The subject, text and HTML templates of a language and stage."""
+        found = self._templates.get((language, template))
+        if found is None:
+            base = f"email/{language}/{template}"
+            try:
+                found = (self.environment.get_template(f"{base}.subject.j2"),
+                         self.environment.get_template(f"{base}.txt.j2"),
+                         self.environment.get_template(f"{base}.html.j2"))
+            except TemplateNotFound as exc:
+                raise DeliveryError(
+                    f"no template {exc.name} in {self.root}", retryable=False
+                ) from None
+            self._templates[(language, template)] = found
+        return found
+
+    def render(self, letter: Letter, extra: dict[str, Any] | None = None,
+               attachments: tuple[Attachment, ...] = ()) -> Rendered:
+        """Subject, text and HTML of a reminder in the customer's language."""
+        subject_template, text_template, html_template = self.templates(letter.language,
+                                                                        letter.template)
+        locale = locale_for(letter.language, letter.country)
+        by_currency: dict[str, Decimal] = {}
+        invoices = []
+        for line in letter.lines:
+            currency = line.currency
+            by_currency[currency] = by_currency.get(currency, Decimal(0)) + line.amount_open
+            invoices.append(SimpleNamespace(
+                number=line.number,
+                issue_date=day(line.issue_date, locale) if line.issue_date else "",
+                due_date=day(line.due_date, locale),
+                amount=money(line.amount, currency, locale),
+                open=money(line.amount_open, currency, locale),
+                currency=currency,
+                days_overdue=line.days_overdue,
+                days_until_due=-line.days_overdue,
+            ))
+        context: dict[str, Any] = {
+            "customer": SimpleNamespace(name=letter.customer_name, id=letter.customer_ref),
+            "creditor": self.creditor,
+            "invoices": invoices,
+            "count": len(invoices),
+            "total": totals(by_currency, locale),
+            "as_of": day(letter.as_of, locale, "long"),
+            "pay_by": day(letter.as_of + self.pay_within, locale, "long"),
+            "reference": f"{letter.customer_ref}-{letter.as_of.isoformat()}",
+            "stage": letter.stage,
+        }
+        if extra:
+            context.update(extra)
+        try:
+            subject = " ".join(subject_template.render(context).split())
+            text = text_template.render(context)
+            html = html_template.render(context)
+        except TemplateNotFound as exc:  # a layout the stage's templates extend
+            raise DeliveryError(f"no template {exc.name} in {self.root}", retryable=False) from None
+        return Rendered(subject=subject, text=text, html=html, recipients=letter.recipients,
+                        attachments=attachments)
 
 
 def render(letter: Letter, policy: Policy, extra: dict[str, Any] | None = None,
            attachments: tuple[Attachment, ...] = ()) -> Rendered:
-    """Subject, text and HTML of a reminder in the customer's language."""
-    locale = locale_for(letter.language, letter.country)
-    by_currency: dict[str, Decimal] = {}
-    for line in letter.lines:
-        by_currency[line.currency] = by_currency.get(line.currency, Decimal(0)) + line.amount_open
-    creditor = policy.creditor
-    context: dict[str, Any] = {
-        "customer": SimpleNamespace(name=letter.customer_name, id=letter.customer_ref),
-        "creditor": SimpleNamespace(
-            name=creditor.name, email=creditor.email, phone=creditor.phone,
-            address=creditor.address, iban=creditor.iban, bic=creditor.bic,
-            legal_id=creditor.legal_id,
-        ),
-        "invoices": [
-            SimpleNamespace(
-                number=line.number,
-                issue_date=day(line.issue_date, locale) if line.issue_date else "",
-                due_date=day(line.due_date, locale),
-                amount=money(line.amount, line.currency, locale),
-                open=money(line.amount_open, line.currency, locale),
-                currency=line.currency,
-                days_overdue=line.days_overdue,
-                days_until_due=-line.days_overdue,
-            )
-            for line in letter.lines
-        ],
-        "count": len(letter.lines),
-        "total": totals(by_currency, locale),
-        "as_of": day(letter.as_of, locale, "long"),
-        "pay_by": day(letter.as_of + timedelta(days=policy.payment_days), locale, "long"),
-        "reference": f"{letter.customer_ref}-{letter.as_of.isoformat()}",
-        "stage": letter.stage,
-    } | (extra or {})
-    env = _environment(str(templates_dir()))
-    base = f"email/{letter.language}/{letter.template}"
-    try:
-        subject = env.get_template(f"{base}.subject.j2").render(context)
-        text = env.get_template(f"{base}.txt.j2").render(context)
-        html = env.get_template(f"{base}.html.j2").render(context)
-    except TemplateNotFound as exc:
-        raise DeliveryError(
-            f"no template {exc.name} in {templates_dir()}", retryable=False
-        ) from None
-    subject = " ".join(subject.split())
-    return Rendered(subject=subject, text=text, html=html, recipients=letter.recipients,
-                    attachments=attachments)
+    """Subject, text and HTML of a reminder in the customer's language (for many messages, make
+    one `Renderer` and call its `render`)."""
+    return Renderer(policy).render(letter, extra, attachments)
 
 
 # --- delivery ---------------------------------------------------------------------------------
@@ -148,9 +219,16 @@ class Outbox:
         self.policy = policy
 
     def send(self, message: Rendered, action_id: int, key: str) -> str:
-        self.folder.mkdir(parents=True, exist_ok=True)
+        return self.write(action_id, key, self.serialise(message, key))
+
+    def write(self, action_id: int, key: str, content: bytes) -> str:
+        """Write a serialised message; returns the provider id recorded for it."""
         path = self.folder / f"{action_id:08d}_{safe_name(key)}.eml"
-        write_atomically(path, self.serialise(message, key))
+        try:
+            write_atomically(path, content)
+        except FileNotFoundError:  # the folder does not exist yet
+            self.folder.mkdir(parents=True, exist_ok=True)
+            write_atomically(path, content)
         return f"outbox:{path.name}"
 
     @cached_property
@@ -204,14 +282,14 @@ def encode_header(text: str) -> str:
     if text.isascii():
         return text
     words: list[str] = []
-    chunk = ""
-    for char in text:  # each word's UTF-8 stays whole and under 75 characters encoded
-        if len((chunk + char).encode()) > 45:
-            words.append(chunk)
-            chunk = char
-        else:
-            chunk += char
-    words.append(chunk)
+    start = size = 0
+    for i, char in enumerate(text):  # each word's UTF-8 stays whole and under 75 characters
+        width = 1 if char < "\x80" else 2 if char < "\u0800" else 3 if char < "\U00010000" else 4
+        if size + width > 45:
+            words.append(text[start:i])
+            start, size = i, 0
+        size += width
+    words.append(text[start:])
     return "\n ".join(f"=?utf-8?b?{base64.b64encode(w.encode()).decode()}?=" for w in words)
 
 
@@ -228,7 +306,14 @@ def _filename(name: str) -> str:
 def _part(boundary: str, content_type: str, payload: bytes, extra: str = "") -> str:
     return (f"--{boundary}\nContent-Type: {content_type}\nMIME-Version: 1.0\n"
             f"Content-Transfer-Encoding: base64\n{extra}\n"
-            f"{base64.encodebytes(payload).decode('ascii')}")
+            f"{_base64_lines(payload)}")
+
+
+def _base64_lines(payload: bytes) -> str:
+    """`base64.encodebytes(payload)` (lines of 76 characters), without its loop of a call per
+    57 bytes."""
+    text = base64.b64encode(payload).decode("ascii")
+    return "\n".join([text[i:i + 76] for i in range(0, len(text), 76)]) + "\n" if text else ""
 
 
 class SendGrid:
