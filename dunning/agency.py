@@ -28,7 +28,7 @@ from dunning.channels.agency import (
 )
 from dunning.channels.email import Letter
 from dunning.db import transaction
-from dunning.dispatch import Delivered, DispatchResult, dispatch
+from dunning.dispatch import Claimed, Delivered, DispatchResult, dispatch
 from dunning.errors import DeliveryError
 from dunning.files import safe_name, write_atomically
 from dunning.ledger import drop_from_undelivered
@@ -118,7 +118,7 @@ class CaseBuilder:
         self.engine = engine
         self.policy = policy
 
-    def case(self, action_id: int, action: Action, letter: Letter) -> AgencyCase:
+    def case(self, action_id: int, action: Claimed, letter: Letter) -> AgencyCase:
         with transaction(self.engine) as session:
             entries = history(session, action.customer_id, [line.invoice_ref
                                                              for line in letter.lines])
@@ -129,7 +129,7 @@ class CaseBuilder:
                           phone=letter.customer_phone, history=entries, notice=document)
 
     @staticmethod
-    def record(action: Action, action_id: int, reference: str, channel: str, as_of: date,
+    def record(action: Claimed, action_id: int, reference: str, channel: str, as_of: date,
                agency_case_id: str | None) -> Any:
         def after(session: Session) -> None:
             session.execute(insert(CaseRow).values(
@@ -150,7 +150,7 @@ class ApiChannel(CaseBuilder):
         self.client = client
         self.as_of = as_of
 
-    def deliver(self, action_id: int, action: Action, letter: Letter) -> Delivered:
+    def deliver(self, action_id: int, action: Claimed, letter: Letter) -> Delivered:
         case = self.case(action_id, action, letter)
         case_id = self.client.open_case(case, action.dedupe_key)
         return Delivered(provider_id=f"agency:{case_id}",
@@ -170,7 +170,7 @@ class ExportChannel(CaseBuilder):
         self.as_of = as_of
         self.written: list[Path] = []
 
-    def deliver(self, action_id: int, action: Action, letter: Letter) -> Delivered:
+    def deliver(self, action_id: int, action: Claimed, letter: Letter) -> Delivered:
         case = self.case(action_id, action, letter)
         self.folder.mkdir(parents=True, exist_ok=True)
         path = self.folder / f"{safe_name(case.reference)}.json"

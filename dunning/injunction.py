@@ -39,10 +39,9 @@ from dunning.channels.email import Letter, _environment
 from dunning.channels.formatting import day, locale_for
 from dunning.channels.letter import STAGE_LABELS, letter_context
 from dunning.db import transaction
-from dunning.dispatch import Delivered, DispatchResult, dispatch
+from dunning.dispatch import Claimed, Delivered, DispatchResult, dispatch
 from dunning.errors import DeliveryError, DunningError
 from dunning.files import safe_name
-from dunning.models import Action
 from dunning.policy import Policy
 from dunning.resources import templates_dir
 from dunning.shards import Shard
@@ -97,7 +96,7 @@ class CourtFileChannel:
         self.folder = folder
         self.outbox_dir = outbox_dir
 
-    def deliver(self, action_id: int, action: Action, letter: Letter) -> Delivered:
+    def deliver(self, action_id: int, action: Claimed, letter: Letter) -> Delivered:
         creditor_country = (self.policy.law.country or self.policy.creditor.country).upper()
         debtor_country = (letter.country or creditor_country).upper()
         try:
