@@ -12,7 +12,7 @@ from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any, TypeVar
 
-from sqlalchemy import case, func, insert, select, update
+from sqlalchemy import case, func, insert, or_, select, update
 from sqlalchemy.orm import Session
 
 from dunning.errors import (
@@ -22,7 +22,7 @@ from dunning.errors import (
     RunDateError,
     SnapshotError,
 )
-from dunning.ladder import Decision, InvoiceFacts, decide
+from dunning.ladder import Decision, InvoiceFacts, decide, fingerprint, review_after
 from dunning.models import (
     Action,
     ActionInvoice,
@@ -39,6 +39,8 @@ from dunning.sources.snapshot import CustomerRow, Snapshot
 
 UNDELIVERED = ("pending_approval", "approved", "queued", "failed")
 SYSTEM = "dunning"
+# invoice.review_on of an invoice the ladder will not move before its facts change.
+NEVER = date.max
 _CHUNK = 2000
 T = TypeVar("T")
 
@@ -409,20 +411,59 @@ class BatchResult:
         self.transitions += other.transitions
 
 
-def _active_filter() -> list[Any]:
-    return [Invoice.state == "active", Invoice.amount_open > 0]
+def _active_filter(due: date | None = None) -> list[Any]:
+    """Active invoices with something open; with `due`, only those whose review date has come
+    by then (or that have none)."""
+    active = [Invoice.state == "active", Invoice.amount_open > 0]
+    if due is None:
+        return active
+    return [*active, or_(Invoice.review_on.is_(None), Invoice.review_on <= due)]
 
 
-def plan_batches(session: Session, batch_size: int,
-                 shard: Shard | None = None) -> list[tuple[int, int]]:
-    """Customer-id ranges of about `batch_size` active invoices (of the shard's customers); a
-    customer is never split, so its messages are grouped within one batch."""
+def trusts_review_dates(session: Session, ladder: str, run_id: str | None,
+                        shard: Shard | None = None) -> bool:
+    """Whether the review dates of the shard's invoices were computed under the ladder
+    `ladder` (a `ladder.fingerprint`): going back from the latest run that evaluated some of
+    them, a completed run covering them all evaluated under it before any run evaluated under
+    another. The run `run_id` itself is left out; without one, nothing is trusted."""
+    if run_id is None:
+        return False
+    for name, status, other in session.execute(
+        select(Run.shard, Run.status, Run.ladder_fingerprint)
+        .where(Run.ladder_fingerprint.is_not(None), Run.id != run_id)
+        .order_by(Run.started_at.desc(), Run.id.desc())
+    ):
+        theirs = Shard.of(name)
+        if shard is not None and not shard.overlaps(theirs):
+            continue
+        if other != ladder:
+            return False
+        if status == "completed" and (theirs is None or theirs == shard):
+            return True
+    return False
+
+
+def review_cutoff(session: Session, policy: Policy, as_of: date, run_id: str | None,
+                  shard: Shard | None = None, everything: bool = False) -> date | None:
+    """The date up to which review dates are due on `as_of`: `as_of`, or None when every
+    active invoice must be evaluated (asked for, or the ladder changed since the dates were
+    computed)."""
+    if everything or not trusts_review_dates(session, fingerprint(policy), run_id, shard):
+        return None
+    return as_of
+
+
+def plan_batches(session: Session, batch_size: int, shard: Shard | None = None, *,
+                 due: date | None = None) -> list[tuple[int, int]]:
+    """Customer-id ranges of about `batch_size` active invoices (of the shard's customers; with
+    `due`, only those due for review then, see `review_cutoff`); a customer is never split, so
+    its messages are grouped within one batch."""
     ranges: list[tuple[int, int]] = []
     low: int | None = None
     count = 0
     for customer_id, n in session.execute(
         select(Invoice.customer_id, func.count())
-        .where(*_active_filter(), *in_shard(Invoice.customer_id, shard))
+        .where(*_active_filter(due), *in_shard(Invoice.customer_id, shard))
         .group_by(Invoice.customer_id)
         .order_by(Invoice.customer_id)
     ):
@@ -443,12 +484,13 @@ def dedupe_key(as_of: date, stage: str, customer_id: int, invoice_ids: Iterable[
     return f"{as_of.isoformat()}:{stage}:{customer_id}:{digest}"
 
 
-def facts_for(session: Session, low: int, high: int,
-              shard: Shard | None = None) -> list[InvoiceFacts]:
-    """The ladder's input for the active invoices of customers `low`..`high` (of the shard)."""
+def facts_for(session: Session, low: int, high: int, shard: Shard | None = None,
+              due: date | None = None) -> list[InvoiceFacts]:
+    """The ladder's input for the active invoices of customers `low`..`high` (of the shard;
+    with `due`, those due for review then)."""
     blocked: dict[int, tuple[set[str], str | None]] = defaultdict(lambda: (set(), None))
     unblocked: tuple[frozenset[str], None] = (frozenset(), None)
-    mine = [Invoice.customer_id.between(low, high), *_active_filter(),
+    mine = [Invoice.customer_id.between(low, high), *_active_filter(due),
             *in_shard(Invoice.customer_id, shard)]
     batch = select(Invoice.id).where(*mine)
     for invoice_id, stage, status in session.execute(
@@ -492,18 +534,34 @@ def facts_for(session: Session, low: int, high: int,
 
 def evaluate_batch(
     session: Session, policy: Policy, as_of: date, run_id: str | None, low: int, high: int,
-    shard: Shard | None = None,
+    shard: Shard | None = None, everything: bool = False,
 ) -> BatchResult:
-    """Decide every active invoice of customers `low`..`high` (of the shard) and record the
-    outcome: one action per customer and stage, transitions for stages that need no approval."""
+    """Decide the active invoices of customers `low`..`high` (of the shard) due for review
+    (`everything`: all of them) and record the outcome: one action per customer and stage,
+    transitions for stages that need no approval, and each invoice's next review date."""
     result = BatchResult()
-    facts = facts_for(session, low, high, shard)
+    ladder = fingerprint(policy)
+    due = review_cutoff(session, policy, as_of, run_id, shard, everything)
+    if run_id is not None:
+        session.execute(update(Run).where(Run.id == run_id).values(ladder_fingerprint=ladder))
+    facts = facts_for(session, low, high, shard, due)
     result.invoices = len(facts)
     groups: dict[tuple[int, str], list[tuple[InvoiceFacts, Decision]]] = defaultdict(list)
+    reviews: dict[date | None, list[int]] = defaultdict(list)
     for invoice in facts:
         decision = decide(invoice, policy, as_of)
         if decision.stage is not None:
             groups[(invoice.customer_id, decision.stage)].append((invoice, decision))
+        if run_id is None:
+            review = None  # outside a run, no fingerprint would say which ladder computed it
+        else:
+            review = review_after(invoice, decision, policy, as_of) or NEVER
+        reviews[review].append(invoice.invoice_id)
+    for review_on, ids in reviews.items():  # one statement per date and chunk, not per row
+        for batch in chunks(ids):
+            session.execute(update(Invoice).where(Invoice.id.in_(batch))
+                            .values(review_on=review_on)
+                            .execution_options(synchronize_session=False))
     if not groups:
         return result
 
