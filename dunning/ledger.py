@@ -189,7 +189,8 @@ def reconcile(session: Session, snapshot: Snapshot, as_of: date, run_id: str | N
                     row.amount_open, row.amount - existing.agency_collected))
             changed = any(getattr(existing, k) != v for k, v in values.items())
             if changed:
-                updates.append(values | {"id": existing.id, "updated_at": now})
+                # review_on: its facts changed, the next evaluation sees it (incremental runs).
+                updates.append(values | {"id": existing.id, "updated_at": now, "review_on": None})
                 if existing.customer_id != values["customer_id"]:
                     moved.append(existing.id)
             if existing.state != "closed" and values["amount_open"] == 0:
@@ -278,7 +279,7 @@ def _set_state(
     """Move invoices to `state`, one transition each; `changes` are (id, stage, detail)."""
     if not changes:
         return
-    values: dict[str, Any] = {"state": state, "updated_at": now}
+    values: dict[str, Any] = {"state": state, "updated_at": now, "review_on": None}
     if state == "closed":
         # A paused invoice remembers its pause ("settled:dispute", paused_until kept), so that
         # if it comes back open it is still disputed, held or promised.
@@ -350,6 +351,8 @@ def drop_from_undelivered(
         if dropped:
             session.execute(update(ActionInvoice), dropped)
             touched.update(undelivered)
+            # A proposal it left no longer holds it back: the ladder looks at it again.
+            forget_review(session, sorted({link["invoice_id"] for link in dropped}))
     cancelled = 0
     for batch in chunks(sorted(touched)):
         still_open = select(ActionInvoice.action_id).where(
@@ -363,6 +366,14 @@ def drop_from_undelivered(
             .execution_options(synchronize_session=False)
         ).rowcount
     return cancelled
+
+
+def forget_review(session: Session, invoice_ids: Sequence[int]) -> None:
+    """The facts of these invoices changed: the next run evaluates them, whatever their review
+    date said."""
+    for batch in chunks(invoice_ids):
+        session.execute(update(Invoice).where(Invoice.id.in_(batch)).values(review_on=None)
+                        .execution_options(synchronize_session=False))
 
 
 def _resume_expired_pauses(session: Session, as_of: date, run_id: str | None, now: datetime,
@@ -727,8 +738,10 @@ def approve(
              "reason": link.reason + note, "actor": by, "run_id": None, "action_id": action_id}
             for link, invoice in entering
         ])
+        # review_on: a new stage, and the proposal that held them back is gone.
         session.execute(update(Invoice), [
-            {"id": invoice.id, "stage": action.stage, "stage_entered_on": on, "updated_at": now}
+            {"id": invoice.id, "stage": action.stage, "stage_entered_on": on, "updated_at": now,
+             "review_on": None}
             for _, invoice in entering
         ])
     action.updated_at = now
@@ -746,6 +759,8 @@ def reject(session: Session, action_id: int, by: str, reason: str, on: date) -> 
     action.updated_at = now
     session.add(Approval(action_id=action_id, decision="rejected", by=by, at=now, comment=reason))
     rows = _links(session, action_id)
+    # The stage is now rejected for them and no longer pending: the ladder looks again.
+    forget_review(session, [invoice.id for _, invoice in rows])  # type: ignore[misc]
     if rows:
         session.execute(insert(Transition), [
             {"invoice_id": invoice.id, "event": "rejected", "from_stage": invoice.stage,
