@@ -161,24 +161,38 @@ def decide(invoice: InvoiceFacts, policy: Policy, as_of: date) -> Decision:
                     as_of + timedelta(days=1))
 
 
+def first_move(invoice: InvoiceFacts, policy: Policy, start: date) -> date | None:
+    """The first date from `start` on which decide() moves `invoice` (enters or proposes a
+    stage) with the same facts; None: never while they stay as they are."""
+    day = start
+    # Each answer holds until its review date, and there are a few kinds of answer per stage.
+    for _ in range(4 * len(policy.stages) + 4):
+        decision = decide(invoice, policy, day)
+        if decision.enters:
+            return day
+        if decision.review_on is None:
+            return None
+        day = decision.review_on
+    return day  # an earlier date is safe: it only costs an evaluation
+
+
 def review_after(invoice: InvoiceFacts, decision: Decision, policy: Policy,
                  as_of: date) -> date | None:
-    """The first date after `as_of` on which the ladder may move `invoice` once `decision`
-    (taken on `as_of`) is recorded: a stage entered, or proposed for approval. None: never
+    """The first date after `as_of` on which the ladder may move `invoice` once `decision`,
+    taken on `as_of`, is recorded (a stage entered, or proposed for approval); None: never
     while the facts stay as they are."""
+    tomorrow = as_of + timedelta(days=1)
     if decision.stage is None:
-        return decision.review_on
+        return first_move(invoice, policy, tomorrow)
     if policy.stage(decision.stage).requires_approval:
         if invoice.pending_stage not in (None, decision.stage):
             # Two proposals waiting at once: which one the ledger reads first is not ours to
             # guess, so it is looked at again tomorrow.
-            return as_of + timedelta(days=1)
+            return tomorrow
         after = replace(invoice, pending_stage=decision.stage)
     else:
         after = replace(invoice, stage=decision.stage, stage_entered_on=as_of)
-    tomorrow = as_of + timedelta(days=1)
-    then = decide(after, policy, tomorrow)
-    return tomorrow if then.enters else then.review_on
+    return first_move(after, policy, tomorrow)
 
 
 def fingerprint(policy: Policy) -> str:
