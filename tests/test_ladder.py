@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
+import re
+from dataclasses import replace
 from datetime import date, timedelta
 from decimal import Decimal
 from pathlib import Path
-
-import re
-from dataclasses import replace
 
 import pytest
 from hypothesis import given, settings
