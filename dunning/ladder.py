@@ -183,7 +183,8 @@ def review_after(invoice: InvoiceFacts, decision: Decision, policy: Policy,
     while the facts stay as they are."""
     tomorrow = as_of + timedelta(days=1)
     if decision.stage is None:
-        return first_move(invoice, policy, tomorrow)
+        # The same answer until its review date: no need to ask for the days before it.
+        return first_move(invoice, policy, decision.review_on) if decision.review_on else None
     if policy.stage(decision.stage).requires_approval:
         if invoice.pending_stage not in (None, decision.stage):
             # Two proposals waiting at once: which one the ledger reads first is not ours to
