@@ -343,5 +343,7 @@ def test_the_ladder_moves_an_invoice_first_on_its_review_date(
     while day <= last:
         assert decide(after, policy, day).stage is None, day
         day += timedelta(days=1)
-    if review is not None and after.pending_stage in (None, decision.stage):
+    # (Proposing a stage while another waits is looked at again the next day, to be safe.)
+    if review is not None and (decision.stage is None
+                               or invoice.pending_stage in (None, decision.stage)):
         assert decide(after, policy, review).enters
