@@ -499,15 +499,27 @@ def facts_for(session: Session, low: int, high: int, shard: Shard | None = None,
               due: date | None = None) -> list[InvoiceFacts]:
     """The ladder's input for the active invoices of customers `low`..`high` (of the shard;
     with `due`, those due for review then)."""
-    blocked: dict[int, tuple[set[str], str | None]] = defaultdict(lambda: (set(), None))
-    unblocked: tuple[frozenset[str], None] = (frozenset(), None)
     mine = [Invoice.customer_id.between(low, high), *_active_filter(due),
             *in_shard(Invoice.customer_id, shard)]
-    batch = select(Invoice.id).where(*mine)
+    # The invoices first, FOR UPDATE (PostgreSQL): a pause, hold, approval or rejection
+    # recorded meanwhile waits for this batch's transaction before it changes them (and sets
+    # their review date back to NULL), and what committed before is seen by the reads below;
+    # read the other way round, a rejection committed in between would be overwritten by the
+    # review date computed without it.
+    rows = session.execute(
+        select(Invoice.id, Invoice.customer_id, Invoice.due_date, Invoice.amount,
+               Invoice.amount_open, Invoice.stage, Invoice.stage_entered_on, Invoice.state,
+               Invoice.currency)
+        .where(*mine)
+        .order_by(Invoice.customer_id, Invoice.id)
+        .with_for_update()
+    ).all()
+    blocked: dict[int, tuple[set[str], str | None]] = defaultdict(lambda: (set(), None))
+    unblocked: tuple[frozenset[str], None] = (frozenset(), None)
     for invoice_id, stage, status in session.execute(
         select(ActionInvoice.invoice_id, Action.stage, Action.status)
         .join(Action, Action.id == ActionInvoice.action_id)
-        .where(ActionInvoice.invoice_id.in_(batch),
+        .where(ActionInvoice.invoice_id.in_(select(Invoice.id).where(*mine)),
                Action.status.in_(("pending_approval", "rejected")),
                ActionInvoice.dropped_reason.is_(None))
     ):
@@ -522,15 +534,7 @@ def facts_for(session: Session, low: int, high: int, shard: Shard | None = None,
         .where(Customer.id.between(low, high), Customer.hold_until.is_not(None))
     ).all())
     facts = []
-    # FOR UPDATE (PostgreSQL): a pause recorded meanwhile waits for this batch's transaction.
-    for row in session.execute(
-        select(Invoice.id, Invoice.customer_id, Invoice.due_date, Invoice.amount,
-               Invoice.amount_open, Invoice.stage, Invoice.stage_entered_on, Invoice.state,
-               Invoice.currency)
-        .where(*mine)
-        .order_by(Invoice.customer_id, Invoice.id)
-        .with_for_update()
-    ):
+    for row in rows:
         rejected, pending = blocked.get(row.id, unblocked)
         facts.append(InvoiceFacts(
             invoice_id=row.id, customer_id=row.customer_id, due_date=row.due_date,
