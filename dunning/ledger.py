@@ -12,7 +12,7 @@ from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any, TypeVar
 
-from sqlalchemy import case, func, insert, or_, select, update
+from sqlalchemy import case, func, insert, select, union_all, update
 from sqlalchemy.orm import Session
 
 from dunning.errors import (
@@ -422,13 +422,18 @@ class BatchResult:
         self.transitions += other.transitions
 
 
-def _active_filter(due: date | None = None) -> list[Any]:
-    """Active invoices with something open; with `due`, only those whose review date has come
-    by then (or that have none)."""
-    active = [Invoice.state == "active", Invoice.amount_open > 0]
-    if due is None:
-        return active
-    return [*active, or_(Invoice.review_on.is_(None), Invoice.review_on <= due)]
+def _active_filter() -> list[Any]:
+    return [Invoice.state == "active", Invoice.amount_open > 0]
+
+
+def _due(column: Any, due: date, *conditions: Any) -> Any:
+    """`column` of the active invoices meeting `conditions` whose review date has come by `due`
+    or that have none. Two index ranges of (state, review_on, customer_id) in a UNION ALL: with
+    `review_on IS NULL OR review_on <= :due`, SQLite walks every active invoice through the
+    (state, customer_id) index instead (1.8 s against 0.02 s at 100,000 invoices)."""
+    mine = [Invoice.state == "active", *conditions]
+    return union_all(select(column).where(*mine, Invoice.review_on.is_(None)),
+                     select(column).where(*mine, Invoice.review_on <= due))
 
 
 def trusts_review_dates(session: Session, ladder: str, run_id: str | None,
@@ -472,12 +477,15 @@ def plan_batches(session: Session, batch_size: int, shard: Shard | None = None, 
     ranges: list[tuple[int, int]] = []
     low: int | None = None
     count = 0
-    for customer_id, n in session.execute(
-        select(Invoice.customer_id, func.count())
-        .where(*_active_filter(due), *in_shard(Invoice.customer_id, shard))
-        .group_by(Invoice.customer_id)
-        .order_by(Invoice.customer_id)
-    ):
+    mine = [*_active_filter(), *in_shard(Invoice.customer_id, shard)]
+    if due is None:
+        counts = (select(Invoice.customer_id, func.count()).where(*mine)
+                  .group_by(Invoice.customer_id).order_by(Invoice.customer_id))
+    else:
+        rows = _due(Invoice.customer_id, due, *mine).subquery()
+        counts = (select(rows.c.customer_id, func.count())
+                  .group_by(rows.c.customer_id).order_by(rows.c.customer_id))
+    for customer_id, n in session.execute(counts):
         if low is None:
             low = customer_id
         count += n
@@ -499,8 +507,11 @@ def facts_for(session: Session, low: int, high: int, shard: Shard | None = None,
               due: date | None = None) -> list[InvoiceFacts]:
     """The ladder's input for the active invoices of customers `low`..`high` (of the shard;
     with `due`, those due for review then)."""
-    mine = [Invoice.customer_id.between(low, high), *_active_filter(due),
-            *in_shard(Invoice.customer_id, shard)]
+    customers = [Invoice.customer_id.between(low, high), *in_shard(Invoice.customer_id, shard)]
+    if due is None:
+        mine = [*customers, *_active_filter()]
+    else:
+        mine = [Invoice.id.in_(_due(Invoice.id, due, *customers)), Invoice.amount_open > 0]
     # The invoices first, FOR UPDATE (PostgreSQL): a pause, hold, approval or rejection
     # recorded meanwhile waits for this batch's transaction before it changes them (and sets
     # their review date back to NULL), and what committed before is seen by the reads below;
