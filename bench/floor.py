@@ -262,7 +262,10 @@ def run_floor(url: str, policy: Policy, as_of: date, run_id: str | None = None,
     ladder = fingerprint(policy)
     active = "state = 'active' AND amount_open > 0"
     if _trusts_review_dates(cur, d, ladder, run_id):
-        active += f" AND (review_on IS NULL OR review_on <= '{as_of.isoformat()}')"
+        # Two index ranges, as the pipeline (an OR makes SQLite walk every active invoice).
+        active = ("id IN (SELECT id FROM invoice WHERE state = 'active' AND review_on IS NULL "
+                  "UNION ALL SELECT id FROM invoice WHERE state = 'active' AND review_on <= "
+                  f"'{as_of.isoformat()}') AND amount_open > 0")
     cur.execute(d.sql("UPDATE run SET ladder_fingerprint = ? WHERE id = ?"), (ladder, run_id))
     blocked: dict[int, tuple[set[str], str | None]] = {}
     cur.execute(d.sql(
