@@ -7,13 +7,16 @@ the pipeline evaluates, not on rows it loaded its own way. `--snapshot` brings a
 state first with the pipeline's own `dunning.daily.reconcile` (not timed as part of the floor).
 Then, with plain DB-API (`sqlite3` / `psycopg`), in one transaction:
 
-- the selection the pipeline's `facts_for` makes (active invoices with their stage, dates and
-  amounts, the customer holds, the proposals pending or rejected, the proposals waiting);
+- the selection the pipeline's `facts_for` makes (active invoices due for review, with their
+  stage, dates and amounts, the customer holds, the proposals pending or rejected, the proposals
+  waiting; every active invoice when the runs before did not evaluate under the same ladder,
+  as `ledger.review_cutoff` decides);
 - the ladder's decision, with the pure `dunning.ladder.decide` itself (no database in it), so the
   decisions and their reasons are the pipeline's to the character;
 - the same writes as `evaluate_batch`: one `action` per (customer, stage) with its
   `action_invoice` rows (or the existing line of a waiting proposal, revived), one `transition`
-  per invoice moving stage, and the invoice's `stage`/`stage_entered_on`, as `executemany`.
+  per invoice moving stage, the invoice's `stage`/`stage_entered_on`, and each evaluated
+  invoice's next review date (`dunning.ladder.review_after`), as `executemany`.
 
     python bench/floor.py --url sqlite:///bench/out/100000/floor.db --as-of 2026-11-02 \
         [--snapshot bench/out/100000/2026-11-02] [--json]
@@ -45,7 +48,7 @@ from typing import Any
 
 import yaml
 
-from dunning.ladder import Decision, InvoiceFacts, decide
+from dunning.ladder import Decision, InvoiceFacts, decide, fingerprint, review_after
 from dunning.policy import Policy, load_policy
 
 HERE = Path(__file__).resolve().parent
@@ -174,10 +177,11 @@ def pipeline_reconcile(url: str, policy_path: Path, as_of: date) -> dict[str, An
     began = time.perf_counter()
     daily.check_date(ctx, as_of)
     snapshot = daily.pull_snapshot(ctx)
-    result = daily.reconcile(ctx, snapshot, as_of, f"floor-{uuid.uuid4()}")
+    run_id = f"floor-{uuid.uuid4()}"
+    result = daily.reconcile(ctx, snapshot, as_of, run_id)
     seconds = time.perf_counter() - began
     dispose_engines()
-    return {"seconds": round(seconds, 3), **result.as_dict()}
+    return {"seconds": round(seconds, 3), "run_id": run_id, **result.as_dict()}
 
 
 # --- the floor --------------------------------------------------------------------------------
@@ -255,7 +259,14 @@ def run_floor(url: str, policy: Policy, as_of: date, run_id: str | None = None,
     # -- selection (what facts_for, _collectors and the waiting proposals read)
     if d.sqlite:
         cur.execute("BEGIN IMMEDIATE")  # as the pipeline: the write lock from the first read
+    ladder = fingerprint(policy)
     active = "state = 'active' AND amount_open > 0"
+    if _trusts_review_dates(cur, d, ladder, run_id):
+        # Two index ranges, as the pipeline (an OR makes SQLite walk every active invoice).
+        active = ("id IN (SELECT id FROM invoice WHERE state = 'active' AND review_on IS NULL "
+                  "UNION ALL SELECT id FROM invoice WHERE state = 'active' AND review_on <= "
+                  f"'{as_of.isoformat()}') AND amount_open > 0")
+    cur.execute(d.sql("UPDATE run SET ladder_fingerprint = ? WHERE id = ?"), (ladder, run_id))
     blocked: dict[int, tuple[set[str], str | None]] = {}
     cur.execute(d.sql(
         "SELECT ai.invoice_id, a.stage, a.status FROM action_invoice ai "
@@ -287,6 +298,7 @@ def run_floor(url: str, policy: Policy, as_of: date, run_id: str | None = None,
     mark = time.perf_counter()
     no_block: tuple[set[str], str | None] = (set(), None)
     groups: dict[tuple[int, str], list[tuple[InvoiceFacts, Decision, Any]]] = defaultdict(list)
+    reviews: list[tuple[Any, int]] = []
     for (invoice_id, customer_id, due_date, amount, amount_open, stage, entered_on, state,
          currency) in rows:
         rejected, pending = blocked.get(invoice_id, no_block)
@@ -299,6 +311,8 @@ def run_floor(url: str, policy: Policy, as_of: date, run_id: str | None = None,
         decision = decide(facts, policy, as_of)
         if decision.stage is not None:
             groups[(customer_id, decision.stage)].append((facts, decision, amount_open))
+        review = review_after(facts, decision, policy, as_of) or date.max
+        reviews.append((d.day_param(review), invoice_id))
     clock["decide"] = time.perf_counter() - mark
 
     # -- writes (what evaluate_batch records)
@@ -378,6 +392,7 @@ def run_floor(url: str, policy: Policy, as_of: date, run_id: str | None = None,
     _insert(cur, d, writes, "transition", (
         "invoice_id", "event", "from_stage", "to_stage", "state", "business_date", "at",
         "reason", "actor", "run_id", "action_id"), transitions)
+    cur.executemany(d.sql("UPDATE invoice SET review_on = ? WHERE id = ?"), reviews)
     if writes == "executemany":
         cur.executemany(d.sql(
             "UPDATE invoice SET stage = ?, stage_entered_on = ?, updated_at = ? WHERE id = ?"),
@@ -405,7 +420,7 @@ def run_floor(url: str, policy: Policy, as_of: date, run_id: str | None = None,
     counts["links_revived"] = len(revived)
     for name in ("entered", "awaiting_approval", "actions_created"):
         counts[name] = dict(counts[name])
-    written = len(actions) + len(links) + len(revived) + 2 * len(transitions)
+    written = len(actions) + len(links) + len(revived) + 2 * len(transitions) + len(reviews)
     return {
         "db": d.kind, "writes": writes, "as_of": as_of.isoformat(), "seconds": round(seconds, 3),
         "parts": {k: round(v, 3) for k, v in clock.items()},
@@ -415,6 +430,19 @@ def run_floor(url: str, policy: Policy, as_of: date, run_id: str | None = None,
         "evaluation": counts,
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
     }
+
+
+def _trusts_review_dates(cur: Any, d: _Dialect, ladder: str, run_id: str) -> bool:
+    """`ledger.trusts_review_dates` for an unsharded run, in plain SQL."""
+    cur.execute(d.sql("SELECT shard, status, ladder_fingerprint FROM run "
+                      "WHERE ladder_fingerprint IS NOT NULL AND id <> ? "
+                      "ORDER BY started_at DESC, id DESC"), (run_id,))
+    for shard, status, other in cur.fetchall():
+        if other != ladder:
+            return False
+        if status == "completed" and shard is None:
+            return True
+    return False
 
 
 def same_counts(pipeline: dict[str, Any], floor: dict[str, Any]) -> bool:
@@ -433,21 +461,23 @@ def counts_line(evaluation: dict[str, Any]) -> str:
 # --- the comparison without Prefect -----------------------------------------------------------
 
 
-def pipeline_evaluate(url: str, policy_path: Path, as_of: date) -> dict[str, Any]:
-    """The pipeline's evaluation (dunning.daily.plan and evaluate: ORM, batches, no Prefect)."""
+def pipeline_evaluate(url: str, policy_path: Path, as_of: date, run_id: str) -> dict[str, Any]:
+    """The pipeline's evaluation (dunning.daily.plan and evaluate: ORM, batches, no Prefect) in
+    the run `run_id`, which it then completes (so the next day's run trusts its review dates)."""
     os.environ["DUNNING_DATABASE_URL"] = url
     os.environ["DUNNING_CONFIG"] = str(policy_path)
-    from dunning import daily
-    from dunning.db import dispose_engines
+    from dunning import daily, ledger
+    from dunning.db import dispose_engines, transaction
     from dunning.ledger import BatchResult
 
     ctx = daily.load_context()
-    run_id = f"orm-{uuid.uuid4()}"
     began = time.perf_counter()
     evaluated = BatchResult()
-    for low, high in daily.plan(ctx):
+    for low, high in daily.plan(ctx, None, as_of, run_id):
         evaluated.merge(daily.evaluate(ctx, as_of, run_id, low, high))
     seconds = time.perf_counter() - began
+    with transaction(ctx.engine) as session:
+        ledger.finish_run(session, run_id, "completed", {})
     dispose_engines()
     return {"seconds": round(seconds, 3), "evaluation": {
         "invoices": evaluated.invoices, "entered": dict(evaluated.entered),
@@ -474,8 +504,9 @@ def compare(sizes: list[int], kind: str, writes: str | None = None,
             load = os.getloadavg()[0]
             reconciled = pipeline_reconcile(url, policy_path, as_of)
             copy = clone_database(url, "floor")
-            orm = pipeline_evaluate(url, policy_path, as_of)
-            floor = run_floor(copy, load_policy(policy_path), as_of, writes=writes)
+            orm = pipeline_evaluate(url, policy_path, as_of, reconciled["run_id"])
+            floor = run_floor(copy, load_policy(policy_path), as_of, reconciled["run_id"],
+                              writes=writes)
             drop_database(copy)
             same = same_counts(orm["evaluation"], floor["evaluation"])
             ok = ok and same
@@ -520,7 +551,8 @@ def main() -> int:
     reconciled = None
     if args.snapshot:
         reconciled = pipeline_reconcile(args.url, policy_path, args.as_of)
-    figures = run_floor(args.url, load_policy(policy_path), args.as_of, writes=args.writes)
+    figures = run_floor(args.url, load_policy(policy_path), args.as_of,
+                        reconciled["run_id"] if reconciled else None, writes=args.writes)
     figures["reconcile"] = reconciled
     if args.json:
         print(json.dumps(figures))

@@ -324,7 +324,7 @@ def apply_status(session: Session, row_id: int, status: CaseStatus, as_of: date,
             continue  # nothing new (a lower figure is a correction on their side: kept as was)
         open_after = max(Decimal(0), invoice.amount_open - news)
         values: dict[str, Any] = {"agency_collected": collected, "amount_open": open_after,
-                                  "updated_at": now}
+                                  "updated_at": now, "review_on": None}
         result.collected[invoice.currency] = result.collected.get(invoice.currency,
                                                                   Decimal(0)) + news
         transitions.append({

@@ -60,16 +60,22 @@ def reconcile(ctx: Context, snapshot: Snapshot | Staged, as_of: date, run_id: st
             drop_staged(ctx.engine, snapshot.table)
 
 
-def plan(ctx: Context, shard: Shard | None = None) -> list[tuple[int, int]]:
+def plan(ctx: Context, shard: Shard | None = None, as_of: date | None = None,
+         run_id: str | None = None) -> list[tuple[int, int]]:
+    """Batches of the customers with invoices due for review on `as_of` in run `run_id`
+    (without them: of every customer with active invoices)."""
     with transaction(ctx.engine) as session:
-        return ledger.plan_batches(session, ctx.policy.batch_size, shard)
+        due = None if as_of is None else ledger.review_cutoff(
+            session, ctx.policy, as_of, run_id, shard, ctx.settings.evaluate_all)
+        return ledger.plan_batches(session, ctx.policy.batch_size, shard, due=due)
 
 
 def evaluate(ctx: Context, as_of: date, run_id: str, low: int, high: int,
              shard: Shard | None = None) -> BatchResult:
     """One batch of customers, decided and recorded in one transaction."""
     with transaction(ctx.engine) as session:
-        return ledger.evaluate_batch(session, ctx.policy, as_of, run_id, low, high, shard)
+        return ledger.evaluate_batch(session, ctx.policy, as_of, run_id, low, high, shard,
+                                     ctx.settings.evaluate_all)
 
 
 def dispatch(ctx: Context, as_of: date, *, kind: str = "email", dry_run: bool = False,
@@ -128,9 +134,11 @@ def simulate(ctx: Context, snapshot: Snapshot | Staged, as_of: date, run_id: str
             reconciled = ledger.reconcile(session, snapshot, as_of, run_id,
                                           settlement_cap(ctx, accept_mass_settlement), shard)
             evaluated = BatchResult()
-            for low, high in ledger.plan_batches(session, ctx.policy.batch_size, shard):
+            due = ledger.review_cutoff(session, ctx.policy, as_of, run_id, shard,
+                                       ctx.settings.evaluate_all)
+            for low, high in ledger.plan_batches(session, ctx.policy.batch_size, shard, due=due):
                 evaluated.merge(ledger.evaluate_batch(session, ctx.policy, as_of, run_id, low,
-                                                      high, shard))
+                                                      high, shard, ctx.settings.evaluate_all))
             dispatched = DispatchResult(channel="email")
             dispatched.would_send = session.execute(
                 select(func.count()).select_from(Action).where(

@@ -1,10 +1,13 @@
 """The escalation ladder: given an invoice as plain values, the policy and the business date,
-say which stage it enters now, or why it waits. Pure: no session, no clock, no I/O."""
+say which stage it enters now, or why it waits, and from which date that answer may change.
+Pure: no session, no clock, no I/O."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from datetime import date
+import hashlib
+import json
+from dataclasses import dataclass, field, replace
+from datetime import date, timedelta
 from decimal import Decimal
 
 from dunning.policy import Policy, Stage
@@ -36,6 +39,9 @@ class Decision:
     stage: str | None
     reason: str
     days_overdue: int
+    # The first date on which decide() may answer otherwise for the same facts; None: never
+    # while they stay as they are (only a payment, a pause, an approval... can move it).
+    review_on: date | None = None
 
     @property
     def enters(self) -> bool:
@@ -60,52 +66,65 @@ def _lateness(days_overdue: int, stage: Stage) -> tuple[bool, str]:
     return ok, f"{_days(days_overdue)} overdue {'≥' if ok else '<'} {stage.days_after_due}"
 
 
+def _earliest(*days: date | None) -> date | None:
+    known = [day for day in days if day is not None]
+    return min(known) if known else None
+
+
 def decide(invoice: InvoiceFacts, policy: Policy, as_of: date) -> Decision:
-    """The stage `invoice` enters on `as_of`, or why it does not move."""
+    """The stage `invoice` enters on `as_of`, or why it does not move (and until when)."""
     days_overdue = (as_of - invoice.due_date).days
 
-    def stay(reason: str) -> Decision:
-        return Decision(invoice.invoice_id, None, reason, days_overdue)
+    def stay(reason: str, review_on: date | None) -> Decision:
+        return Decision(invoice.invoice_id, None, reason, days_overdue, review_on)
 
     if invoice.state == "closed":
-        return stay("closed: nothing to chase")
+        return stay("closed: nothing to chase", None)
     if invoice.state == "paused":
-        return stay("paused: dunning is suspended")
+        return stay("paused: dunning is suspended", None)
     if invoice.hold_until is not None and invoice.hold_until >= as_of:
-        return stay(f"customer on hold until {invoice.hold_until}")
+        return stay(f"customer on hold until {invoice.hold_until}",
+                    invoice.hold_until + timedelta(days=1))
     if invoice.amount < 0:
-        return stay("credit note: never dunned")
+        return stay("credit note: never dunned", None)
     if invoice.amount_open <= 0:
-        return stay("nothing open")
+        return stay("nothing open", None)
 
     if invoice.stage is not None and invoice.stage_entered_on is not None:
         since = (as_of - invoice.stage_entered_on).days
         if since < 1:
             # Reruns of a day, and approvals recorded on it, never move an invoice twice.
-            return stay(f"{invoice.stage} entered {_days(since)} ago: one stage per day at most")
+            return stay(f"{invoice.stage} entered {_days(since)} ago: one stage per day at most",
+                        invoice.stage_entered_on + timedelta(days=1))
 
     stages = policy.stages
     current = policy.stage_index(invoice.stage)
     if invoice.stage is not None and current < 0:
-        return stay(f"its stage {invoice.stage} is not in the policy: a person decides")
+        return stay(f"its stage {invoice.stage} is not in the policy: a person decides", None)
     candidate = current + 1
+    # From the due date on, the pre-due reminders ahead are passed over: the stage waited for,
+    # and so the answer, may change that day whatever else holds it.
+    turns = (invoice.due_date if days_overdue < 0 and candidate < len(stages)
+             and stages[candidate].days_after_due < 0 else None)
     # Reminders before the due date only make sense while the invoice is not yet due.
     while candidate < len(stages) and stages[candidate].days_after_due < 0 and days_overdue >= 0:
         candidate += 1
     if candidate >= len(stages):
         where = invoice.stage or "the ladder"
-        return stay(f"at the last stage ({where})")
+        return stay(f"at the last stage ({where})", turns)
     stage = stages[candidate]
 
     if stage.name in invoice.rejected_stages:
-        return stay(f"{stage.name} was rejected; escalation stops here until a person acts")
+        return stay(f"{stage.name} was rejected; escalation stops here until a person acts",
+                    turns)
     if invoice.pending_stage == stage.name:
-        return stay(f"{stage.name} awaits approval")
+        return stay(f"{stage.name} awaits approval", turns)
 
     reasons: list[str] = []
     ok, text = _lateness(days_overdue, stage)
     if not ok:
-        return stay(f"waiting for {stage.name}: {text}")
+        late_enough = invoice.due_date + timedelta(days=stage.days_after_due)
+        return stay(f"waiting for {stage.name}: {text}", _earliest(late_enough, turns))
     reasons.append(text)
 
     previous = stages[current] if current >= 0 else None
@@ -114,7 +133,9 @@ def decide(invoice: InvoiceFacts, policy: Policy, as_of: date) -> Decision:
         if since < stage.min_days_since_previous:
             return stay(
                 f"waiting for {stage.name}: {previous.name} entered {_days(since)} ago "
-                f"< {stage.min_days_since_previous}"
+                f"< {stage.min_days_since_previous}",
+                _earliest(invoice.stage_entered_on
+                          + timedelta(days=stage.min_days_since_previous), turns),
             )
         if stage.min_days_since_previous > 0:
             reasons.append(
@@ -126,12 +147,63 @@ def decide(invoice: InvoiceFacts, policy: Policy, as_of: date) -> Decision:
         if currency != policy.currency:
             # No exchange rate is guessed: a threshold in EUR says nothing of a JPY invoice.
             return stay(f"waiting for {stage.name}: its minimum is in {policy.currency}, the "
-                        f"invoice in {currency}: a person decides")
+                        f"invoice in {currency}: a person decides", turns)
         if invoice.amount_open < stage.min_amount:
             return stay(
                 f"waiting for {stage.name}: open {_money(invoice.amount_open)} "
-                f"< {_money(stage.min_amount)}"
+                f"< {_money(stage.min_amount)}",
+                turns,
             )
         reasons.append(f"open {_money(invoice.amount_open)} ≥ {_money(stage.min_amount)}")
 
-    return Decision(invoice.invoice_id, stage.name, "; ".join(reasons), days_overdue)
+    # Were it not recorded, the same facts would enter the stage again tomorrow.
+    return Decision(invoice.invoice_id, stage.name, "; ".join(reasons), days_overdue,
+                    as_of + timedelta(days=1))
+
+
+def first_move(invoice: InvoiceFacts, policy: Policy, start: date) -> date | None:
+    """The first date from `start` on which decide() moves `invoice` (enters or proposes a
+    stage) with the same facts; None: never while they stay as they are."""
+    day = start
+    # Each answer holds until its review date, and there are a few kinds of answer per stage.
+    for _ in range(4 * len(policy.stages) + 4):
+        decision = decide(invoice, policy, day)
+        if decision.enters:
+            return day
+        if decision.review_on is None:
+            return None
+        day = decision.review_on
+    return day  # an earlier date is safe: it only costs an evaluation
+
+
+def review_after(invoice: InvoiceFacts, decision: Decision, policy: Policy,
+                 as_of: date) -> date | None:
+    """The first date after `as_of` on which the ladder may move `invoice` once `decision`,
+    taken on `as_of`, is recorded (a stage entered, or proposed for approval); None: never
+    while the facts stay as they are."""
+    tomorrow = as_of + timedelta(days=1)
+    if decision.stage is None:
+        # The same answer until its review date: no need to ask for the days before it.
+        return first_move(invoice, policy, decision.review_on) if decision.review_on else None
+    if policy.stage(decision.stage).requires_approval:
+        if invoice.pending_stage not in (None, decision.stage):
+            # Two proposals waiting at once: which one the ledger reads first is not ours to
+            # guess, so it is looked at again tomorrow.
+            return tomorrow
+        after = replace(invoice, pending_stage=decision.stage)
+    else:
+        after = replace(invoice, stage=decision.stage, stage_entered_on=as_of)
+    return first_move(after, policy, tomorrow)
+
+
+def fingerprint(policy: Policy) -> str:
+    """A digest of what decide() reads from the policy: review dates computed under another
+    fingerprint mean nothing."""
+    ladder = {
+        "currency": policy.currency,
+        "stages": [[s.name, s.days_after_due, s.min_days_since_previous,
+                    format(s.min_amount.normalize(), "f"), s.requires_approval]
+                   for s in policy.stages],
+    }
+    text = json.dumps(ladder, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]

@@ -23,6 +23,7 @@ from sqlalchemy import (
     or_,
     select,
     type_coerce,
+    union_all,
     update,
 )
 from sqlalchemy.orm import Session
@@ -34,7 +35,7 @@ from dunning.errors import (
     RunDateError,
     SnapshotError,
 )
-from dunning.ladder import Decision, InvoiceFacts, decide
+from dunning.ladder import Decision, InvoiceFacts, decide, fingerprint, review_after
 from dunning.models import (
     Action,
     ActionInvoice,
@@ -55,6 +56,8 @@ from dunning.staging import drop as drop_staged
 
 UNDELIVERED = ("pending_approval", "approved", "queued", "failed")
 SYSTEM = "dunning"
+# invoice.review_on of an invoice the ladder will not move before its facts change.
+NEVER = date.max
 _CHUNK = 2000
 T = TypeVar("T")
 
@@ -214,7 +217,8 @@ def reconcile(session: Session, snapshot: Snapshot | Staged, as_of: date, run_id
                             "number": row.number, "issue_date": row.issue_date,
                             "due_date": row.due_date, "currency": row.currency,
                             "amount": row.amount, "amount_open": row.amount_open,
-                            "updated_at": now})
+                            # Its facts changed: the next evaluation looks at it again.
+                            "updated_at": now, "review_on": None})
             if row.old_customer != row.customer_id:
                 moved.append(row.id)
         if row.state != "closed" and row.amount_open == 0:
@@ -331,7 +335,7 @@ def _set_state(
     """Move invoices to `state`, one transition each; `changes` are (id, stage, detail)."""
     if not changes:
         return
-    values: dict[str, Any] = {"state": state, "updated_at": now}
+    values: dict[str, Any] = {"state": state, "updated_at": now, "review_on": None}
     if state == "closed":
         # A paused invoice remembers its pause ("settled:dispute", paused_until kept), so that
         # if it comes back open it is still disputed, held or promised.
@@ -403,6 +407,8 @@ def drop_from_undelivered(
         if dropped:
             session.execute(update(ActionInvoice), dropped)
             touched.update(undelivered)
+            # A proposal it left no longer holds it back: the ladder looks at it again.
+            forget_review(session, sorted({link["invoice_id"] for link in dropped}))
     cancelled = 0
     for batch in chunks(sorted(touched)):
         still_open = select(ActionInvoice.action_id).where(
@@ -416,6 +422,14 @@ def drop_from_undelivered(
             .execution_options(synchronize_session=False)
         ).rowcount
     return cancelled
+
+
+def forget_review(session: Session, invoice_ids: Sequence[int]) -> None:
+    """The facts of these invoices changed: the next run evaluates them, whatever their review
+    date said."""
+    for batch in chunks(invoice_ids):
+        session.execute(update(Invoice).where(Invoice.id.in_(batch)).values(review_on=None)
+                        .execution_options(synchronize_session=False))
 
 
 def _resume_expired_pauses(session: Session, as_of: date, run_id: str | None, now: datetime,
@@ -468,19 +482,66 @@ def _active_filter() -> list[Any]:
     return [Invoice.state == "active", Invoice.amount_open > 0]
 
 
-def plan_batches(session: Session, batch_size: int,
-                 shard: Shard | None = None) -> list[tuple[int, int]]:
-    """Customer-id ranges of about `batch_size` active invoices (of the shard's customers); a
-    customer is never split, so its messages are grouped within one batch."""
+def _due(column: Any, due: date, *conditions: Any) -> Any:
+    """`column` of the active invoices meeting `conditions` whose review date has come by `due`
+    or that have none. Two index ranges of (state, review_on, customer_id) in a UNION ALL: with
+    `review_on IS NULL OR review_on <= :due`, SQLite walks every active invoice through the
+    (state, customer_id) index instead (1.8 s against 0.02 s at 100,000 invoices)."""
+    mine = [Invoice.state == "active", *conditions]
+    return union_all(select(column).where(*mine, Invoice.review_on.is_(None)),
+                     select(column).where(*mine, Invoice.review_on <= due))
+
+
+def trusts_review_dates(session: Session, ladder: str, run_id: str | None,
+                        shard: Shard | None = None) -> bool:
+    """Whether the review dates of the shard's invoices were computed under the ladder
+    `ladder` (a `ladder.fingerprint`): going back from the latest run that evaluated some of
+    them, a completed run covering them all evaluated under it before any run evaluated under
+    another. The run `run_id` itself is left out; without one, nothing is trusted."""
+    if run_id is None:
+        return False
+    for name, status, other in session.execute(
+        select(Run.shard, Run.status, Run.ladder_fingerprint)
+        .where(Run.ladder_fingerprint.is_not(None), Run.id != run_id)
+        .order_by(Run.started_at.desc(), Run.id.desc())
+    ):
+        theirs = Shard.of(name)
+        if shard is not None and not shard.overlaps(theirs):
+            continue
+        if other != ladder:
+            return False
+        if status == "completed" and (theirs is None or theirs == shard):
+            return True
+    return False
+
+
+def review_cutoff(session: Session, policy: Policy, as_of: date, run_id: str | None,
+                  shard: Shard | None = None, everything: bool = False) -> date | None:
+    """The date up to which review dates are due on `as_of`: `as_of`, or None when every
+    active invoice must be evaluated (asked for, or the ladder changed since the dates were
+    computed)."""
+    if everything or not trusts_review_dates(session, fingerprint(policy), run_id, shard):
+        return None
+    return as_of
+
+
+def plan_batches(session: Session, batch_size: int, shard: Shard | None = None, *,
+                 due: date | None = None) -> list[tuple[int, int]]:
+    """Customer-id ranges of about `batch_size` active invoices (of the shard's customers; with
+    `due`, only those due for review then, see `review_cutoff`); a customer is never split, so
+    its messages are grouped within one batch."""
     ranges: list[tuple[int, int]] = []
     low: int | None = None
     count = 0
-    for customer_id, n in session.execute(
-        select(Invoice.customer_id, func.count())
-        .where(*_active_filter(), *in_shard(Invoice.customer_id, shard))
-        .group_by(Invoice.customer_id)
-        .order_by(Invoice.customer_id)
-    ):
+    mine = [*_active_filter(), *in_shard(Invoice.customer_id, shard)]
+    if due is None:
+        counts = (select(Invoice.customer_id, func.count()).where(*mine)
+                  .group_by(Invoice.customer_id).order_by(Invoice.customer_id))
+    else:
+        rows = _due(Invoice.customer_id, due, *mine).subquery()
+        counts = (select(rows.c.customer_id, func.count())
+                  .group_by(rows.c.customer_id).order_by(rows.c.customer_id))
+    for customer_id, n in session.execute(counts):
         if low is None:
             low = customer_id
         count += n
@@ -498,18 +559,34 @@ def dedupe_key(as_of: date, stage: str, customer_id: int, invoice_ids: Iterable[
     return f"{as_of.isoformat()}:{stage}:{customer_id}:{digest}"
 
 
-def facts_for(session: Session, low: int, high: int,
-              shard: Shard | None = None) -> list[InvoiceFacts]:
-    """The ladder's input for the active invoices of customers `low`..`high` (of the shard)."""
+def facts_for(session: Session, low: int, high: int, shard: Shard | None = None,
+              due: date | None = None) -> list[InvoiceFacts]:
+    """The ladder's input for the active invoices of customers `low`..`high` (of the shard;
+    with `due`, those due for review then)."""
+    customers = [Invoice.customer_id.between(low, high), *in_shard(Invoice.customer_id, shard)]
+    if due is None:
+        mine = [*customers, *_active_filter()]
+    else:
+        mine = [Invoice.id.in_(_due(Invoice.id, due, *customers)), Invoice.amount_open > 0]
+    # The invoices first, FOR UPDATE (PostgreSQL): a pause, hold, approval or rejection
+    # recorded meanwhile waits for this batch's transaction before it changes them (and sets
+    # their review date back to NULL), and what committed before is seen by the reads below;
+    # read the other way round, a rejection committed in between would be overwritten by the
+    # review date computed without it.
+    rows = session.execute(
+        select(Invoice.id, Invoice.customer_id, Invoice.due_date, Invoice.amount,
+               Invoice.amount_open, Invoice.stage, Invoice.stage_entered_on, Invoice.state,
+               Invoice.currency)
+        .where(*mine)
+        .order_by(Invoice.customer_id, Invoice.id)
+        .with_for_update()
+    ).all()
     blocked: dict[int, tuple[set[str], str | None]] = defaultdict(lambda: (set(), None))
     unblocked: tuple[frozenset[str], None] = (frozenset(), None)
-    mine = [Invoice.customer_id.between(low, high), *_active_filter(),
-            *in_shard(Invoice.customer_id, shard)]
-    batch = select(Invoice.id).where(*mine)
     for invoice_id, stage, status in session.execute(
         select(ActionInvoice.invoice_id, Action.stage, Action.status)
         .join(Action, Action.id == ActionInvoice.action_id)
-        .where(ActionInvoice.invoice_id.in_(batch),
+        .where(ActionInvoice.invoice_id.in_(select(Invoice.id).where(*mine)),
                Action.status.in_(("pending_approval", "rejected")),
                ActionInvoice.dropped_reason.is_(None))
     ):
@@ -524,15 +601,7 @@ def facts_for(session: Session, low: int, high: int,
         .where(Customer.id.between(low, high), Customer.hold_until.is_not(None))
     ).all())
     facts = []
-    # FOR UPDATE (PostgreSQL): a pause recorded meanwhile waits for this batch's transaction.
-    for row in session.execute(
-        select(Invoice.id, Invoice.customer_id, Invoice.due_date, Invoice.amount,
-               Invoice.amount_open, Invoice.stage, Invoice.stage_entered_on, Invoice.state,
-               Invoice.currency)
-        .where(*mine)
-        .order_by(Invoice.customer_id, Invoice.id)
-        .with_for_update()
-    ):
+    for row in rows:
         rejected, pending = blocked.get(row.id, unblocked)
         facts.append(InvoiceFacts(
             invoice_id=row.id, customer_id=row.customer_id, due_date=row.due_date,
@@ -547,19 +616,31 @@ def facts_for(session: Session, low: int, high: int,
 
 def evaluate_batch(
     session: Session, policy: Policy, as_of: date, run_id: str | None, low: int, high: int,
-    shard: Shard | None = None,
+    shard: Shard | None = None, everything: bool = False,
 ) -> BatchResult:
-    """Decide every active invoice of customers `low`..`high` (of the shard) and record the
-    outcome: one action per customer and stage, transitions for stages that need no approval."""
+    """Decide the active invoices of customers `low`..`high` (of the shard) due for review
+    (`everything`: all of them) and record the outcome: one action per customer and stage,
+    transitions for stages that need no approval, and each invoice's next review date."""
     result = BatchResult()
-    facts = facts_for(session, low, high, shard)
+    ladder = fingerprint(policy)
+    due = review_cutoff(session, policy, as_of, run_id, shard, everything)
+    if run_id is not None:
+        session.execute(update(Run).where(Run.id == run_id).values(ladder_fingerprint=ladder))
+    facts = facts_for(session, low, high, shard, due)
     result.invoices = len(facts)
     groups: dict[tuple[int, str], list[tuple[InvoiceFacts, Decision]]] = defaultdict(list)
+    review_of: dict[int, date | None] = {}
     for invoice in facts:
         decision = decide(invoice, policy, as_of)
         if decision.stage is not None:
             groups[(invoice.customer_id, decision.stage)].append((invoice, decision))
+        if run_id is None:
+            review = None  # outside a run, no fingerprint would say which ladder computed it
+        else:
+            review = review_after(invoice, decision, policy, as_of) or NEVER
+        review_of[invoice.invoice_id] = review
     if not groups:
+        _write_moves(session, {}, review_of, as_of, None)
         return result
 
     now = utcnow()
@@ -647,17 +728,26 @@ def evaluate_batch(
         session.execute(ActionInvoice.__table__.insert(), links)  # type: ignore[attr-defined]
     if transitions:
         session.execute(Transition.__table__.insert(), transitions)  # type: ignore[attr-defined]
-        by_stage: dict[str, list[int]] = defaultdict(list)
-        for move in moves:
-            by_stage[move["stage"]].append(move["id"])
-        for stage_name, ids in by_stage.items():  # a few set-based statements, not one per row
-            for batch in chunks(ids):
-                session.execute(
-                    update(Invoice).where(Invoice.id.in_(batch))
-                    .values(stage=stage_name, stage_entered_on=as_of, updated_at=now)
-                    .execution_options(synchronize_session=False))
+    _write_moves(session, {move["id"]: move["stage"] for move in moves}, review_of, as_of, now)
     result.transitions = len(transitions)
     return result
+
+
+def _write_moves(session: Session, stage_of: dict[int, str], review_of: dict[int, date | None],
+                 as_of: date, now: datetime | None) -> None:
+    """Record the evaluated invoices' new stages and next review dates: one statement per
+    (stage, review date) and chunk, not one per row, and each invoice written once (the review
+    date of an invoice entering a stage goes with its move)."""
+    groups: dict[tuple[str | None, date | None], list[int]] = defaultdict(list)
+    for invoice_id, review in review_of.items():
+        groups[(stage_of.get(invoice_id), review)].append(invoice_id)
+    for (stage_name, review), ids in groups.items():
+        values: dict[str, Any] = {"review_on": review}
+        if stage_name is not None:
+            values |= {"stage": stage_name, "stage_entered_on": as_of, "updated_at": now}
+        for batch in chunks(ids):
+            session.execute(update(Invoice).where(Invoice.id.in_(batch)).values(**values)
+                            .execution_options(synchronize_session=False))
 
 
 def _collectors(session: Session, customer_ids: set[int]) -> dict[int, str | None]:
@@ -724,8 +814,10 @@ def approve(
              "reason": link.reason + note, "actor": by, "run_id": None, "action_id": action_id}
             for link, invoice in entering
         ])
+        # review_on: a new stage, and the proposal that held them back is gone.
         session.execute(update(Invoice), [
-            {"id": invoice.id, "stage": action.stage, "stage_entered_on": on, "updated_at": now}
+            {"id": invoice.id, "stage": action.stage, "stage_entered_on": on, "updated_at": now,
+             "review_on": None}
             for _, invoice in entering
         ])
     action.updated_at = now
@@ -743,6 +835,8 @@ def reject(session: Session, action_id: int, by: str, reason: str, on: date) -> 
     action.updated_at = now
     session.add(Approval(action_id=action_id, decision="rejected", by=by, at=now, comment=reason))
     rows = _links(session, action_id)
+    # The stage is now rejected for them and no longer pending: the ladder looks again.
+    forget_review(session, [invoice.id for _, invoice in rows])  # type: ignore[misc]
     if rows:
         session.execute(insert(Transition), [
             {"invoice_id": invoice.id, "event": "rejected", "from_stage": invoice.stage,

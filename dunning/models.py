@@ -102,7 +102,8 @@ class Customer(SQLModel, table=True):
 
 
 class Invoice(SQLModel, table=True):
-    __table_args__ = (Index("ix_invoice_state_customer", "state", "customer_id"),)
+    __table_args__ = (Index("ix_invoice_state_customer", "state", "customer_id"),
+                      Index("ix_invoice_state_review", "state", "review_on", "customer_id"))
 
     id: int | None = Field(default=None, primary_key=True)
     external_id: str = Field(unique=True, max_length=100)
@@ -122,6 +123,13 @@ class Invoice(SQLModel, table=True):
     # Collected by a collection agency and not necessarily booked yet by the accounting system:
     # the ledger's open amount never exceeds amount - agency_collected (see ledger.reconcile).
     agency_collected: Decimal | None = _money(nullable=True)
+    # The first business date on which the ladder may move the invoice, as computed by the last
+    # run that evaluated it (dunning/ladder.py, `review_after`): runs before it leave the
+    # invoice alone. NULL: evaluate at the next run (a new invoice, or one whose facts changed);
+    # 9999-12-31: not before its facts change. Whatever changes an input of decide() (amounts,
+    # dates, currency, stage, state, the customer's hold, a proposal approved or rejected) sets
+    # it back to NULL in the same transaction.
+    review_on: date | None = None
     updated_at: datetime = _stamp()
 
 
@@ -202,6 +210,9 @@ class Run(SQLModel, table=True):
     )
     status: str = Field(default="running", max_length=16)  # running | completed | failed
     shard: str | None = Field(default=None, max_length=16)  # "K/N"; None: every customer
+    # ladder.fingerprint() of the policy this run evaluated under (None: it evaluated nothing);
+    # review dates computed under another ladder are not trusted (ledger.trusts_review_dates).
+    ladder_fingerprint: str | None = Field(default=None, max_length=64)
     invoices_seen: int = 0
     rejected_rows: int = 0
     transitions: int = 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import date
+from typing import Any
 
 from sqlalchemy import insert, select, update
 from sqlalchemy.orm import Session
@@ -34,7 +35,7 @@ def pause(
         return 0
     ids = [i.id for i in chosen]
     session.execute(update(Invoice).where(Invoice.id.in_(ids)).values(
-        state="paused", state_reason=kind, paused_until=until, updated_at=now))
+        state="paused", state_reason=kind, paused_until=until, updated_at=now, review_on=None))
     detail = f"until {until}" if until else "until resolved"
     session.execute(insert(Transition), [
         {"invoice_id": i.id, "event": "paused", "from_stage": i.stage, "to_stage": i.stage,
@@ -68,12 +69,13 @@ def resolve(session: Session, external_id: str, *, by: str, credit_note: bool, o
                             f"review (state {invoice.state}); nothing changed")
     now = utcnow()
     what = "dispute" if invoice.state_reason == "dispute" else "write-off review"
+    values: dict[str, Any] = {"review_on": None}  # evaluated at the next run
     if credit_note:
-        values = {"state_reason": "credit_note"}
+        values |= {"state_reason": "credit_note"}
         event, state, reason = "resolved", "paused", \
             f"{what} resolved by {by}: a credit note will settle it"
     else:
-        values = {"state": "active", "state_reason": None, "paused_until": None}
+        values |= {"state": "active", "state_reason": None, "paused_until": None}
         event, state, reason = "resumed", "active", f"{what} resolved by {by}"
     session.execute(update(Invoice).where(Invoice.id == invoice.id)
                     .values(updated_at=now, **values))
@@ -97,6 +99,10 @@ def hold(session: Session, customer_ref: str, *, until: date, by: str, reason: s
         raise ConflictError(f"--until {until} is before the business date {on}")
     customer.hold_until = until
     customer.hold_reason = f"{reason} (by {by})"
+    # Its invoices' review dates counted with the old hold (those arriving meanwhile stay
+    # active, held by the customer's date alone).
+    session.execute(update(Invoice).where(Invoice.customer_id == customer.id)
+                    .values(review_on=None).execution_options(synchronize_session=False))
     invoices = session.execute(
         select(Invoice).where(Invoice.customer_id == customer.id, Invoice.state == "active")
     ).scalars().all()

@@ -20,6 +20,8 @@ class Settings(BaseSettings):
     injunctions_dir: Path = Field(Path("injunctions"), alias="DUNNING_INJUNCTIONS_DIR")
     sendgrid_api_key: SecretStr | None = Field(None, alias="SENDGRID_API_KEY")
     sendgrid_api_host: str | None = Field(None, alias="SENDGRID_API_HOST")
+    # Decide every active invoice at each run, whatever its review date says.
+    evaluate_all: bool = Field(False, alias="DUNNING_EVALUATE_ALL")
 
 
 def load_settings() -> Settings:

@@ -66,7 +66,7 @@ def daily_dunning(as_of: date | None = None, dry_run: bool = False,
                 synced = agency_sync(ctx, as_of, run_id, part)
             with clock("evaluate"):
                 evaluated = BatchResult()
-                for low, high in plan_batches(ctx, part):
+                for low, high in plan_batches(ctx, part, as_of, run_id):
                     evaluated.merge(evaluate(ctx, as_of, run_id, low, high, part))
             with clock("dispatch"):
                 dispatched = dispatch_email(ctx, as_of, dry_run=False, shard=part)

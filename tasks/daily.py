@@ -35,9 +35,10 @@ def reconcile(ctx: Context, snapshot: Staged, as_of: date, run_id: str,
 
 
 @task(name="plan-batches", cache_policy=NO_CACHE)
-def plan_batches(ctx: Context, shard: Shard | None = None) -> list[tuple[int, int]]:
-    """Split the active invoices into customer ranges of about `batch_size` invoices."""
-    return daily.plan(ctx, shard)
+def plan_batches(ctx: Context, shard: Shard | None = None, as_of: date | None = None,
+                 run_id: str | None = None) -> list[tuple[int, int]]:
+    """Split the invoices due for review into customer ranges of about `batch_size`."""
+    return daily.plan(ctx, shard, as_of, run_id)
 
 
 @task(name="evaluate", cache_policy=NO_CACHE, task_run_name="evaluate-customers-{low}-{high}")

@@ -141,6 +141,8 @@ def test_collections_reduce_then_close_the_invoices(portfolio: Portfolio, policy
     half = as_json("agency", "sync")  # half of C1-I1
     assert half["collected"] == {"EUR": "750.00"}
     assert as_json("status")[0]["amount_open"] == "750.00"
+    # Its open amount changed: the next run evaluates it, whatever its review date said.
+    assert query(db_url, "SELECT review_on FROM invoice WHERE external_id = 'C1-I1'") == [(None,)]
     (transition,) = [t for t in as_json("history", "C1-I1") if t["event"] == "collected"]
     assert transition["actor"] == "agency" and "750.00 EUR collected" in transition["detail"]
 
