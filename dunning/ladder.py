@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import date, timedelta
 from decimal import Decimal
 
@@ -71,8 +71,10 @@ def _earliest(*days: date | None) -> date | None:
     return min(known) if known else None
 
 
-def decide(invoice: InvoiceFacts, policy: Policy, as_of: date) -> Decision:
-    """The stage `invoice` enters on `as_of`, or why it does not move (and until when)."""
+def decide(invoice: InvoiceFacts, policy: Policy, as_of: date, explain: bool = True) -> Decision:
+    """The stage `invoice` enters on `as_of`, or why it does not move (and until when).
+    `explain=False` leaves the reason empty (the same answer, without formatting a sentence:
+    what looking ahead for the next review date needs)."""
     days_overdue = (as_of - invoice.due_date).days
 
     def stay(reason: str, review_on: date | None) -> Decision:
@@ -83,7 +85,7 @@ def decide(invoice: InvoiceFacts, policy: Policy, as_of: date) -> Decision:
     if invoice.state == "paused":
         return stay("paused: dunning is suspended", None)
     if invoice.hold_until is not None and invoice.hold_until >= as_of:
-        return stay(f"customer on hold until {invoice.hold_until}",
+        return stay(f"customer on hold until {invoice.hold_until}" if explain else "",
                     invoice.hold_until + timedelta(days=1))
     if invoice.amount < 0:
         return stay("credit note: never dunned", None)
@@ -94,13 +96,15 @@ def decide(invoice: InvoiceFacts, policy: Policy, as_of: date) -> Decision:
         since = (as_of - invoice.stage_entered_on).days
         if since < 1:
             # Reruns of a day, and approvals recorded on it, never move an invoice twice.
-            return stay(f"{invoice.stage} entered {_days(since)} ago: one stage per day at most",
+            return stay(f"{invoice.stage} entered {_days(since)} ago: one stage per day at most"
+                        if explain else "",
                         invoice.stage_entered_on + timedelta(days=1))
 
     stages = policy.stages
     current = policy.stage_index(invoice.stage)
     if invoice.stage is not None and current < 0:
-        return stay(f"its stage {invoice.stage} is not in the policy: a person decides", None)
+        return stay(f"its stage {invoice.stage} is not in the policy: a person decides"
+                    if explain else "", None)
     candidate = current + 1
     # From the due date on, the pre-due reminders ahead are passed over: the stage waited for,
     # and so the answer, may change that day whatever else holds it.
@@ -111,21 +115,22 @@ def decide(invoice: InvoiceFacts, policy: Policy, as_of: date) -> Decision:
         candidate += 1
     if candidate >= len(stages):
         where = invoice.stage or "the ladder"
-        return stay(f"at the last stage ({where})", turns)
+        return stay(f"at the last stage ({where})" if explain else "", turns)
     stage = stages[candidate]
 
     if stage.name in invoice.rejected_stages:
-        return stay(f"{stage.name} was rejected; escalation stops here until a person acts",
-                    turns)
+        return stay(f"{stage.name} was rejected; escalation stops here until a person acts"
+                    if explain else "", turns)
     if invoice.pending_stage == stage.name:
-        return stay(f"{stage.name} awaits approval", turns)
+        return stay(f"{stage.name} awaits approval" if explain else "", turns)
 
     reasons: list[str] = []
-    ok, text = _lateness(days_overdue, stage)
-    if not ok:
+    if days_overdue < stage.days_after_due:
         late_enough = invoice.due_date + timedelta(days=stage.days_after_due)
-        return stay(f"waiting for {stage.name}: {text}", _earliest(late_enough, turns))
-    reasons.append(text)
+        return stay(f"waiting for {stage.name}: {_lateness(days_overdue, stage)[1]}"
+                    if explain else "", _earliest(late_enough, turns))
+    if explain:
+        reasons.append(_lateness(days_overdue, stage)[1])
 
     previous = stages[current] if current >= 0 else None
     if previous is not None and invoice.stage_entered_on is not None:
@@ -133,11 +138,11 @@ def decide(invoice: InvoiceFacts, policy: Policy, as_of: date) -> Decision:
         if since < stage.min_days_since_previous:
             return stay(
                 f"waiting for {stage.name}: {previous.name} entered {_days(since)} ago "
-                f"< {stage.min_days_since_previous}",
+                f"< {stage.min_days_since_previous}" if explain else "",
                 _earliest(invoice.stage_entered_on
                           + timedelta(days=stage.min_days_since_previous), turns),
             )
-        if stage.min_days_since_previous > 0:
+        if stage.min_days_since_previous > 0 and explain:
             reasons.append(
                 f"{previous.name} entered {_days(since)} ago ≥ {stage.min_days_since_previous}"
             )
@@ -147,14 +152,15 @@ def decide(invoice: InvoiceFacts, policy: Policy, as_of: date) -> Decision:
         if currency != policy.currency:
             # No exchange rate is guessed: a threshold in EUR says nothing of a JPY invoice.
             return stay(f"waiting for {stage.name}: its minimum is in {policy.currency}, the "
-                        f"invoice in {currency}: a person decides", turns)
+                        f"invoice in {currency}: a person decides" if explain else "", turns)
         if invoice.amount_open < stage.min_amount:
             return stay(
                 f"waiting for {stage.name}: open {_money(invoice.amount_open)} "
-                f"< {_money(stage.min_amount)}",
+                f"< {_money(stage.min_amount)}" if explain else "",
                 turns,
             )
-        reasons.append(f"open {_money(invoice.amount_open)} ≥ {_money(stage.min_amount)}")
+        if explain:
+            reasons.append(f"open {_money(invoice.amount_open)} ≥ {_money(stage.min_amount)}")
 
     # Were it not recorded, the same facts would enter the stage again tomorrow.
     return Decision(invoice.invoice_id, stage.name, "; ".join(reasons), days_overdue,
@@ -167,7 +173,7 @@ def first_move(invoice: InvoiceFacts, policy: Policy, start: date) -> date | Non
     day = start
     # Each answer holds until its review date, and there are a few kinds of answer per stage.
     for _ in range(4 * len(policy.stages) + 4):
-        decision = decide(invoice, policy, day)
+        decision = decide(invoice, policy, day, explain=False)
         if decision.enters:
             return day
         if decision.review_on is None:
@@ -190,10 +196,19 @@ def review_after(invoice: InvoiceFacts, decision: Decision, policy: Policy,
             # Two proposals waiting at once: which one the ledger reads first is not ours to
             # guess, so it is looked at again tomorrow.
             return tomorrow
-        after = replace(invoice, pending_stage=decision.stage)
+        after = _moved(invoice, invoice.stage, invoice.stage_entered_on, decision.stage)
     else:
-        after = replace(invoice, stage=decision.stage, stage_entered_on=as_of)
+        after = _moved(invoice, decision.stage, as_of, invoice.pending_stage)
     return first_move(after, policy, tomorrow)
+
+
+def _moved(invoice: InvoiceFacts, stage: str | None, entered: date | None,
+           pending: str | None) -> InvoiceFacts:
+    """The invoice with another stage or proposal (`dataclasses.replace` costs more than the
+    decision itself, once per invoice of a full evaluation)."""
+    return InvoiceFacts(invoice.invoice_id, invoice.customer_id, invoice.due_date,
+                        invoice.amount, invoice.amount_open, stage, entered, invoice.state,
+                        invoice.rejected_stages, pending, invoice.hold_until, invoice.currency)
 
 
 def fingerprint(policy: Policy) -> str:

@@ -189,7 +189,7 @@ _CELLS = {
 }
 
 
-@settings(max_examples=40, deadline=None,
+@settings(max_examples=25, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(rows=st.lists(st.fixed_dictionaries(_CELLS), min_size=1, max_size=25),
        short=st.booleans())
