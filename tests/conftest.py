@@ -48,6 +48,11 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     if dropped:
         config.hook.pytest_deselected(items=dropped)
         items[:] = [item for item in items if item not in dropped]
+    # The longest tests first, so that the workers do not wait on one of them at the end.
+    items.sort(key=lambda item: item.module.__name__.rsplit(".", 1)[-1] not in SLOW_FIRST)
+
+
+SLOW_FIRST = {"test_sharding", "test_incremental", "test_demo"}
 
 
 @pytest.fixture(scope="session")

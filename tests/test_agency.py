@@ -129,6 +129,8 @@ def test_an_approved_case_reaches_the_agency_once(portfolio: Portfolio, policy_f
     assert [m for m, _, _ in agency.requests].count("POST") == 1
 
 
+# SQLite only, for the suite's time budget: the other tests of this file cover PostgreSQL.
+@pytest.mark.sqlite_only
 def test_collections_reduce_then_close_the_invoices(portfolio: Portfolio, policy_file: Path,
                                                     agency: AgencyDouble, db_url: str) -> None:
     configure(policy_file, agency.url)

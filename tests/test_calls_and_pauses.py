@@ -43,6 +43,8 @@ def test_the_call_list_puts_the_most_overdue_money_first(portfolio: Portfolio) -
     assert [t["customer_id"] for t in as_json("calls", "--assignee", "Nadia")] == ["BIG"]
 
 
+# SQLite only, for the suite's time budget: the other tests of this file cover PostgreSQL.
+@pytest.mark.sqlite_only
 def test_a_promise_pauses_and_a_broken_promise_resumes_escalation(portfolio: Portfolio) -> None:
     portfolio.customer("C1")
     portfolio.invoice("I1", "C1", due=day(-40))

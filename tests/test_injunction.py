@@ -67,6 +67,8 @@ def _text(data: bytes) -> str:
     return text.replace("\u202f", " ").replace("\u00a0", " ")
 
 
+# SQLite only, for the suite's time budget: the other tests of this file cover PostgreSQL.
+@pytest.mark.sqlite_only
 def test_an_approved_injunction_becomes_a_court_file(portfolio: Portfolio, court_dir: Path,
                                                      workdir: Path) -> None:
     seed(portfolio)

@@ -64,6 +64,8 @@ def counts(db_url: str) -> tuple[int, ...]:
                  for table in ("transition", "action", "action_invoice", "approval"))
 
 
+# SQLite only, for the suite's time budget: the other tests of this file cover PostgreSQL.
+@pytest.mark.sqlite_only
 def test_a_month_of_mornings(portfolio: Portfolio, db_url: str) -> None:
     """Day 0 a pre-due reminder and a friendly one; a week later the second; then a call;
     then a formal notice that waits for a person."""
