@@ -295,7 +295,7 @@ def reconcile(session: Session, snapshot: Snapshot | Staged, as_of: date, run_id
 
 def _reconcile_customers(
     session: Session, rows: list[CustomerRow], result: ReconcileResult, now: datetime
-) -> dict[str, int]:
+) -> None:
     known: dict[str, Any] = {
         row.external_id: row
         for row in session.execute(
@@ -318,7 +318,6 @@ def _reconcile_customers(
         session.execute(update(Customer), updates)
     result.customers_new = len(inserts)
     result.customers_updated = len(updates)
-    return dict(session.execute(select(Customer.external_id, Customer.id)).all())
 
 
 def _set_state(
