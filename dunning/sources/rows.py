@@ -201,12 +201,16 @@ class SnapshotBuilder:
         if sink is None:
             self.snapshot.invoices.append(invoice)
             return
-        mine = True
-        if self.mine is not None:
-            mine = self._mine.get(customer)
-            if mine is None:
-                mine = self._mine[customer] = self.mine(customer)
-        sink(line, invoice.external_id, invoice, mine)
+        sink(line, invoice.external_id, invoice, self._holds(customer))
+
+    def _holds(self, customer: str) -> bool:
+        """Whether `mine` keeps this customer's invoices (asked once per customer)."""
+        if self.mine is None:
+            return True
+        held = self._mine.get(customer)
+        if held is None:
+            held = self._mine[customer] = self.mine(customer)
+        return held
 
     def invoice_cells(self, names: list[str]) -> Callable[[int, list[str]], None]:
         """For a streamed file with columns `names`: a function taking one line's (stripped)
@@ -228,8 +232,7 @@ class SnapshotBuilder:
         i_id, i_customer, i_number, i_issued, i_due, i_currency, i_amount, i_open = (
             where[name] for name in wanted)
         known = self._customer_lines
-        mine_of = self._mine
-        mine = self.mine
+        holds = self._holds
         default_currency = self.default_currency
         iso = _ISO_DATE.match
         plain = _AMOUNT.match
@@ -263,12 +266,7 @@ class SnapshotBuilder:
             total, left = cents(amount), cents(amount_open)
             if not (0 <= left <= total if total >= 0 else total <= left <= 0):
                 return slow(line, cells)
-            valid = True
-            if mine is not None:
-                valid = mine_of.get(customer)
-                if valid is None:
-                    valid = mine_of[customer] = mine(customer)
-            if valid:
+            if holds(customer):
                 add_text(line, key, customer, cells[i_number] or None, issued, due, currency,
                          amount, amount_open, total, left)
             else:
@@ -280,4 +278,4 @@ class SnapshotBuilder:
         """The customers read (with `mine`, only those it keeps)."""
         if self.mine is None:
             return self.snapshot.customers
-        return [row for row in self.snapshot.customers if self.mine(row.external_id)]
+        return [row for row in self.snapshot.customers if self._holds(row.external_id)]
