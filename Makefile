@@ -1,16 +1,19 @@
 # make demo: set up and run the sample portfolio over simulated business days (SQLite, ./outbox)
 # make test: the whole suite, on three workers (they wait on Prefect and subprocesses) (SQLite, and PostgreSQL at DUNNING_TEST_PG_URL or 127.0.0.1:5432/test)
+# make lock: recompile requirements.lock from pyproject.toml's ranges (see the README, "Dependencies")
 
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: demo test lint install clean schemas
+.PHONY: demo test lint install clean schemas lock
 
-$(BIN)/dunning: pyproject.toml
+# Installs exactly what requirements.lock names (every version pinned, every file's hash checked),
+# then dunning itself without resolving anything again.
+$(BIN)/dunning: pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet --require-hashes -r requirements.lock
+	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
 	touch $@
 
 install: $(BIN)/dunning
@@ -24,6 +27,13 @@ test: $(BIN)/dunning
 
 lint: $(BIN)/dunning
 	$(BIN)/ruff check dunning flows tasks tests bench
+
+# The newest versions pyproject.toml's ranges allow, for Linux x86_64 and Python 3.11 (this
+# project's machines); hatchling and editables are pinned too, since the editable install builds without isolation.
+lock: $(BIN)/dunning
+	printf 'hatchling>=1.25\neditables>=0.5\n' | $(BIN)/uv pip compile pyproject.toml - --extra test --upgrade \
+	  --generate-hashes --python-version 3.11 --python-platform x86_64-manylinux_2_28 \
+	  --custom-compile-command 'make lock' -o requirements.lock
 
 # the JSON Schemas of the agency case and status, from the models in dunning/channels/agency.py
 schemas: $(BIN)/dunning
