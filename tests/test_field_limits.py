@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from tests.conftest import Portfolio, query
-from tests.test_pipeline import cli, day, run
+from tests.test_pipeline import cli, day, outbox, run
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 
@@ -65,3 +65,19 @@ def test_file_names_from_outside_values_stay_short_and_distinct() -> None:
     assert len(first) == len(second) == 100 and first != second
     assert first.startswith("C" * 80)
     assert safe_name("../Zürich/C1") == "_.._Z_rich_C1", "short names are unchanged"
+
+
+def test_an_internationalised_domain_reaches_the_outbox_in_ascii(portfolio: Portfolio) -> None:
+    """An address the outbox (plain RFC 5322, ASCII headers) could not write as it is is refused
+    when the export is read, never a UnicodeEncodeError at delivery."""
+    portfolio.customer("C1", email="ap@exämple.example; b@b.example")
+    portfolio.invoice("I1", "C1", due=day(-4))
+    portfolio.customer("C2", email="ü@exämple.example")
+    portfolio.invoice("I2", "C2", due=day(-4))
+    portfolio.write()
+    report = run(day(0), expect=3)
+    assert [(r["file"], r["line"], r["field"]) for r in report["rejected_rows"]] == [
+        ("customers.csv", 3, "email"), ("invoices.csv", 3, "customer_id")]
+    assert (report["dispatch"]["sent"], report["dispatch"]["failed"]) == (1, 0)
+    (message,) = outbox(portfolio)
+    assert message["To"] == "ap@xn--exmple-cua.example, b@b.example"
