@@ -42,7 +42,7 @@ def _shown(value: str, width: int = 40) -> str:
 
 
 def _too_long(value: str, limit: int) -> str:
-    return f"{len(value)} characters, more than the {limit} allowed: {_shown(value, 20)}"
+    return f"{len(value)} characters, more than the {limit} allowed: {value[:20]!r}…"
 
 
 def _within(row: dict[str, str], limits: tuple[tuple[str, int], ...]) -> None:
