@@ -5,7 +5,9 @@ rest of the run goes on; values at the limits go all the way to the files dunnin
 from __future__ import annotations
 
 import pytest
+from sqlalchemy import text
 
+from dunning.db import get_engine, transaction
 from tests.conftest import Portfolio, query
 from tests.test_pipeline import cli, day, outbox, run
 
@@ -81,3 +83,23 @@ def test_an_internationalised_domain_reaches_the_outbox_in_ascii(portfolio: Port
     assert (report["dispatch"]["sent"], report["dispatch"]["failed"]) == (1, 0)
     (message,) = outbox(portfolio)
     assert message["To"] == "ap@xn--exmple-cua.example, b@b.example"
+
+
+def test_an_address_stored_before_the_rule_fails_its_action_with_a_sentence(
+        portfolio: Portfolio, db_url: str) -> None:
+    """A database from an older version may hold an address the transports cannot send as it
+    is; while the export's row is rejected the customer keeps it: the action fails, saying so,
+    instead of an internal UnicodeEncodeError."""
+    portfolio.customer("C1")
+    portfolio.invoice("I1", "C1", due=day(30))
+    portfolio.write()
+    run(day(0))
+    with transaction(get_engine(db_url)) as session:
+        session.execute(text("UPDATE customer SET email = 'ü@exämple.example' "
+                             "WHERE external_id = 'C1'"))
+    portfolio.customers["C1"]["language"] = "xx"  # the row is rejected: the customer is kept
+    portfolio.write()
+    report = run(day(26), expect=3)
+    assert (report["dispatch"]["sent"], report["dispatch"]["failed"]) == (0, 1)
+    (failure,) = report["dispatch"]["errors"]
+    assert failure["error"].startswith("customer C1: an email address is not ASCII")
