@@ -5,7 +5,6 @@ unrecoverable puts its invoices up for write-off review."""
 
 from __future__ import annotations
 
-import csv
 import logging
 import os
 from collections.abc import Sequence
@@ -15,9 +14,11 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
 from sqlalchemy import Engine, insert, select, update
 from sqlalchemy.orm import Session
 
+from dunning import spreadsheet
 from dunning.channels.agency import (
     AgencyCase,
     AgencyClient,
@@ -29,7 +30,7 @@ from dunning.channels.agency import (
 from dunning.channels.email import Letter
 from dunning.db import transaction
 from dunning.dispatch import Claimed, Delivered, DispatchResult, dispatch
-from dunning.errors import DeliveryError
+from dunning.errors import ConfigError, DeliveryError
 from dunning.files import safe_name, write_atomically
 from dunning.ledger import drop_from_undelivered
 from dunning.models import (
@@ -187,34 +188,40 @@ CSV_COLUMNS = ("reference", "created_on", "customer_id", "debtor", "legal_id", "
                "compensation_currency")
 
 
-def write_csv(folder: Path) -> Path:
+def write_csv(folder: Path) -> tuple[Path, list[str]]:
     """`cases.csv`: one row per invoice of every case in the folder, rebuilt from the JSON
-    files, so that it always lists exactly what the folder holds."""
+    files, so that it always lists exactly the cases the folder holds. Returns it, and a line
+    for each other `.json` file, left alone (a folder shared with other files is fine)."""
     rows = []
+    skipped: list[str] = []
     for path in sorted(folder.glob("*.json")):
-        case = AgencyCase.model_validate_json(path.read_bytes())
+        try:
+            case = AgencyCase.model_validate_json(path.read_bytes())
+        except OSError as exc:
+            skipped.append(f"{path}: cannot be read ({exc.strerror}); left out of cases.csv")
+            continue
+        except ValidationError:
+            skipped.append(f"{path}: not an agency case written by dunning; left out of "
+                           "cases.csv")
+            continue
         for invoice in case.invoices:
-            rows.append({
-                "reference": case.reference, "created_on": case.created_on.isoformat(),
-                "customer_id": case.debtor.customer_id, "debtor": case.debtor.name,
-                "legal_id": case.debtor.legal_id or "", "country": case.debtor.country or "",
-                "email": ";".join(case.debtor.email), "phone": case.debtor.phone or "",
-                "invoice_id": invoice.invoice_id, "number": invoice.number,
-                "issue_date": invoice.issue_date.isoformat() if invoice.issue_date else "",
-                "due_date": invoice.due_date.isoformat(), "currency": invoice.currency,
-                "amount": invoice.amount, "amount_open": invoice.amount_open,
-                "days_overdue": invoice.days_overdue, "interest": invoice.interest,
-                "compensation": invoice.compensation,
-                "compensation_currency": invoice.compensation_currency,
-            })
+            rows.append([
+                case.reference, case.created_on.isoformat(), case.debtor.customer_id,
+                case.debtor.name, case.debtor.legal_id or "", case.debtor.country or "",
+                ";".join(case.debtor.email), case.debtor.phone or "", invoice.invoice_id,
+                invoice.number, invoice.issue_date.isoformat() if invoice.issue_date else "",
+                invoice.due_date.isoformat(), invoice.currency, invoice.amount,
+                invoice.amount_open, invoice.days_overdue, invoice.interest,
+                invoice.compensation, invoice.compensation_currency,
+            ])
     out = folder / "cases.csv"
     tmp = out.with_name("cases.csv.tmp")
     with tmp.open("w", encoding="utf-8", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=CSV_COLUMNS)
-        writer.writeheader()
+        writer = spreadsheet.writer(handle)
+        writer.writerow(CSV_COLUMNS)
         writer.writerows(rows)
     os.replace(tmp, out)
-    return out
+    return out, skipped
 
 
 def send(engine: Engine, policy: Policy, as_of: date, *, client: AgencyClient | None = None,
@@ -228,14 +235,18 @@ def send(engine: Engine, policy: Policy, as_of: date, *, client: AgencyClient | 
 
 
 def export(engine: Engine, policy: Policy, folder: Path, as_of: date) -> \
-        tuple[DispatchResult, list[Path]]:
-    """Write the approved cases not yet handed over as JSON files and `cases.csv`."""
+        tuple[DispatchResult, list[Path], list[str]]:
+    """Write the approved cases not yet handed over as JSON files and `cases.csv`; returns
+    what was dispatched, the files written, and the folder's other `.json` files, left alone."""
+    if folder.exists() and not folder.is_dir():
+        raise ConfigError(f"--out {folder}: not a folder; nothing was exported")
     channel = ExportChannel(engine, policy, folder, as_of)
     result = dispatch(engine, policy, channel, as_of, kind="agency")
+    skipped: list[str] = []
     if channel.written or folder.exists():
         folder.mkdir(parents=True, exist_ok=True)
-        write_csv(folder)
-    return result, channel.written
+        _, skipped = write_csv(folder)
+    return result, channel.written, skipped
 
 
 # --- what the agency reports ------------------------------------------------------------------

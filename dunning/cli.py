@@ -505,11 +505,13 @@ def agency_export(
     ctx = _context()
     with _session() as session:
         on = business_date(session, ctx.today())
-    result, written = agency.export(ctx.engine, ctx.policy, out, on)
+    result, written, skipped = agency.export(ctx.engine, ctx.policy, out, on)
     summary = {"out": str(out), "exported": result.sent, "failed": result.failed,
-               "files": [str(p) for p in written], "errors": result.errors}
+               "files": [str(p) for p in written], "errors": result.errors, "skipped": skipped}
     _emit(summary, as_json, f"{result.sent} case(s) written to {out} (cases.csv lists every "
           "invoice)" + (f"; {result.failed} failed" if result.failed else ""))
+    for line in skipped:
+        typer.echo(f"dunning: {line}", err=True)
     for error in result.errors:
         typer.echo(f"dunning: action {error['action_id']} ({error['customer_id']}): "
                    f"{error['error']}", err=True)

@@ -25,6 +25,14 @@ from dunning.shards import Shard, in_shard
 
 log = logging.getLogger("dunning.dispatch")
 CLAIM_CHUNK = 100
+# An action's `last_error` is read in a table by a person: a provider's whole answer or a long
+# traceback would drown it (and grow the table with every failed morning).
+LAST_ERROR_LENGTH = 500
+
+
+def brief(text: str, limit: int = LAST_ERROR_LENGTH) -> str:
+    """`text` cut to `limit` characters, an ellipsis marking the cut."""
+    return text if len(text) <= limit else text[:limit - 1] + "…"
 
 
 class Claimed(NamedTuple):
@@ -205,6 +213,12 @@ class MessageChannel:
             # Retrying would fail the same way every morning: fail once, visibly.
             raise DeliveryError(f"customer {letter.customer_ref} has no email address; "
                                 "add one in the accounting system", retryable=False)
+        if not all(address.isascii() for address in letter.recipients):
+            # Snapshots refuse such addresses (sources/rows.py); one recorded before they did
+            # would need SMTPUTF8 (RFC 6531), which our transports do not promise.
+            raise DeliveryError(f"customer {letter.customer_ref}: an email address is not ASCII "
+                                "and cannot be sent as it is; fix it in the accounting system "
+                                "(retried at the next run)")
         if self.kind == "email":
             message = self.renderer.render(letter)
             return Delivered(self.transport.send(message, action_id, action.dedupe_key))
@@ -259,7 +273,7 @@ def dispatch(
                              retryable=exc.retryable)
                 result.failed += 1
                 result.errors.append({"action_id": action_id, "customer_id": letter.customer_ref,
-                                      "error": str(exc)})
+                                      "error": brief(str(exc))})
                 log.warning("action %s failed: %s", action_id, exc)
                 continue
             except Exception as exc:  # a bug must not stop the other customers' messages
@@ -268,7 +282,7 @@ def dispatch(
                              retryable=True)
                 result.failed += 1
                 result.errors.append({"action_id": action_id, "customer_id": letter.customer_ref,
-                                      "error": repr(exc)})
+                                      "error": brief(repr(exc))})
                 continue
             outcomes.add(action_id, delivered.after, status="sent",
                          provider_id=delivered.provider_id, document=delivered.document,
@@ -291,6 +305,8 @@ class _Outcomes:
 
     def add(self, action_id: int, after: Callable[[Session], None] | None = None,
             **values: Any) -> None:
+        if values.get("last_error"):  # the one place an outcome's error is written
+            values["last_error"] = brief(values["last_error"])
         self.rows.append({"id": action_id, "updated_at": utcnow(), "provider_id": None,
                           "document": None, "sent_at": None} | values)
         if after is not None:

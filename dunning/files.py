@@ -2,14 +2,24 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 from pathlib import Path
 
+# File systems refuse names over 255 bytes: a part built from outside values (a customer id, a
+# dedupe key) is kept well under, so that a whole name with its date, ids and suffix fits.
+NAME_PART_LENGTH = 100
 
-def safe_name(text: str) -> str:
-    """`text` as part of a file name: anything but letters, digits, `_`, `.` and `-` is `_`."""
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text)
+
+def safe_name(text: str, limit: int = NAME_PART_LENGTH) -> str:
+    """`text` as part of a file name: anything but letters, digits, `_`, `.` and `-` is `_`; a
+    longer result keeps its start and ends with a hash of the whole text, so it stays unique."""
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "_", text)
+    if len(name) <= limit:
+        return name
+    digest = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+    return f"{name[:limit - 17]}_{digest}"
 
 
 def write_atomically(path: Path, content: bytes) -> None:

@@ -14,7 +14,6 @@ For each approved `injunction` action, a folder (and a zip of it) holding:
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import io
 import os
@@ -33,7 +32,7 @@ from stdnum.fr import siren as siren_number
 from stdnum.fr import siret as siret_number
 from stdnum.fr import tva as tva_number
 
-from dunning import law
+from dunning import law, spreadsheet
 from dunning.agency import history, latest_notice
 from dunning.channels.email import Letter, _environment
 from dunning.channels.formatting import day, locale_for
@@ -228,7 +227,7 @@ def _pdf(template: str, context: dict[str, Any]) -> bytes:
 
 def _invoices_csv(context: dict[str, Any]) -> str:
     out = io.StringIO()
-    writer = csv.writer(out, delimiter=";")
+    writer = spreadsheet.writer(out, delimiter=";")
     writer.writerow(["numero", "date_facture", "date_echeance", "jours_de_retard",
                      "principal_du", "interets", "indemnite_forfaitaire"])
     for row in context["invoices"]:

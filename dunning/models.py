@@ -257,3 +257,37 @@ class AgencyCase(SQLModel, table=True):
     synced_at: datetime | None = Field(
         default=None, sa_column=Column(UTCDateTime(), nullable=True)
     )
+
+
+def _length(table: str, column: str) -> int:
+    length = getattr(SQLModel.metadata.tables[table].c[column].type, "length", None)
+    assert isinstance(length, int), f"{table}.{column} has no length"
+    return length
+
+
+# The longest value a snapshot may bring in each text field (customers.csv, invoices.csv, or the
+# same fields of the HTTP source's items): a longer one rejects its row when it is read
+# (dunning/sources/rows.py), on every database. Ids take their columns' lengths, so that nothing
+# longer ever reaches PostgreSQL (which refuses it, aborting the run) or SQLite (which keeps it,
+# and file names built from it). Free text has no length in the database (narrowing a column
+# would fail on longer values already stored): these bounds are far above real data and keep a
+# letter's PDF, an email header and a report readable. Documented in README.md ("Field limits").
+SNAPSHOT_LIMITS: dict[str, dict[str, int]] = {
+    "customers": {
+        "customer_id": _length("customer", "external_id"),
+        "name": 200,
+        "email": 1000,  # the whole cell, several addresses; each at most EMAIL_ADDRESS_LENGTH
+        "phone": 50,
+        "segment": 100,
+        "collector": _length("action", "assignee"),  # becomes the call task's assignee
+        "address": 500,
+        "legal_id": 50,
+    },
+    "invoices": {
+        "invoice_id": _length("invoice", "external_id"),
+        "customer_id": _length("customer", "external_id"),
+        "number": 100,
+    },
+}
+# RFC 5321 section 4.5.3.1.3: a path is at most 256 octets, angle brackets included.
+EMAIL_ADDRESS_LENGTH = 254

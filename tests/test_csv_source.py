@@ -132,3 +132,64 @@ def test_an_unreadable_file_is_refused_whole(tmp_path: Path, invoices: str | Non
     with pytest.raises(SnapshotError, match="nothing was changed") as error:
         read_csv_snapshot(c, i)
     assert message in str(error.value)
+
+
+LONG = "X" * 101
+
+
+@pytest.mark.parametrize(("customer", "field"), [
+    (f"{LONG},Long Id SA,,,,,,", "customer_id"),
+    ("C9," + "N" * 201 + ",,,,,,", "name"),
+    ("C9,Many Mail,\"" + "; ".join(f"ap{n:03d}@example.example" for n in range(50)) + "\",,,,,",
+     "email"),
+    ("C9,Long Phone," + ",+33 " + "1" * 60 + ",,,,", "phone"),
+    ("C9,Long Segment,,,,,," + "s" * 101, "segment"),
+], ids=["101-char id", "201-char name", "1,000-char email cell", "long phone", "long segment"])
+def test_a_customer_field_longer_than_its_limit_is_rejected(tmp_path: Path, customer: str,
+                                                           field: str) -> None:
+    c, i = _files(tmp_path, HEADER + "I1,C1,F-1,,2026-10-31,EUR,100,100\n",
+                  CUSTOMERS + customer + "\n")
+    snap = read_csv_snapshot(c, i)
+    (reject,) = [r for r in snap.rejects if r.line == 6]
+    assert (reject.file, reject.field) == ("customers.csv", field)
+    assert "characters, more than the" in reject.message and len(reject.message) < 120
+    assert [x.external_id for x in snap.customers] == ["C1", "C3", "C4"]
+
+
+@pytest.mark.parametrize(("row", "field", "message"), [
+    (f"{LONG},C1,F,,2026-11-01,EUR,10,10", "invoice_id", "101 characters, more than the 100"),
+    (f"I9,{LONG},F,,2026-11-01,EUR,10,10", "customer_id", "101 characters, more than the 100"),
+    ("I9,C1," + "9" * 10_000 + ",,2026-11-01,EUR,10,10", "number",
+     "10000 characters, more than the 100"),
+    ("I9,C1,F,," + "2" * 10_000 + ",EUR,10,10", "due_date", "… (10000 characters) is not a date"),
+], ids=["101-char id", "101-char customer", "10,000-char number", "10,000-char date"])
+def test_an_invoice_field_longer_than_its_limit_is_rejected(tmp_path: Path, row: str, field: str,
+                                                           message: str) -> None:
+    c, i = _files(tmp_path, HEADER + "I1,C1,F-1,,2026-10-31,EUR,100,100\n" + row + "\n")
+    snap = read_csv_snapshot(c, i)
+    (reject,) = [r for r in snap.rejects if r.file == "invoices.csv"]
+    assert (reject.line, reject.field) == (3, field)
+    assert message in reject.message and len(reject.message) < 120
+    assert [x.external_id for x in snap.invoices] == ["I1"]
+
+
+@pytest.mark.parametrize(("email", "stored", "message"), [
+    ("ap@exämple.example", "ap@xn--exmple-cua.example", None),
+    ("AP@Straße.example; b@b.example", "AP@xn--strae-oqa.example; b@b.example", None),
+    ("ü@exämple.example", None, "the part before @ is not ASCII, which needs SMTPUTF8"),
+    ("ap@ex_ämple.example", None, "not a valid internationalised domain name"),
+    ("a<b@x.example", None, "is not an email address"),
+    ("a..b@x.example", None, "is not an email address"),
+    ("a" * 64 + "@" + "d" * 190 + ".example", None, "more than the 254 an address may have"),
+], ids=["IDN domain", "IDN among two", "non-ASCII local part", "bad IDN", "angle bracket",
+        "double dot", "too long"])
+def test_an_email_address_is_stored_as_it_can_be_sent(tmp_path: Path, email: str,
+                                                      stored: str | None,
+                                                      message: str | None) -> None:
+    c, i = _files(tmp_path, HEADER, f'customer_id,name,email\nC1,Someone,"{email}"\n')
+    snap = read_csv_snapshot(c, i)
+    if stored is not None:
+        assert snap.rejects == [] and snap.customers[0].email == stored
+    else:
+        (reject,) = snap.rejects
+        assert (reject.line, reject.field) == (2, "email") and message in reject.message

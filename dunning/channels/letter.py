@@ -133,6 +133,6 @@ def keep(pdf: bytes, folder: Path, action_id: int, letter: Letter) -> Path:
     """Write the PDF atomically in the letters folder; the file is the proof of what was sent."""
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / (f"{letter.as_of.isoformat()}_{action_id:08d}_"
-                     f"{safe_name(letter.customer_ref)}_{letter.stage}.pdf")
+                     f"{safe_name(letter.customer_ref)}_{safe_name(letter.stage)}.pdf")
     write_atomically(path, pdf)
     return path

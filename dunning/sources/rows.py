@@ -7,7 +7,12 @@ import re
 from collections.abc import Callable
 from datetime import date
 from decimal import Decimal
+from email.errors import HeaderParseError
+from email.headerregistry import Address
 
+import idna
+
+from dunning.models import EMAIL_ADDRESS_LENGTH, SNAPSHOT_LIMITS
 from dunning.policy import LANGUAGES
 from dunning.sources.snapshot import CustomerRow, InvoiceRow, Reject, Snapshot
 
@@ -18,12 +23,33 @@ _CURRENCY = re.compile(r"^[A-Z]{3}$")
 _COUNTRY = re.compile(r"^[A-Z]{2}$")
 _ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$", re.ASCII)
 _AMOUNT = re.compile(r"^-?\d{1,14}(\.\d{1,4})?$", re.ASCII)
+_CUSTOMER_LIMITS = tuple(SNAPSHOT_LIMITS["customers"].items())
+_INVOICE_LIMITS = tuple(SNAPSHOT_LIMITS["invoices"].items())
+_CUSTOMER_ID_LENGTH = SNAPSHOT_LIMITS["customers"]["customer_id"]
+_INVOICE_ID_LENGTH = SNAPSHOT_LIMITS["invoices"]["invoice_id"]
+_NUMBER_LENGTH = SNAPSHOT_LIMITS["invoices"]["number"]
 
 
 class RowError(ValueError):
     def __init__(self, field: str, message: str) -> None:
         super().__init__(message)
         self.field = field
+
+
+def _shown(value: str, width: int = 40) -> str:
+    """A value quoted in a message, cut short: a reject never repeats a huge cell."""
+    return repr(value) if len(value) <= width else f"{value[:width]!r}… ({len(value)} characters)"
+
+
+def _too_long(value: str, limit: int) -> str:
+    return f"{len(value)} characters, more than the {limit} allowed: {value[:20]!r}…"
+
+
+def _within(row: dict[str, str], limits: tuple[tuple[str, int], ...]) -> None:
+    for name, limit in limits:
+        value = row.get(name)
+        if value is not None and len(value) > limit:
+            raise RowError(name, _too_long(value, limit))
 
 
 def _required(row: dict[str, str], name: str) -> str:
@@ -42,7 +68,7 @@ def _date(row: dict[str, str], name: str, required: bool = False) -> date | None
             raise ValueError(value)
         return date.fromisoformat(value)
     except ValueError:
-        raise RowError(name, f"{value!r} is not a date (expected YYYY-MM-DD)") from None
+        raise RowError(name, f"{_shown(value)} is not a date (expected YYYY-MM-DD)") from None
 
 
 def _decimal(row: dict[str, str], name: str, required: bool = False) -> Decimal | None:
@@ -52,8 +78,8 @@ def _decimal(row: dict[str, str], name: str, required: bool = False) -> Decimal 
     # Plain digits only: Decimal() would also take "1e20", "1_000" or non-ASCII digits.
     if not _AMOUNT.match(value):
         if re.match(r"^-?\d+\.\d{5,}$", value):
-            raise RowError(name, f"{value!r} has more than 4 decimals")
-        raise RowError(name, f"{value!r} is not an amount (digits with '.' as decimal point)")
+            raise RowError(name, f"{_shown(value)} has more than 4 decimals")
+        raise RowError(name, f"{_shown(value)} is not an amount (digits with '.' as decimal point)")
     return Decimal(value)
 
 
@@ -61,21 +87,49 @@ def _emails(value: str) -> str | None:
     if not value:
         return None
     addresses = [part.strip() for part in re.split(r"[;,]", value) if part.strip()]
-    for address in addresses:
-        if not _EMAIL.match(address):
-            raise RowError("email", f"{address!r} is not an email address")
-    return "; ".join(addresses)
+    return "; ".join(map(_address, addresses))
+
+
+def _address(text: str) -> str:
+    """One address as every transport can send it, or a RowError: the domain in ASCII (IDNA
+    2008 with UTS #46 mapping, as browsers and mail servers resolve it: `exämple.example` is
+    `xn--exmple-cua.example`); a local part (before @) outside ASCII is refused, since only a
+    server speaking SMTPUTF8 (RFC 6531) end to end may carry it, and a message that cannot be
+    delivered must fail here, with its line, not at delivery every morning."""
+    local, _, domain = text.rpartition("@")
+    if not _EMAIL.match(text):
+        raise RowError("email", f"{_shown(text)} is not an email address")
+    if not local.isascii():
+        raise RowError("email", f"{_shown(text)}: the part before @ is not ASCII, which needs "
+                       "SMTPUTF8 (RFC 6531) all the way to the customer's mailbox; give an "
+                       "ASCII address")
+    if not domain.isascii():
+        try:
+            domain = idna.encode(domain, uts46=True).decode("ascii")
+        except idna.IDNAError as exc:
+            raise RowError("email", f"{_shown(text)}: the domain is not a valid "
+                           f"internationalised domain name ({exc})") from None
+    try:
+        address = Address(addr_spec=f"{local}@{domain}").addr_spec
+    except (ValueError, HeaderParseError, IndexError):
+        raise RowError("email", f"{_shown(text)} is not an email address") from None
+    if len(address) > EMAIL_ADDRESS_LENGTH:
+        raise RowError("email", f"{_shown(text)}: {len(address)} characters once encoded, more "
+                       f"than the {EMAIL_ADDRESS_LENGTH} an address may have (RFC 5321)")
+    return address
 
 
 def _customer(row: dict[str, str], default_language: str) -> CustomerRow:
+    _within(row, _CUSTOMER_LIMITS)
     external_id = _required(row, "customer_id")
     name = _required(row, "name")
     language = row.get("language", "").lower().replace("-", "_")[:2] or default_language
     if language not in LANGUAGES:
-        raise RowError("language", f"{row['language']!r} is not one of {', '.join(LANGUAGES)}")
+        raise RowError("language",
+                       f"{_shown(row['language'])} is not one of {', '.join(LANGUAGES)}")
     country = row.get("country", "").upper() or None
     if country is not None and not _COUNTRY.match(country):
-        raise RowError("country", f"{row['country']!r} is not an ISO 3166 alpha-2 code")
+        raise RowError("country", f"{_shown(row['country'])} is not an ISO 3166 alpha-2 code")
     limit = _decimal(row, "credit_limit")
     return CustomerRow(
         external_id=external_id,
@@ -95,13 +149,14 @@ def _customer(row: dict[str, str], default_language: str) -> CustomerRow:
 
 
 def _invoice(row: dict[str, str], default_currency: str) -> InvoiceRow:
+    _within(row, _INVOICE_LIMITS)
     external_id = _required(row, "invoice_id")
     customer = _required(row, "customer_id")
     due = _date(row, "due_date", required=True)
     issued = _date(row, "issue_date")
     currency = row.get("currency", "").upper() or default_currency
     if not _CURRENCY.match(currency):
-        raise RowError("currency", f"{row['currency']!r} is not an ISO 4217 code")
+        raise RowError("currency", f"{_shown(row['currency'])} is not an ISO 4217 code")
     amount = _decimal(row, "amount", required=True)
     amount_open = _decimal(row, "amount_open", required=True)
     assert due is not None and amount is not None and amount_open is not None
@@ -158,6 +213,11 @@ class SnapshotBuilder:
 
     def add_customer(self, line: int, row: dict[str, str]) -> None:
         key = row.get("customer_id") or None
+        if key is not None and len(key) > _CUSTOMER_ID_LENGTH:
+            # No id can be that long in the ledger: the row is not one of its customers.
+            self._reject(self.customers_name, line, "customer_id",
+                         _too_long(key, _CUSTOMER_ID_LENGTH), None)
+            return
         if key is not None and key in self._customer_lines:
             self._reject(self.customers_name, line, "customer_id",
                          f"duplicate {key!r}, first on line {self._customer_lines[key]}", key)
@@ -175,6 +235,13 @@ class SnapshotBuilder:
     def add_invoice(self, line: int, row: dict[str, str]) -> None:
         key = row.get("invoice_id") or None
         sink = self.sink
+        if key is not None and len(key) > _INVOICE_ID_LENGTH:
+            # Not staged nor counted as seen: no invoice of the ledger has such an id, so it
+            # settles nothing by its absence (and PostgreSQL would refuse it in the staging
+            # table's column, aborting the run).
+            self._reject(self.invoices_name, line, "invoice_id",
+                         _too_long(key, _INVOICE_ID_LENGTH), None)
+            return
         if key is not None and sink is None:
             if key in self._invoice_lines:
                 self._reject(self.invoices_name, line, "invoice_id",
@@ -188,10 +255,10 @@ class SnapshotBuilder:
             customer = invoice.customer_external_id
             if customer not in self._customer_lines:
                 if customer in self._rejected_customers:
-                    raise RowError("customer_id", f"customer {customer!r} was rejected "
+                    raise RowError("customer_id", f"customer {_shown(customer)} was rejected "
                                    f"({self.customers_name} line "
                                    f"{self._rejected_customers[customer]})")
-                raise RowError("customer_id", f"unknown customer {customer!r} "
+                raise RowError("customer_id", f"unknown customer {_shown(customer)} "
                                f"(not in {self.customers_name})")
         except RowError as exc:
             self._reject(self.invoices_name, line, exc.field, str(exc), key)
@@ -234,6 +301,7 @@ class SnapshotBuilder:
         known = self._customer_lines
         holds = self._holds
         default_currency = self.default_currency
+        id_length, number_length = _INVOICE_ID_LENGTH, _NUMBER_LENGTH
         iso = _ISO_DATE.match
         plain = _AMOUNT.match
         currency_ok = _CURRENCY.match
@@ -253,7 +321,9 @@ class SnapshotBuilder:
             amount = cells[i_amount]
             amount_open = cells[i_open]
             currency = cells[i_currency].upper() or default_currency
-            if not (key and customer in known and iso(due) and plain(amount)
+            # A known customer's id is within its limit; the lengths cost a len() each.
+            if not (key and len(key) <= id_length and customer in known
+                    and len(cells[i_number]) <= number_length and iso(due) and plain(amount)
                     and plain(amount_open) and currency_ok(currency)
                     and (issued is None or (iso(issued) and issued <= due))):
                 return slow(line, cells)
