@@ -136,7 +136,8 @@ def _in_progress(engine: Engine, shard: Shard | None) -> RunInProgress:
 
 
 def _holder(engine: Engine, shard: Shard | None) -> tuple[str, str, object] | None:
-    """The latest `running` row of the shard: the holder's, once it has recorded itself."""
+    """The latest `running` row of the shard: the holder's, once it has recorded itself (in
+    the milliseconds before, a row left by a run that crashed earlier could be named)."""
     # A plain read on a raw connection: on SQLite, a session would BEGIN IMMEDIATE and wait for
     # the holder's write transaction (a reconcile can take minutes) instead of answering now.
     try:
