@@ -19,7 +19,7 @@ $(BIN)/dunning: pyproject.toml requirements.lock
 install: $(BIN)/dunning
 
 demo: $(BIN)/dunning
-	rm -rf dunning.db dunning.db-wal dunning.db-shm outbox data
+	rm -rf dunning.db dunning.db-wal dunning.db-shm dunning.db.run.lock outbox data
 	$(BIN)/dunning demo
 
 test: $(BIN)/dunning
@@ -40,4 +40,4 @@ schemas: $(BIN)/dunning
 	$(BIN)/python -c "from dunning.channels.agency import write_schemas; write_schemas()"
 
 clean:
-	rm -rf $(VENV) dunning.db dunning.db-wal dunning.db-shm outbox data .pytest_cache
+	rm -rf $(VENV) dunning.db dunning.db-wal dunning.db-shm dunning.db.run.lock outbox data .pytest_cache

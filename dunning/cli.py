@@ -132,7 +132,7 @@ def run(
     """Run the daily flow once: pull, reconcile, evaluate, record, dispatch, report.
 
     Exit status 3 when rows of the snapshot were rejected (the rest was processed)."""
-    from dunning.daily import check_date
+    from dunning.daily import check_date, check_no_run_in_progress
     from dunning.db import upgrade
     from dunning.shards import Shard
 
@@ -140,6 +140,8 @@ def run(
     part = Shard.of(shard)
     ctx = _context()
     if not dry_run:
+        # First, and before Prefect: on SQLite, the upgrade would wait on a run's transaction.
+        check_no_run_in_progress(ctx, part)
         upgrade(ctx.settings.database_url)
         # Refuse a date in the past before starting Prefect (a few seconds).
         check_date(ctx, business_date or ctx.today(), part)

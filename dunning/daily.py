@@ -5,13 +5,14 @@
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager
 from datetime import date
 from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from dunning import ledger
+from dunning import ledger, runlock
 from dunning.channels.email import transport
 from dunning.context import Context, load_context
 from dunning.db import transaction
@@ -19,7 +20,7 @@ from dunning.dispatch import DispatchResult, waiting_by_channel
 from dunning.dispatch import dispatch as deliver
 from dunning.errors import DunningError
 from dunning.ledger import BatchResult, ReconcileResult
-from dunning.models import Action
+from dunning.models import Action, Run
 from dunning.shards import Shard, in_shard
 from dunning.sources import Snapshot, stage
 from dunning.staging import Staged
@@ -41,6 +42,36 @@ def check_date(ctx: Context, as_of: date, shard: Shard | None = None) -> None:
         ledger.check_stages(session, {stage.name for stage in ctx.policy.stages})
 
 
+def run_lock(ctx: Context, shard: Shard | None = None) -> AbstractContextManager[None]:
+    """The shard's run lock (`dunning.runlock`), for the whole of a real run."""
+    return runlock.held(ctx.engine, shard)
+
+
+def check_no_run_in_progress(ctx: Context, shard: Shard | None = None) -> None:
+    """Refuse at once while a run of the shard is in progress, naming it."""
+    runlock.check_free(ctx.engine, shard)
+
+
+def start(ctx: Context, run_id: str, as_of: date, shard: Shard | None = None) -> \
+        list[dict[str, str]]:
+    """Under the run lock: mark the shard's runs left `running` as crashed (their process
+    died: it no longer holds the lock), check the date and the stages, and record this run as
+    `running`, committed at once so that a run refused meanwhile can name it. Returns the
+    crashed runs."""
+    with transaction(ctx.engine) as session:
+        crashed = ledger.mark_crashed(session, shard)
+        ledger.check_stages(session, {stage.name for stage in ctx.policy.stages})
+        ledger.start_run(session, run_id, as_of, shard)
+    return crashed
+
+
+def forget(ctx: Context, run_id: str) -> None:
+    """A run stopped before reconcile committed changed nothing: it leaves no row, like a run
+    refused at the start (its date must not hold later runs back)."""
+    with transaction(ctx.engine) as session:
+        ledger.forget_run(session, run_id)
+
+
 def settlement_cap(ctx: Context, accept_mass_settlement: bool) -> float:
     return 1.0 if accept_mass_settlement else ctx.policy.max_settled_share
 
@@ -52,7 +83,8 @@ def reconcile(ctx: Context, snapshot: Snapshot | Staged, as_of: date, run_id: st
     staged snapshot's table is dropped afterwards, whatever happened."""
     try:
         with transaction(ctx.engine) as session:
-            ledger.start_run(session, run_id, as_of, shard)
+            if session.get(Run, run_id) is None:  # the flow records its run under the lock
+                ledger.start_run(session, run_id, as_of, shard)
             return ledger.reconcile(session, snapshot, as_of, run_id,
                                     settlement_cap(ctx, accept_mass_settlement), shard)
     finally:
@@ -183,7 +215,7 @@ def build_report(
     reconciled: ReconcileResult, evaluated: BatchResult, dispatched: DispatchResult,
     letters: DispatchResult | None = None, agency: DispatchResult | None = None,
     injunctions: DispatchResult | None = None, agency_sync: dict[str, Any] | None = None,
-    shard: Shard | None = None,
+    shard: Shard | None = None, crashed: list[dict[str, str]] | None = None,
 ) -> dict[str, Any]:
     """What happened, as stable JSON (documented in the README)."""
     return {
@@ -191,6 +223,7 @@ def build_report(
         "as_of": as_of.isoformat(),
         "dry_run": dry_run,
         "shard": None if shard is None else str(shard),
+        "crashed_runs": crashed or [],
         "snapshot": snapshot_counts(snapshot),
         "reconcile": reconciled.as_dict(),
         "evaluation": {

@@ -3,6 +3,7 @@
     DunningError              anything dunning refuses or fails to do (exit 1)
     ├── ConfigError           bad policy, option or database URL (exit 2)
     │   ├── RunDateError      a run dated before the last one (exit 2)
+    │   ├── RunInProgress     another run of the same shard holds the run lock (exit 2)
     │   └── SnapshotError     a snapshot file missing or without header: nothing changed (exit 2)
     ├── SourceUnavailable     the accounting system did not answer after retries (exit 1)
     ├── NotFoundError         an unknown invoice, action or customer id (exit 2)
@@ -27,6 +28,10 @@ class ConfigError(DunningError):
 
 class RunDateError(ConfigError):
     """A run was asked for a business date earlier than the last run."""
+
+
+class RunInProgress(ConfigError):
+    """Another run of the same shard (or of the whole book) is in progress: nothing was changed."""
 
 
 class SnapshotError(ConfigError):

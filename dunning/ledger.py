@@ -8,7 +8,7 @@ import hashlib
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any, TypeVar
 
@@ -17,6 +17,7 @@ from sqlalchemy import (
     and_,
     bindparam,
     case,
+    delete,
     func,
     insert,
     literal,
@@ -121,6 +122,27 @@ def start_run(session: Session, run_id: str, as_of: date, shard: Shard | None = 
     session.add(run)
     session.flush()
     return run
+
+
+def mark_crashed(session: Session, shard: Shard | None = None) -> list[dict[str, str]]:
+    """Runs of the shard (exactly: "K/N", or None for the whole book) still `running` while
+    the caller holds the shard's run lock died without finishing: mark them `crashed`."""
+    label = None if shard is None else str(shard)
+    dead = session.execute(
+        select(Run.id, Run.business_date, Run.started_at)
+        .where(Run.status == "running",
+               Run.shard.is_(None) if label is None else Run.shard == label)
+        .order_by(Run.started_at)).all()
+    if dead:
+        session.execute(update(Run).where(Run.id.in_([row.id for row in dead]))
+                        .values(status="crashed", finished_at=utcnow()))
+    return [{"run_id": row.id, "as_of": row.business_date.isoformat(),
+             "started_at": row.started_at.astimezone(UTC).isoformat()} for row in dead]
+
+
+def forget_run(session: Session, run_id: str) -> None:
+    """Remove the row of a run that stopped before it changed anything (a snapshot refused)."""
+    session.execute(delete(Run).where(Run.id == run_id, Run.status == "running"))
 
 
 def finish_run(session: Session, run_id: str, status: str, counts: dict[str, int]) -> None:

@@ -208,7 +208,7 @@ class Run(SQLModel, table=True):
     finished_at: datetime | None = Field(
         default=None, sa_column=Column(UTCDateTime(), nullable=True)
     )
-    status: str = Field(default="running", max_length=16)  # running | completed | failed
+    status: str = Field(default="running", max_length=16)  # running | completed | failed | crashed
     shard: str | None = Field(default=None, max_length=16)  # "K/N"; None: every customer
     # ladder.fingerprint() of the policy this run evaluated under (None: it evaluated nothing);
     # review dates computed under another ladder are not trusted (ledger.trusts_review_dates).

@@ -15,6 +15,7 @@ from dunning import daily
 from dunning.ledger import BatchResult
 from dunning.report import Stopwatch
 from dunning.shards import Shard
+from dunning.staging import Staged
 from tasks.daily import (
     agency_sync,
     court_files,
@@ -44,23 +45,35 @@ def daily_dunning(as_of: date | None = None, dry_run: bool = False,
     ctx = daily.load_context()
     as_of = as_of or ctx.today()
     run_id = str(flow_run.id or uuid.uuid4())
-    daily.check_date(ctx, as_of, part)
-
-    with clock("pull"):
-        snapshot = pull_snapshot(ctx, part)
-    counts = daily.snapshot_counts(snapshot)
-    logger.info("snapshot%s: %d customers, %d invoices, %d rejected rows",
-                "" if part is None else f" (shard {part})",
-                counts["customers"], counts["invoices"], counts["rejected"])
     if dry_run:
+        # A dry run writes nothing, so it takes no run lock: it never holds a real run back.
+        daily.check_date(ctx, as_of, part)
+        snapshot = _pull(ctx, part, clock)
         with clock("evaluate"):
             reconciled, evaluated, dispatched = simulate(ctx, quote(snapshot), as_of, run_id,
                                                            accept_mass_settlement, part)
-    else:
-        with clock("reconcile"):
-            # quote(): Prefect would otherwise walk every row looking for futures.
-            reconciled = reconcile(ctx, quote(snapshot), as_of, run_id,
-                                   accept_mass_settlement, part)
+        with clock("report"):
+            report = daily.build_report(ctx, run_id, as_of, True, snapshot, reconciled,
+                                        evaluated, dispatched, shard=part)
+            publish_report(quote(report))
+        return _done(report, clock)
+
+    # One run of a shard at a time, the lock held to the end (dunning.runlock): a second run is
+    # refused here, naming this one, and a run of the shard found `running` meanwhile died.
+    with daily.run_lock(ctx, part):
+        crashed = daily.start(ctx, run_id, as_of, part)
+        for dead in crashed:
+            logger.warning("run %s of %s (started %s) had crashed: marked crashed",
+                           dead["run_id"], dead["as_of"], dead["started_at"])
+        try:
+            snapshot = _pull(ctx, part, clock)
+            with clock("reconcile"):
+                # quote(): Prefect would otherwise walk every row looking for futures.
+                reconciled = reconcile(ctx, quote(snapshot), as_of, run_id,
+                                       accept_mass_settlement, part)
+        except BaseException:
+            daily.forget(ctx, run_id)  # nothing was changed
+            raise
         try:
             with clock("agency_sync"):
                 synced = agency_sync(ctx, as_of, run_id, part)
@@ -76,16 +89,28 @@ def daily_dunning(as_of: date | None = None, dry_run: bool = False,
         except BaseException:
             daily.fail(ctx, run_id)
             raise
-
-    with clock("report"):
-        report = daily.build_report(
-            ctx, run_id, as_of, dry_run, snapshot, reconciled, evaluated, dispatched,
-            *((None, None, None, None) if dry_run else (letters, handed, filed, synced)),
-            shard=part)
-        if not dry_run:
+        with clock("report"):
+            report = daily.build_report(
+                ctx, run_id, as_of, False, snapshot, reconciled, evaluated, dispatched,
+                letters, handed, filed, synced, shard=part, crashed=crashed)
             daily.finish(ctx, run_id, report)
-        publish_report(quote(report))
+            publish_report(quote(report))
+    return _done(report, clock)
+
+
+def _pull(ctx: daily.Context, part: Shard | None, clock: Stopwatch) -> Staged:
+    logger = get_run_logger()
+    with clock("pull"):
+        snapshot = pull_snapshot(ctx, part)
+    counts = daily.snapshot_counts(snapshot)
+    logger.info("snapshot%s: %d customers, %d invoices, %d rejected rows",
+                "" if part is None else f" (shard {part})",
+                counts["customers"], counts["invoices"], counts["rejected"])
+    return snapshot
+
+
+def _done(report: dict[str, Any], clock: Stopwatch) -> dict[str, Any]:
     report["timings"] = clock.seconds
-    logger.info("entered: %s; sent %d, failed %d", report["evaluation"]["entered"],
-                report["dispatch"]["sent"], report["dispatch"]["failed"])
+    get_run_logger().info("entered: %s; sent %d, failed %d", report["evaluation"]["entered"],
+                          report["dispatch"]["sent"], report["dispatch"]["failed"])
     return report

@@ -20,6 +20,7 @@ from dunning.channels.agency import AgencyCase, AgencyClient, schemas
 from dunning.demo_agency import AgencyDouble, running
 from dunning.errors import ConfigError, DeliveryError
 from dunning.policy import Agency
+from dunning.report import markdown
 from tests.conftest import REPO, Portfolio, query
 from tests.test_pipeline import as_json, cli, day, run
 
@@ -221,8 +222,21 @@ def test_without_the_token_the_run_goes_on_and_the_case_waits(
     assert agency.cases == {}
     assert [a["status"] for a in as_json("actions") if a["action_id"] == action_id] == \
         ["approved"]
+    # The report a person reads says why, not just "1 error".
+    reason = ("collection agency: agency.token_env: the environment variable "
+              "DUNNING_AGENCY_TOKEN holding the agency's bearer token is not set")
+    printed = cli("run", "--as-of", day(6).isoformat())
+    assert printed.exit_code == 0, printed.stderr
+    assert f"  {reason}" in printed.stdout.splitlines()
+    assert f"- {reason}" in markdown(report)
+    dry = run(day(6), "--dry-run")
     monkeypatch.setenv("DUNNING_AGENCY_TOKEN", TOKEN)
-    assert run(day(7))["agency"]["sent"] == 1
+    sent = run(day(7))
+    assert sent["agency"]["sent"] == 1
+    # Real reports hold None (no action or customer for that error, no shard, an empty
+    # agency sync in a dry run): the artifact never shows it.
+    for each in (report, dry, sent):
+        assert "None" not in markdown(each)
 
 
 @pytest.mark.sqlite_only

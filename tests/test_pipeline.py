@@ -16,6 +16,7 @@ import yaml
 from typer.testing import CliRunner, Result
 
 from dunning.cli import app
+from dunning.report import summary_lines
 from tests.conftest import Portfolio, query
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
@@ -292,6 +293,8 @@ def test_a_customer_without_email_fails_visibly(portfolio: Portfolio) -> None:
     assert report["dispatch"]["errors"][0]["customer_id"] == "C1"
     failed = as_json("actions", "--status", "failed")
     assert "customer C1 has no email address" in failed[0]["last_error"]
+    assert f"  email (action {failed[0]['action_id']}, customer C1): {failed[0]['last_error']}" \
+        in summary_lines(report)
     assert outbox(portfolio) == []
 
 
