@@ -52,7 +52,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     items.sort(key=lambda item: item.module.__name__.rsplit(".", 1)[-1] not in SLOW_FIRST)
 
 
-SLOW_FIRST = {"test_sharding", "test_incremental", "test_demo"}
+SLOW_FIRST = {"test_sharding", "test_incremental", "test_demo", "test_deployment"}
 
 
 @pytest.fixture(scope="session")
