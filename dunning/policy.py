@@ -104,6 +104,10 @@ class HttpSource(_Strict):
     timeout: float = Field(30, gt=0)
     retries: int = Field(3, ge=0)  # extra tries of a page after a timeout, 429 or 5xx
     backoff: float = Field(1.0, ge=0)  # seconds before the first retry, doubled each time
+    # An API that never stops paginating (a new cursor forever, pages that never empty) would
+    # otherwise hold the morning's run for ever: the pull gives up past either limit.
+    max_pages: int = Field(10_000, ge=1)  # pages read per endpoint
+    max_seconds: float = Field(1800, gt=0)  # for the whole pull, customers and invoices
     customers: Endpoint
     invoices: Endpoint
 
