@@ -41,10 +41,6 @@ def check_date(ctx: Context, as_of: date, shard: Shard | None = None) -> None:
         ledger.check_stages(session, {stage.name for stage in ctx.policy.stages})
 
 
-def settlement_cap(ctx: Context, accept_mass_settlement: bool) -> float:
-    return 1.0 if accept_mass_settlement else ctx.policy.max_settled_share
-
-
 def reconcile(ctx: Context, snapshot: Snapshot | Staged, as_of: date, run_id: str,
               accept_mass_settlement: bool = False,
               shard: Shard | None = None) -> ReconcileResult:
@@ -53,8 +49,8 @@ def reconcile(ctx: Context, snapshot: Snapshot | Staged, as_of: date, run_id: st
     try:
         with transaction(ctx.engine) as session:
             ledger.start_run(session, run_id, as_of, shard)
-            return ledger.reconcile(session, snapshot, as_of, run_id,
-                                    settlement_cap(ctx, accept_mass_settlement), shard)
+            return ledger.reconcile(session, snapshot, as_of, run_id, ctx.policy, shard,
+                                    accept_mass_settlement=accept_mass_settlement)
     finally:
         if isinstance(snapshot, Staged):
             drop_staged(ctx.engine, snapshot.table)
@@ -131,8 +127,8 @@ def simulate(ctx: Context, snapshot: Snapshot | Staged, as_of: date, run_id: str
         try:
             ledger.check_run_date(session, as_of, shard)
             ledger.check_stages(session, {stage.name for stage in ctx.policy.stages})
-            reconciled = ledger.reconcile(session, snapshot, as_of, run_id,
-                                          settlement_cap(ctx, accept_mass_settlement), shard)
+            reconciled = ledger.reconcile(session, snapshot, as_of, run_id, ctx.policy, shard,
+                                          accept_mass_settlement=accept_mass_settlement)
             evaluated = BatchResult()
             due = ledger.review_cutoff(session, ctx.policy, as_of, run_id, shard,
                                        ctx.settings.evaluate_all)

@@ -115,6 +115,17 @@ class HttpSource(_Strict):
 Source = Annotated[CsvSource | HttpSource, Field(discriminator="kind")]
 
 
+class SettlementGuard(_Strict):
+    """How many customers' invoices a run may settle before it is refused as a likely cut-short
+    export (dunning/mass_settlement.py; README, "The mass-settlement guard")."""
+
+    history: int = Field(20, ge=1)  # recent runs (business days) that show a normal day
+    factor: float = Field(3, ge=1)  # a day may settle up to this many times a normal day
+    min_customers: int = Field(5, ge=0)  # never refused for this many customers or fewer
+    young_runs: int = Field(5, ge=0)  # with fewer runs on record the ledger is young...
+    young_share: float = Field(0.1, gt=0, le=1)  # ...and a normal day is this share of them
+
+
 class Creditor(_Strict):
     name: str
     country: str = Field(min_length=2, max_length=2)
@@ -189,9 +200,11 @@ class Policy(_Strict):
     pauses: Pauses = Pauses()
     payment_days: int = Field(8, ge=0, description="days given to pay in firmer reminders")
     batch_size: int = Field(20_000, ge=1)
-    # A snapshot that would settle more than this share of the open invoices (and more than 20)
-    # is refused: an export cut short looks exactly like a wave of payments.
+    # A snapshot that would settle more than this share of the open invoices or of the open
+    # amount, of more than settlement_guard.min_customers customers, is refused: an export cut
+    # short looks exactly like a wave of payments.
     max_settled_share: float = Field(0.5, gt=0, le=1)
+    settlement_guard: SettlementGuard = SettlementGuard()
     stages: list[Stage] = Field(min_length=1)
 
     @field_validator("timezone")

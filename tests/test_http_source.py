@@ -255,3 +255,16 @@ def test_pages_that_never_empty_are_abandoned_after_max_seconds(
     assert "the pull took more than source.max_seconds (1 s) and was abandoned" in \
         str(error.value)
     assert 5 < len(served) < 25 and served == list(range(1, len(served) + 1))
+
+
+def test_an_empty_answer_settles_nothing(api: AccountingApi, http_policy: Any,
+                                         db_url: str) -> None:
+    """Today: `{"results": []}` settles every open invoice, exit 0."""
+    run(day(0))
+    api.invoices = []
+    result = cli("run", "--as-of", day(1).isoformat())
+    assert result.exit_code == 2
+    assert "the snapshot holds no invoice at all, and would settle every one of the 3 open " \
+        "invoices (2,500.95 open): an export cut short looks just like this." in result.stderr
+    assert {r["state"] for r in as_json("status")} == {"active"}
+    assert query(db_url, "SELECT count(*) FROM run")[0][0] == 1

@@ -1,0 +1,91 @@
+"""The mass-settlement guard: does what a snapshot would settle look like a day of payments?
+
+An export cut short (a full disk, a timeout, a header-only file, an empty API answer) looks,
+to reconcile, exactly like payments: every invoice it misses is settled and never dunned again.
+Payments arrive customer by customer: one customer paying its 300 invoices settles one
+customer, while a cut export settles invoices of a large share of the customers at once. So the
+guard counts the customers whose invoices settle and compares them with the ledger's own recent
+days, and with the open book. Pure: figures in, an objection (or None) out.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from decimal import Decimal
+
+from dunning.policy import Policy
+
+
+@dataclass(frozen=True, slots=True)
+class Settled:
+    """What one run settles (or settled): invoices, distinct customers, open amount."""
+
+    invoices: int
+    customers: int
+    amount: Decimal
+
+
+@dataclass(frozen=True, slots=True)
+class Book:
+    """The open invoices (of the shard) before the run: invoices, customers, open amount."""
+
+    invoices: int
+    customers: int
+    amount: Decimal
+
+
+def _amount(value: Decimal) -> str:
+    return f"{value:,.2f}"
+
+
+def _share(part: Decimal | int, whole: Decimal | int) -> float:
+    return float(part) / float(whole) if whole else 0.0
+
+
+def usual_customers(history: list[Settled], book: Book, policy: Policy) -> tuple[int, str]:
+    """A normal day's number of customers with settled invoices, and where it comes from: the
+    busiest of the recent runs; while the ledger is young, at least `young_share` of the
+    customers with open invoices."""
+    rule = policy.settlement_guard
+    busiest = max((day.customers for day in history), default=0)
+    source = f"the busiest of the last {len(history)} runs" if history else "no run yet"
+    if len(history) < rule.young_runs:
+        young = math.ceil(rule.young_share * book.customers)
+        if young > busiest:
+            return young, (f"{rule.young_share:.0%} of the {book.customers} customers with open "
+                           f"invoices, as the ledger has only {len(history)} runs on record")
+    return busiest, source
+
+
+def objection(today: Settled, book: Book, history: list[Settled], export_empty: bool,
+              policy: Policy) -> str | None:
+    """Why today's settlements do not look like a day of payments (the message of the
+    refusal, without what to do), or None when they do. `history`: the recent runs' figures,
+    newest first, runs confirmed with --accept-mass-settlement left out."""
+    if not today.invoices:
+        return None
+    if export_empty:
+        return (f"the snapshot holds no invoice at all, and would settle every one of the "
+                f"{book.invoices} open invoices ({_amount(today.amount)} open)")
+    rule = policy.settlement_guard
+    figures = (f"the snapshot would settle {today.invoices} of the {book.invoices} open "
+               f"invoices ({_amount(today.amount)} of {_amount(book.amount)} open), of "
+               f"{today.customers} of the {book.customers} customers")
+    if today.customers <= rule.min_customers:
+        return None
+    usual, source = usual_customers(history, book, policy)
+    allowed = max(rule.min_customers, math.floor(rule.factor * usual))
+    if today.customers > allowed:
+        busiest = max(history, key=lambda day: day.customers, default=None)
+        seen = "" if busiest is None or not busiest.customers else (
+            f"; that day settled {busiest.invoices} invoices, {_amount(busiest.amount)} open")
+        return (f"{figures}; a normal day here settles invoices of {usual} customers "
+                f"({source}{seen}), and settlement_guard accepts up to {allowed} "
+                f"(factor {rule.factor:g}, at least min_customers {rule.min_customers})")
+    share = policy.max_settled_share
+    if share < 1 and (today.invoices > share * book.invoices
+                      or (book.amount > 0 and _share(today.amount, book.amount) > share)):
+        return (f"{figures}: more than max_settled_share ({share:.0%}) of the open invoices "
+                "or of the open amount")
+    return None
