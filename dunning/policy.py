@@ -47,10 +47,17 @@ class Stage(_Strict):
         return self.template or self.name
 
 
+class Control(_Strict):
+    """The export's own control figures, written by the accounting system beside it."""
+
+    manifest: Path  # key=value lines: rows=N, amount_open=X (dunning/sources/control.py)
+
+
 class CsvSource(_Strict):
     kind: Literal["csv"] = "csv"
     customers: Path
     invoices: Path
+    control: Control | None = None
 
 
 class HttpAuth(_Strict):
