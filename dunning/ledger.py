@@ -28,6 +28,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Session
 
+from dunning.business_days import business_days_between
 from dunning.errors import (
     ConfigError,
     ConflictError,
@@ -281,10 +282,12 @@ def reconcile(session: Session, snapshot: Snapshot | Staged, as_of: date, run_id
         settled_customers.add(customer_id)
         settled_amount += amount_open
 
+    why = None
     today = Settled(len(settle), len(settled_customers), settled_amount)
-    why = None if policy is None else objection(
-        today, book, settlement_history(session, as_of, shard, policy.settlement_guard.history),
-        snapshot.seen == 0, policy)
+    if policy is not None:
+        history, gap = settlement_history(session, as_of, shard, policy)
+        today = Settled(today.invoices, today.customers, today.amount, gap)
+        why = objection(today, book, history, snapshot.seen == 0, policy)
     if why is not None and not accept_mass_settlement:
         raise SnapshotError(
             f"{why}: an export cut short looks just like this. Check the export; if these "
@@ -311,26 +314,36 @@ def _open_book(session: Session, shard: Shard | None) -> Book:
 
 
 def settlement_history(session: Session, as_of: date, shard: Shard | None,
-                       days: int) -> list[Settled]:
-    """What the runs of the `days` business days before `as_of` settled, newest first (the
-    same shard's runs only; a day run twice counts once, by its busiest run). Runs confirmed
-    with --accept-mass-settlement, and those from before the figures were recorded, are left
-    out."""
+                       policy: Policy) -> tuple[list[Settled], int]:
+    """What the runs of the last `settlement_guard.history` business days before `as_of`
+    settled, newest first, each with the business days it gathered (the same shard's runs only;
+    a day run twice counts once, by its busiest run; runs confirmed with
+    --accept-mass-settlement, and those from before the figures were recorded, are left out);
+    and the business days `as_of` gathers since the last run (1 without one)."""
+    days = policy.settlement_guard.history
+    country = policy.creditor.country
+    scope = Run.shard.is_(None) if shard is None else Run.shard == str(shard)
+    dates = list(session.execute(
+        select(Run.business_date).distinct()
+        .where(scope, Run.business_date < as_of)
+        .order_by(Run.business_date.desc()).limit(days + 1)).scalars())
+
+    def gathered(day: date) -> int:
+        earlier = [d for d in dates if d < day]
+        return max(1, business_days_between(earlier[0], day, country)) if earlier else 1
+
     rows = session.execute(
         select(Run.business_date, Run.settled_invoices, Run.settled_customers,
                Run.settled_amount)
-        .where(Run.business_date < as_of, Run.settled_customers.is_not(None),
-               Run.mass_settlement.is_(False),
-               Run.shard.is_(None) if shard is None else Run.shard == str(shard))
-        .order_by(Run.business_date.desc(), Run.settled_customers.desc())
-        .limit(days * 4))
+        .where(scope, Run.business_date < as_of, Run.business_date >= dates[-1],
+               Run.settled_customers.is_not(None), Run.mass_settlement.is_(False))
+        .order_by(Run.business_date.desc(), Run.settled_customers.desc())) if dates else []
     history: dict[date, Settled] = {}
     for business_day, invoices, customers, amount in rows:
-        if business_day not in history:
-            if len(history) == days:
-                break
-            history[business_day] = Settled(invoices, customers, amount or Decimal(0))
-    return list(history.values())
+        if business_day not in history and len(history) < days:
+            history[business_day] = Settled(invoices, customers, amount or Decimal(0),
+                                            gathered(business_day))
+    return list(history.values()), gathered(as_of)
 
 
 def _reconcile_customers(

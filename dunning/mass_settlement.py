@@ -19,11 +19,19 @@ from dunning.policy import Policy
 
 @dataclass(frozen=True, slots=True)
 class Settled:
-    """What one run settles (or settled): invoices, distinct customers, open amount."""
+    """What one run settles (or settled): invoices, distinct customers, open amount, and the
+    business days since the run before it, whose payments it gathers (a Monday's run after a
+    Friday's: 1; a run after a week without one: 5)."""
 
     invoices: int
     customers: int
     amount: Decimal
+    days: int = 1
+
+    @property
+    def rate(self) -> float:
+        """Customers per business day."""
+        return self.customers / max(self.days, 1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,19 +51,24 @@ def _share(part: Decimal | int, whole: Decimal | int) -> float:
     return float(part) / float(whole) if whole else 0.0
 
 
-def usual_customers(history: list[Settled], book: Book, policy: Policy) -> tuple[int, str]:
-    """A normal day's number of customers with settled invoices, and where it comes from: the
-    busiest of the recent runs; while the ledger is young, at least `young_share` of the
-    customers with open invoices."""
+def usual_customers(history: list[Settled], book: Book, policy: Policy) -> tuple[float, str]:
+    """A normal business day's number of customers with settled invoices, and where it comes
+    from: the busiest of the recent runs (per business day it gathered); while the ledger is
+    young, at least `young_share` of the customers with open invoices."""
     rule = policy.settlement_guard
-    busiest = max((day.customers for day in history), default=0)
-    source = f"the busiest of the last {len(history)} runs" if history else "no run yet"
+    busiest = max((day.rate for day in history), default=0.0)
+    source = f"the busiest of the last {_days(len(history))}"
     if len(history) < rule.young_runs:
         young = math.ceil(rule.young_share * book.customers)
         if young > busiest:
             return young, (f"{rule.young_share:.0%} of the {book.customers} customers with open "
-                           f"invoices, as the ledger has only {len(history)} runs on record")
+                           f"invoices, the ledger being young: {_days(len(history))} on "
+                           "record")
     return busiest, source
+
+
+def _days(n: int) -> str:
+    return "1 day with a run" if n == 1 else f"{n} days with a run"
 
 
 def objection(today: Settled, book: Book, history: list[Settled], export_empty: bool,
@@ -75,14 +88,20 @@ def objection(today: Settled, book: Book, history: list[Settled], export_empty: 
     if today.customers <= rule.min_customers:
         return None
     usual, source = usual_customers(history, book, policy)
-    allowed = max(rule.min_customers, math.floor(rule.factor * usual))
+    # factor normal days, and one normal day more for each further business day gathered (a
+    # run after a week without one sees a week of payments, but not factor weeks of them).
+    days = max(today.days, 1)
+    allowed = max(rule.min_customers, math.floor(usual * (rule.factor + days - 1)))
     if today.customers > allowed:
-        busiest = max(history, key=lambda day: day.customers, default=None)
+        busiest = max(history, key=lambda day: day.rate, default=None)
         seen = "" if busiest is None or not busiest.customers else (
             f"; that day settled {busiest.invoices} invoices, {_amount(busiest.amount)} open")
-        return (f"{figures}; a normal day here settles invoices of {usual} customers "
-                f"({source}{seen}), and settlement_guard accepts up to {allowed} "
-                f"(factor {rule.factor:g}, at least min_customers {rule.min_customers})")
+        gathered = "" if days == 1 else (
+            f"; this snapshot gathers the {days} business days since the last run")
+        return (f"{figures}; a normal day here settles invoices of {round(usual, 1):g} "
+                f"customers ({source}{seen}){gathered}, and settlement_guard accepts up to "
+                f"{allowed} (factor {rule.factor:g}, at least min_customers "
+                f"{rule.min_customers})")
     share = policy.max_settled_share
     if share < 1 and (today.invoices > share * book.invoices
                       or (book.amount > 0 and _share(today.amount, book.amount) > share)):

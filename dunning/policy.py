@@ -126,10 +126,11 @@ class SettlementGuard(_Strict):
     """How many customers' invoices a run may settle before it is refused as a likely cut-short
     export (dunning/mass_settlement.py; README, "The mass-settlement guard")."""
 
-    history: int = Field(20, ge=1)  # recent runs (business days) that show a normal day
-    factor: float = Field(3, ge=1)  # a day may settle up to this many times a normal day
+    history: int = Field(20, ge=1)  # the recent days with a run that show a normal day
+    factor: float = Field(3, ge=1)  # a run may settle this many normal days' customers (and
+    # one normal day more per further business day since the last run)
     min_customers: int = Field(5, ge=0)  # never refused for this many customers or fewer
-    young_runs: int = Field(5, ge=0)  # with fewer runs on record the ledger is young...
+    young_runs: int = Field(5, ge=0)  # with fewer days with a run, the ledger is young...
     young_share: float = Field(0.1, gt=0, le=1)  # ...and a normal day is this share of them
 
 

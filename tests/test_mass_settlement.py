@@ -41,12 +41,24 @@ CASES = [
      Book(545, 41, Decimal("700000")), NORMAL, False, None),
     ("cut at 60%: 16 customers", Settled(96, 16, Decimal("120000")), BOOK, NORMAL, False,
      "of 16 of the 40 customers; a normal day here settles invoices of 3 customers (the busiest "
-     "of the last 10 runs; that day settled 6 invoices, 3,000.00 open), and settlement_guard "
-     "accepts up to 9"),
+     "of the last 10 days with a run; that day settled 6 invoices, 3,000.00 open), and "
+     "settlement_guard accepts up to 9"),
     ("cut on a young ledger", Settled(96, 16, Decimal("120000")), BOOK, [], False,
      "a normal day here settles invoices of 4 customers (10% of the 40 customers with open "
-     "invoices, as the ledger has only 0 runs on record), and settlement_guard accepts up to 12"),
+     "invoices, the ledger being young: 0 days with a run on record), and settlement_guard "
+     "accepts up to 12"),
     ("a young ledger's busy day", Settled(30, 10, Decimal("30000")), BOOK, days(1), False, None),
+    ("a week of payments after a week without a run", Settled(30, 15, Decimal("30000"), days=5),
+     BOOK, NORMAL, False, None),
+    ("a cut after a week without a run", Settled(96, 22, Decimal("120000"), days=5), BOOK,
+     NORMAL, False, "3 customers (the busiest of the last 10 days with a run; that day settled "
+     "6 invoices, 3,000.00 open); this snapshot gathers the 5 business days since the last run, "
+     "and settlement_guard accepts up to 21"),
+    ("a normal day measured per business day", Settled(20, 8, Decimal("9000")), BOOK,
+     [Settled(30, 12, Decimal("9000"), days=5), *days(2, 1, 2, 1, 2)], False,
+     "a normal day here settles invoices of 2.4 customers (the busiest of the last 6 days with "
+     "a run; that day settled 30 invoices, 9,000.00 open), and settlement_guard accepts up to "
+     "7"),
     ("a busy ledger's busier day", Settled(200, 80, Decimal("90000")),
      Book(2000, 400, Decimal("3000000")), days(30, 25, 28, 22, 30), False, None),
     ("every open invoice of a tiny ledger, by its 5 customers",
@@ -148,8 +160,9 @@ def test_an_export_cut_at_60_percent_is_refused_until_confirmed(portfolio: Portf
         assert message == (
             "dunning: the snapshot would settle 93 of the 230 open invoices (12,251.00 of "
             "27,550.00 open), of 16 of the 40 customers; a normal day here settles invoices of "
-            "2 customers (the busiest of the last 6 runs; that day settled 2 invoices, 230.00 "
-            "open), and settlement_guard accepts up to 6 (factor 3, at least min_customers 5): "
+            "2 customers (the busiest of the last 6 days with a run; that day settled 2 invoices, "
+            "230.00 open), and settlement_guard accepts up to 6 (factor 3, at least "
+            "min_customers 5): "
             "an export cut short looks just like this. Check the export; if these payments are "
             "real, run again with --accept-mass-settlement. Nothing was changed.")
         assert (_open(db_url), counts(db_url)) == before
@@ -160,7 +173,8 @@ def test_an_export_cut_at_60_percent_is_refused_until_confirmed(portfolio: Portf
     assert tuple(figures) == (93, 16, True)
     # The confirmed day is not a normal one: the next cut is measured against the old days.
     _cut(portfolio, 0.6)
-    with pytest.raises(SnapshotError, match="of 2 customers .the busiest of the last 6 runs"):
+    with pytest.raises(SnapshotError, match="of 2 customers .the busiest of the last 6 days "
+                                                   "with a run"):
         morning(day(7), "d7")
 
 
@@ -183,8 +197,8 @@ def test_a_short_export_never_settles_the_ledger(portfolio: Portfolio, db_url: s
     ((1, 20), "holds no invoice at all, and would settle every one of the 20 open invoices"),
     ((5, 1), "holds no invoice at all, and would settle every one of the 5 open invoices"),
     ((40, 6), "of 16 of the 40 customers; a normal day here settles invoices of 4 customers "
-              "(10% of the 40 customers with open invoices, as the ledger has only 1 runs on "
-              "record), and settlement_guard accepts up to 12"),
+              "(10% of the 40 customers with open invoices, the ledger being young: 1 day with "
+              "a run on record), and settlement_guard accepts up to 12"),
 ], ids=["header only, 20 invoices", "header only, 5 invoices", "cut at 60%, second morning"])
 def test_a_young_ledger_is_guarded_too(portfolio: Portfolio, db_url: str,
                                        ledger: tuple[int, int], expected: str) -> None:
