@@ -53,16 +53,19 @@ def _share(part: Decimal | int, whole: Decimal | int) -> float:
 
 def usual_customers(history: list[Settled], book: Book, policy: Policy) -> tuple[float, str]:
     """A normal business day's number of customers with settled invoices, and where it comes
-    from: the busiest of the recent runs (per business day it gathered); while the ledger is
-    young, at least `young_share` of the customers with open invoices."""
+    from: the busiest of the recent runs (per business day it gathered); while the ledger has
+    seen fewer than `young_runs` days of payments, at least `young_share` of the customers with
+    open invoices (a quiet month says nothing about what a day of payments looks like)."""
     rule = policy.settlement_guard
     busiest = max((day.rate for day in history), default=0.0)
     source = f"the busiest of the last {_days(len(history))}"
-    if len(history) < rule.young_runs:
+    paying = sum(1 for day in history if day.customers)
+    if paying < rule.young_runs:
         young = math.ceil(rule.young_share * book.customers)
         if young > busiest:
             return young, (f"{rule.young_share:.0%} of the {book.customers} customers with open "
-                           f"invoices, the ledger being young: {_days(len(history))} on "
+                           f"invoices, the ledger being young: "
+                           f"{'1 day' if paying == 1 else f'{paying} days'} with payments on "
                            "record")
     return busiest, source
 

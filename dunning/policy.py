@@ -130,7 +130,7 @@ class SettlementGuard(_Strict):
     factor: float = Field(3, ge=1)  # a run may settle this many normal days' customers (and
     # one normal day more per further business day since the last run)
     min_customers: int = Field(5, ge=0)  # never refused for this many customers or fewer
-    young_runs: int = Field(5, ge=0)  # with fewer days with a run, the ledger is young...
+    young_runs: int = Field(5, ge=0)  # with fewer days of payments, the ledger is young...
     young_share: float = Field(0.1, gt=0, le=1)  # ...and a normal day is this share of them
 
 

@@ -45,9 +45,11 @@ CASES = [
      "settlement_guard accepts up to 9"),
     ("cut on a young ledger", Settled(96, 16, Decimal("120000")), BOOK, [], False,
      "a normal day here settles invoices of 4 customers (10% of the 40 customers with open "
-     "invoices, the ledger being young: 0 days with a run on record), and settlement_guard "
+     "invoices, the ledger being young: 0 days with payments on record), and settlement_guard "
      "accepts up to 12"),
     ("a young ledger's busy day", Settled(30, 10, Decimal("30000")), BOOK, days(1), False, None),
+    ("the first payments after quiet weeks", Settled(9, 8, Decimal("9000")), BOOK,
+     days(*[0] * 20), False, None),
     ("a week of payments after a week without a run", Settled(30, 15, Decimal("30000"), days=5),
      BOOK, NORMAL, False, None),
     ("a cut after a week without a run", Settled(96, 22, Decimal("120000"), days=5), BOOK,
@@ -197,8 +199,8 @@ def test_a_short_export_never_settles_the_ledger(portfolio: Portfolio, db_url: s
     ((1, 20), "holds no invoice at all, and would settle every one of the 20 open invoices"),
     ((5, 1), "holds no invoice at all, and would settle every one of the 5 open invoices"),
     ((40, 6), "of 16 of the 40 customers; a normal day here settles invoices of 4 customers "
-              "(10% of the 40 customers with open invoices, the ledger being young: 1 day with "
-              "a run on record), and settlement_guard accepts up to 12"),
+              "(10% of the 40 customers with open invoices, the ledger being young: 0 days with "
+              "payments on record), and settlement_guard accepts up to 12"),
 ], ids=["header only, 20 invoices", "header only, 5 invoices", "cut at 60%, second morning"])
 def test_a_young_ledger_is_guarded_too(portfolio: Portfolio, db_url: str,
                                        ledger: tuple[int, int], expected: str) -> None:
