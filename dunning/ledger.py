@@ -317,9 +317,8 @@ def settlement_history(session: Session, as_of: date, shard: Shard | None,
                        policy: Policy) -> tuple[list[Settled], int]:
     """What the runs of the last `settlement_guard.history` business days before `as_of`
     settled, newest first, each with the business days it gathered (the same shard's runs only;
-    a day run twice counts once, by its busiest run; runs confirmed with
-    --accept-mass-settlement, and those from before the figures were recorded, are left out);
-    and the business days `as_of` gathers since the last run (1 without one)."""
+    a day run twice counts once, by its busiest run; runs from before the figures were recorded
+    are left out); and the business days `as_of` gathers since the last run (1 without one)."""
     days = policy.settlement_guard.history
     country = policy.creditor.country
     scope = Run.shard.is_(None) if shard is None else Run.shard == str(shard)
@@ -334,15 +333,15 @@ def settlement_history(session: Session, as_of: date, shard: Shard | None,
 
     rows = session.execute(
         select(Run.business_date, Run.settled_invoices, Run.settled_customers,
-               Run.settled_amount)
+               Run.settled_amount, Run.mass_settlement)
         .where(scope, Run.business_date < as_of, Run.business_date >= dates[-1],
-               Run.settled_customers.is_not(None), Run.mass_settlement.is_(False))
+               Run.settled_customers.is_not(None))
         .order_by(Run.business_date.desc(), Run.settled_customers.desc())) if dates else []
     history: dict[date, Settled] = {}
-    for business_day, invoices, customers, amount in rows:
+    for business_day, invoices, customers, amount, confirmed in rows:
         if business_day not in history and len(history) < days:
             history[business_day] = Settled(invoices, customers, amount or Decimal(0),
-                                            gathered(business_day))
+                                            gathered(business_day), bool(confirmed))
     return list(history.values()), gathered(as_of)
 
 

@@ -27,6 +27,7 @@ class Settled:
     customers: int
     amount: Decimal
     days: int = 1
+    confirmed: bool = False  # the guard objected and --accept-mass-settlement confirmed it
 
     @property
     def rate(self) -> float:
@@ -53,20 +54,26 @@ def _share(part: Decimal | int, whole: Decimal | int) -> float:
 
 def usual_customers(history: list[Settled], book: Book, policy: Policy) -> tuple[float, str]:
     """A normal business day's number of customers with settled invoices, and where it comes
-    from: the busiest of the recent runs (per business day it gathered); while the ledger has
-    seen fewer than `young_runs` days of payments, at least `young_share` of the customers with
-    open invoices (a quiet month says nothing about what a day of payments looks like)."""
+    from: the busiest of the recent runs (per business day it gathered), days confirmed with
+    --accept-mass-settlement left out. While the ledger has seen fewer than `young_runs` days of
+    payments (a quiet month says nothing about a day of payments), at least `young_share` of
+    the customers with open invoices, or the busiest confirmed day: a ledger whose days of
+    payments exceed the default is confirmed once, not every morning."""
     rule = policy.settlement_guard
-    busiest = max((day.rate for day in history), default=0.0)
-    source = f"the busiest of the last {_days(len(history))}"
-    paying = sum(1 for day in history if day.customers)
-    if paying < rule.young_runs:
-        young = math.ceil(rule.young_share * book.customers)
-        if young > busiest:
-            return young, (f"{rule.young_share:.0%} of the {book.customers} customers with open "
-                           f"invoices, the ledger being young: "
-                           f"{'1 day' if paying == 1 else f'{paying} days'} with payments on "
-                           "record")
+    normal = [day for day in history if not day.confirmed]
+    busiest = max((day.rate for day in normal), default=0.0)
+    source = f"the busiest of the last {_days(len(normal))}"
+    paying = sum(1 for day in normal if day.customers)
+    if paying >= rule.young_runs:
+        return busiest, source
+    young = f"the ledger being young: {'1 day' if paying == 1 else f'{paying} days'} with payments"
+    confirmed = max((day.rate for day in history if day.confirmed), default=0.0)
+    share = math.ceil(rule.young_share * book.customers)
+    if confirmed > max(busiest, share):
+        return confirmed, f"the busiest day confirmed with --accept-mass-settlement, {young}"
+    if share > busiest:
+        return share, (f"{rule.young_share:.0%} of the {book.customers} customers with open "
+                       f"invoices, {young} on record")
     return busiest, source
 
 
@@ -96,7 +103,8 @@ def objection(today: Settled, book: Book, history: list[Settled], export_empty: 
     days = max(today.days, 1)
     allowed = max(rule.min_customers, math.floor(usual * (rule.factor + days - 1)))
     if today.customers > allowed:
-        busiest = max(history, key=lambda day: day.rate, default=None)
+        busiest = max((day for day in history if not day.confirmed),
+                      key=lambda day: day.rate, default=None)
         seen = "" if busiest is None or not busiest.customers else (
             f"; that day settled {busiest.invoices} invoices, {_amount(busiest.amount)} open")
         gathered = "" if days == 1 else (
