@@ -52,29 +52,33 @@ def _share(part: Decimal | int, whole: Decimal | int) -> float:
     return float(part) / float(whole) if whole else 0.0
 
 
-def usual_customers(history: list[Settled], book: Book, policy: Policy) -> tuple[float, str]:
-    """A normal business day's number of customers with settled invoices, and where it comes
-    from: the busiest of the recent runs (per business day it gathered), days confirmed with
-    --accept-mass-settlement left out. While the ledger has seen fewer than `young_runs` days of
-    payments (a quiet month says nothing about a day of payments), at least `young_share` of
-    the customers with open invoices, or the busiest confirmed day: a ledger whose days of
-    payments exceed the default is confirmed once, not every morning."""
+def usual_customers(history: list[Settled], book: Book,
+                    policy: Policy) -> tuple[float, str, Settled | None]:
+    """A normal business day's number of customers with settled invoices, where it comes from,
+    and the day it is, if one: the busiest of the recent runs (per business day it gathered),
+    days confirmed with --accept-mass-settlement left out. While the ledger has seen fewer than
+    `young_runs` days of payments (a quiet month says nothing about a day of payments), at
+    least `young_share` of the customers with open invoices, or the busiest confirmed day: a
+    ledger whose days of payments exceed the default is confirmed once, not every morning."""
     rule = policy.settlement_guard
     normal = [day for day in history if not day.confirmed]
-    busiest = max((day.rate for day in normal), default=0.0)
+    busiest = max(normal, key=lambda day: day.rate, default=None)
+    rate = 0.0 if busiest is None else busiest.rate
     source = f"the busiest of the last {_days(len(normal))}"
     paying = sum(1 for day in normal if day.customers)
     if paying >= rule.young_runs:
-        return busiest, source
+        return rate, source, busiest
     young = f"the ledger being young: {'1 day' if paying == 1 else f'{paying} days'} with payments"
-    confirmed = max((day.rate for day in history if day.confirmed), default=0.0)
+    confirmed = max((day for day in history if day.confirmed), key=lambda day: day.rate,
+                    default=None)
     share = math.ceil(rule.young_share * book.customers)
-    if confirmed > max(busiest, share):
-        return confirmed, f"the busiest day confirmed with --accept-mass-settlement, {young}"
-    if share > busiest:
+    if confirmed is not None and confirmed.rate > max(rate, share):
+        return (confirmed.rate, f"the busiest day confirmed with --accept-mass-settlement, "
+                f"{young}", confirmed)
+    if share > rate:
         return share, (f"{rule.young_share:.0%} of the {book.customers} customers with open "
-                       f"invoices, {young} on record")
-    return busiest, source
+                       f"invoices, {young} on record"), None
+    return rate, source, busiest
 
 
 def _days(n: int) -> str:
@@ -84,8 +88,8 @@ def _days(n: int) -> str:
 def objection(today: Settled, book: Book, history: list[Settled], export_empty: bool,
               policy: Policy) -> str | None:
     """Why today's settlements do not look like a day of payments (the message of the
-    refusal, without what to do), or None when they do. `history`: the recent runs' figures,
-    newest first, runs confirmed with --accept-mass-settlement left out."""
+    refusal, without what to do), or None when they do. `history`: the recent days' figures,
+    newest first (`settlement_history` in dunning/ledger.py)."""
     if not today.invoices:
         return None
     if export_empty:
@@ -97,16 +101,14 @@ def objection(today: Settled, book: Book, history: list[Settled], export_empty: 
                f"{today.customers} of the {book.customers} customers")
     if today.customers <= rule.min_customers:
         return None
-    usual, source = usual_customers(history, book, policy)
+    usual, source, example = usual_customers(history, book, policy)
     # factor normal days, and one normal day more for each further business day gathered (a
     # run after a week without one sees a week of payments, but not factor weeks of them).
     days = max(today.days, 1)
     allowed = max(rule.min_customers, math.floor(usual * (rule.factor + days - 1)))
     if today.customers > allowed:
-        busiest = max((day for day in history if not day.confirmed),
-                      key=lambda day: day.rate, default=None)
-        seen = "" if busiest is None or not busiest.customers else (
-            f"; that day settled {busiest.invoices} invoices, {_amount(busiest.amount)} open")
+        seen = "" if example is None or not example.customers else (
+            f"; that day settled {example.invoices} invoices, {_amount(example.amount)} open")
         gathered = "" if days == 1 else (
             f"; this snapshot gathers the {days} business days since the last run")
         return (f"{figures}; a normal day here settles invoices of {round(usual, 1):g} "
