@@ -315,10 +315,10 @@ def _open_book(session: Session, shard: Shard | None) -> Book:
 
 def settlement_history(session: Session, as_of: date, shard: Shard | None,
                        policy: Policy) -> tuple[list[Settled], int]:
-    """What the runs of the last `settlement_guard.history` business days before `as_of`
-    settled, newest first, each with the business days it gathered (the same shard's runs only;
-    a day run twice counts once, by its busiest run; runs from before the figures were recorded
-    are left out); and the business days `as_of` gathers since the last run (1 without one)."""
+    """What the runs of the last `settlement_guard.history` days with a run (of the same shard)
+    settled, newest first, and the business days `as_of` gathers since the last run."""
+    # Each day gathers the business days since the run before it (1 without one); a day run
+    # twice counts once, by its busiest run; runs from before migration 0008 have no figures.
     days = policy.settlement_guard.history
     country = policy.creditor.country
     scope = Run.shard.is_(None) if shard is None else Run.shard == str(shard)

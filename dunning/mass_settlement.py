@@ -55,11 +55,12 @@ def _share(part: Decimal | int, whole: Decimal | int) -> float:
 def usual_customers(history: list[Settled], book: Book,
                     policy: Policy) -> tuple[float, str, Settled | None]:
     """A normal business day's number of customers with settled invoices, where it comes from,
-    and the day it is, if one: the busiest of the recent runs (per business day it gathered),
-    days confirmed with --accept-mass-settlement left out. While the ledger has seen fewer than
-    `young_runs` days of payments (a quiet month says nothing about a day of payments), at
-    least `young_share` of the customers with open invoices, or the busiest confirmed day: a
-    ledger whose days of payments exceed the default is confirmed once, not every morning."""
+    and the day it is (if it is one): the busiest recent day, per business day it gathered."""
+    # Days confirmed with --accept-mass-settlement are not normal ones, except while the ledger
+    # is young (fewer than young_runs days of payments: a quiet month says nothing about a day
+    # of payments). Then a normal day is at least young_share of the customers, or the busiest
+    # confirmed day, so that a ledger whose ordinary days exceed the default is confirmed once,
+    # not every morning.
     rule = policy.settlement_guard
     normal = [day for day in history if not day.confirmed]
     busiest = max(normal, key=lambda day: day.rate, default=None)

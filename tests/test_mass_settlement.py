@@ -186,12 +186,11 @@ def test_an_export_cut_at_60_percent_is_refused_until_confirmed(portfolio: Portf
         morning(day(7), "d7")
 
 
-@pytest.mark.parametrize("cut", [0.6, 0.52, 0.0], ids=["cut at 60%", "cut at 52%",
-                                                      "header only"])
+@pytest.mark.parametrize("cut", [0.6, 0.52], ids=["cut at 60%", "cut at 52%"])
 def test_a_short_export_never_settles_the_ledger(portfolio: Portfolio, db_url: str,
                                                  cut: float) -> None:
-    """Today: 91, 107 and all 230 open invoices settled, exit 0... except the header-only file,
-    refused by max_settled_share (it is the young ledger's that went through, below)."""
+    """Today: 93 and 109 of the 230 open invoices settled, exit 0 (a header-only file is
+    refused by max_settled_share here; a small ledger's is not: below)."""
     _ledger(portfolio)
     _two_weeks(portfolio)
     _cut(portfolio, cut)
