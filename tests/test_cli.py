@@ -114,3 +114,18 @@ def test_a_bad_snapshot_is_refused_before_prefect_starts(tmp_path: Path, damage:
     assert (done.returncode, done.stderr) == (2, f"dunning: {tmp_path / 'invoices.csv'}: "
                                                  f"{message.split(': ', 1)[1]}\n")
     assert elapsed < 3, elapsed
+
+
+def test_a_missing_control_manifest_is_refused_before_prefect_starts(tmp_path: Path) -> None:
+    env = _snapshot_files(tmp_path)
+    policy = yaml.safe_load((tmp_path / "policy.yaml").read_text(encoding="utf-8"))
+    policy["source"]["control"] = {"manifest": str(tmp_path / "invoices.manifest")}
+    (tmp_path / "policy.yaml").write_text(yaml.safe_dump(policy), encoding="utf-8")
+    started = time.monotonic()
+    done = subprocess.run([DUNNING, "run", "--as-of", "2026-11-02"], env=env, cwd=tmp_path,
+                          capture_output=True, text=True)
+    assert (done.returncode, done.stderr) == (
+        2, f"dunning: {tmp_path / 'invoices.manifest'}: control manifest not found "
+           "(source.control.manifest); the export may not be complete yet. Nothing was "
+           "changed.\n")
+    assert time.monotonic() - started < 3
