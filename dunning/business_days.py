@@ -16,3 +16,12 @@ def business_days(start: date, country: str) -> Iterator[date]:
         if day.weekday() < 5 and day not in closed:
             yield day
         day += timedelta(days=1)
+
+
+def business_days_between(after: date, until: date, country: str) -> int:
+    """How many business days d there are with `after` < d ≤ `until`."""
+    if until <= after:
+        return 0
+    closed = holidays.country_holidays(country, years=range(after.year, until.year + 1))
+    days = (after + timedelta(days=n) for n in range(1, (until - after).days + 1))
+    return sum(1 for day in days if day.weekday() < 5 and day not in closed)

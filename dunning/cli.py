@@ -122,8 +122,9 @@ def run(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Compute and report; write and "
                                                             "send nothing.")] = False,
     accept_mass_settlement: Annotated[bool, typer.Option(
-        "--accept-mass-settlement", help="Let this snapshot settle more than the policy's "
-        "max_settled_share of the open invoices.")] = False,
+        "--accept-mass-settlement", help="Confirm that this snapshot's settlements are real "
+        "payments, though they look like an export cut short (far more customers than a normal "
+        "day, more than max_settled_share of the open book, or an empty export).")] = False,
     shard: Annotated[str | None, typer.Option(
         "--shard", metavar="K/N", help="Only the customers of shard K of N (run the N shards "
         "at once, on several machines, against PostgreSQL).")] = None,
@@ -132,13 +133,17 @@ def run(
     """Run the daily flow once: pull, reconcile, evaluate, record, dispatch, report.
 
     Exit status 3 when rows of the snapshot were rejected (the rest was processed)."""
-    from dunning.daily import check_date, check_no_run_in_progress
-    from dunning.db import upgrade
     from dunning.shards import Shard
+    from dunning.sources import preflight
 
     business_date = _parse_date(as_of, "--as-of")
     part = Shard.of(shard)
     ctx = _context()
+    # A bad file is refused here, in a second, before the pipeline and Prefect are imported.
+    preflight(ctx.policy, ctx.policy_path)
+    from dunning.daily import check_date, check_no_run_in_progress
+    from dunning.db import upgrade
+
     if not dry_run:
         # First, and before Prefect: on SQLite, the upgrade would wait on a run's transaction.
         check_no_run_in_progress(ctx, part)

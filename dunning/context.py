@@ -6,12 +6,13 @@ import os
 from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from sqlalchemy import Engine
-
-from dunning.db import get_engine
 from dunning.policy import Policy, default_policy_path, load_policy
 from dunning.settings import Settings, load_settings
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
 
 
 @dataclass(frozen=True)
@@ -22,6 +23,10 @@ class Context:
 
     @property
     def engine(self) -> Engine:
+        # Imported here: `dunning run` checks the policy and the snapshot's files before it
+        # loads SQLAlchemy (half a second), so that a bad file is refused at once.
+        from dunning.db import get_engine
+
         return get_engine(self.settings.database_url)
 
     def today(self) -> date:

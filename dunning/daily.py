@@ -72,10 +72,6 @@ def forget(ctx: Context, run_id: str) -> None:
         ledger.forget_run(session, run_id)
 
 
-def settlement_cap(ctx: Context, accept_mass_settlement: bool) -> float:
-    return 1.0 if accept_mass_settlement else ctx.policy.max_settled_share
-
-
 def reconcile(ctx: Context, snapshot: Snapshot | Staged, as_of: date, run_id: str,
               accept_mass_settlement: bool = False,
               shard: Shard | None = None) -> ReconcileResult:
@@ -85,8 +81,8 @@ def reconcile(ctx: Context, snapshot: Snapshot | Staged, as_of: date, run_id: st
         with transaction(ctx.engine) as session:
             if session.get(Run, run_id) is None:  # the flow records its run under the lock
                 ledger.start_run(session, run_id, as_of, shard)
-            return ledger.reconcile(session, snapshot, as_of, run_id,
-                                    settlement_cap(ctx, accept_mass_settlement), shard)
+            return ledger.reconcile(session, snapshot, as_of, run_id, ctx.policy, shard,
+                                    accept_mass_settlement=accept_mass_settlement)
     finally:
         if isinstance(snapshot, Staged):
             drop_staged(ctx.engine, snapshot.table)
@@ -163,8 +159,8 @@ def simulate(ctx: Context, snapshot: Snapshot | Staged, as_of: date, run_id: str
         try:
             ledger.check_run_date(session, as_of, shard)
             ledger.check_stages(session, {stage.name for stage in ctx.policy.stages})
-            reconciled = ledger.reconcile(session, snapshot, as_of, run_id,
-                                          settlement_cap(ctx, accept_mass_settlement), shard)
+            reconciled = ledger.reconcile(session, snapshot, as_of, run_id, ctx.policy, shard,
+                                          accept_mass_settlement=accept_mass_settlement)
             evaluated = BatchResult()
             due = ledger.review_cutoff(session, ctx.policy, as_of, run_id, shard,
                                        ctx.settings.evaluate_all)

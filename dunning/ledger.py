@@ -29,6 +29,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Session
 
+from dunning.business_days import business_days_between
 from dunning.errors import (
     ConfigError,
     ConflictError,
@@ -37,6 +38,7 @@ from dunning.errors import (
     SnapshotError,
 )
 from dunning.ladder import Decision, InvoiceFacts, decide, fingerprint, review_after
+from dunning.mass_settlement import Book, Settled, objection
 from dunning.models import (
     Action,
     ActionInvoice,
@@ -177,14 +179,13 @@ def _customer_values(row: CustomerRow) -> dict[str, Any]:
     return {name: getattr(row, name) for name in _CUSTOMER_FIELDS}
 
 
-MASS_SETTLEMENT_FLOOR = 20
-
-
 def reconcile(session: Session, snapshot: Snapshot | Staged, as_of: date, run_id: str | None,
-              max_settled_share: float = 1.0, shard: Shard | None = None) -> ReconcileResult:
+              policy: Policy | None = None, shard: Shard | None = None, *,
+              accept_mass_settlement: bool = False) -> ReconcileResult:
     """Insert new customers and invoices, update changed ones, settle what is gone or paid.
-    Refuses (and so changes nothing) a snapshot that would settle more than
-    `max_settled_share` of the open invoices.
+    With a policy, refuses (and so changes nothing) a snapshot whose settlements do not look
+    like a day of payments (`dunning.mass_settlement`), unless `accept_mass_settlement`; the
+    run's settled figures are recorded on its row either way, as the guard's history.
 
     The invoices are compared in SQL against a staging table (`dunning.staging`): a `Staged`
     snapshot's own, or a scratch one made here for an in-memory `Snapshot` and dropped with
@@ -196,11 +197,13 @@ def reconcile(session: Session, snapshot: Snapshot | Staged, as_of: date, run_id
     if isinstance(snapshot, Snapshot):
         staged = stage_snapshot(session.connection(), snapshot, shard)
         try:
-            return reconcile(session, staged, as_of, run_id, max_settled_share, shard)
+            return reconcile(session, staged, as_of, run_id, policy, shard,
+                             accept_mass_settlement=accept_mass_settlement)
         finally:
             drop_staged(session.connection(), staged.table)
     result = ReconcileResult()
     now = utcnow()
+    book = _open_book(session, shard)
     _reconcile_customers(session, snapshot.customers, result, now)
     s = staged_table(snapshot.table)
     i = Invoice.__table__  # type: ignore[attr-defined]
@@ -221,11 +224,14 @@ def reconcile(session: Session, snapshot: Snapshot | Staged, as_of: date, run_id
     known = s.join(i, i.c.external_id == s.c.external_id) \
         .join(c, c.c.external_id == s.c.customer_external_id)
     settle: list[tuple[int, str | None, str]] = []
+    settled_customers: set[int] = set()
+    settled_amount = Decimal(0)
     reopen: list[tuple[int, str | None, str]] = []
     moved: list[int] = []
     updates: list[dict[str, Any]] = []
     for row in session.execute(
         select(i.c.id, i.c.customer_id.label("old_customer"), i.c.state, i.c.stage,
+               i.c.amount_open.label("ledger_open"),
                c.c.id.label("customer_id"), s.c.number, s.c.issue_date, s.c.due_date,
                s.c.currency, s.c.amount, s.c.amount_open.label("snapshot_open"),
                open_now.label("amount_open"), changed.label("changed"))
@@ -246,6 +252,8 @@ def reconcile(session: Session, snapshot: Snapshot | Staged, as_of: date, run_id
         if row.state != "closed" and row.amount_open == 0:
             settle.append((row.id, row.stage, "nothing open in the snapshot"
                            if row.snapshot_open == 0 else "collected by the agency"))
+            settled_customers.add(row.old_customer)
+            settled_amount += row.ledger_open
         elif row.state == "closed" and row.amount_open != 0:
             reopen.append((row.id, row.stage, f"back in the snapshot with {row.snapshot_open} "
                                               f"{row.currency} open"))
@@ -287,32 +295,76 @@ def reconcile(session: Session, snapshot: Snapshot | Staged, as_of: date, run_id
                                                       f"moved to another customer on {as_of}", now)
     # Absent: open in the ledger, and no line of the export has its id (rejected rows and
     # other shards' invoices count as present: a bad row must never settle an invoice).
-    settle.extend(
-        (invoice_id, stage, "absent from the snapshot")
-        for invoice_id, stage in session.execute(
-            select(i.c.id, i.c.stage)
+    for invoice_id, stage, customer_id, amount_open in session.execute(
+            select(i.c.id, i.c.stage, i.c.customer_id, i.c.amount_open)
             .where(i.c.state != "closed", *in_shard(i.c.customer_id, shard),
                    ~select(s.c.line).where(s.c.external_id == i.c.external_id).exists())
-            .order_by(i.c.id)))
+            .order_by(i.c.id)):
+        settle.append((invoice_id, stage, "absent from the snapshot"))
+        settled_customers.add(customer_id)
+        settled_amount += amount_open
 
-    if len(settle) > MASS_SETTLEMENT_FLOOR and max_settled_share < 1:
-        open_count = session.execute(
-            select(func.count()).select_from(Invoice)
-            .where(Invoice.state != "closed", *in_shard(Invoice.customer_id, shard))
-        ).scalar_one()
-        if len(settle) > max_settled_share * open_count:
-            raise SnapshotError(
-                f"the snapshot would settle {len(settle)} of the {open_count} open invoices, more "
-                f"than max_settled_share ({max_settled_share:.0%}): an export cut short looks "
-                "just like this. Check the export; if these payments are real, run again with "
-                "--accept-mass-settlement. Nothing was changed."
-            )
+    why = None
+    today = Settled(len(settle), len(settled_customers), settled_amount)
+    if policy is not None:
+        history, gap = settlement_history(session, as_of, shard, policy)
+        today = Settled(today.invoices, today.customers, today.amount, gap)
+        why = objection(today, book, history, snapshot.seen == 0, policy)
+    if why is not None and not accept_mass_settlement:
+        raise SnapshotError(
+            f"{why}: an export cut short looks just like this. Check the export; if these "
+            "payments are real, run again with --accept-mass-settlement. Nothing was changed.")
+    if run_id is not None:
+        session.execute(update(Run).where(Run.id == run_id).values(
+            settled_invoices=today.invoices, settled_customers=today.customers,
+            settled_amount=today.amount, mass_settlement=why is not None))
     result.settled = len(settle)
     result.actions_cancelled += _settle(session, settle, as_of, run_id, now)
     result.reopened = len(reopen)
     _set_state(session, reopen, "reopened", "active", as_of, run_id, now, reason="reopened")
     result.resumed = _resume_expired_pauses(session, as_of, run_id, now, shard)
     return result
+
+
+def _open_book(session: Session, shard: Shard | None) -> Book:
+    """The open invoices (of the shard) before reconcile changes anything."""
+    invoices, customers, amount = session.execute(
+        select(func.count(), func.count(Invoice.customer_id.distinct()),
+               type_coerce(func.coalesce(func.sum(Invoice.amount_open), 0), Money()))
+        .where(Invoice.state != "closed", *in_shard(Invoice.customer_id, shard))).one()
+    return Book(int(invoices), int(customers), amount or Decimal(0))
+
+
+def settlement_history(session: Session, as_of: date, shard: Shard | None,
+                       policy: Policy) -> tuple[list[Settled], int]:
+    """What the runs of the last `settlement_guard.history` days with a run (of the same shard)
+    settled, newest first, and the business days `as_of` gathers since the last run."""
+    # Each day gathers the business days since the run before it (1 without one); a day run
+    # twice counts once, by its busiest run; runs from before migration 0008 have no figures.
+    days = policy.settlement_guard.history
+    country = policy.creditor.country
+    scope = Run.shard.is_(None) if shard is None else Run.shard == str(shard)
+    dates = list(session.execute(
+        select(Run.business_date).distinct()
+        .where(scope, Run.business_date < as_of)
+        .order_by(Run.business_date.desc()).limit(days + 1)).scalars())
+
+    def gathered(day: date) -> int:
+        earlier = [d for d in dates if d < day]
+        return max(1, business_days_between(earlier[0], day, country)) if earlier else 1
+
+    rows = session.execute(
+        select(Run.business_date, Run.settled_invoices, Run.settled_customers,
+               Run.settled_amount, Run.mass_settlement)
+        .where(scope, Run.business_date < as_of, Run.business_date >= dates[-1],
+               Run.settled_customers.is_not(None))
+        .order_by(Run.business_date.desc(), Run.settled_customers.desc())) if dates else []
+    history: dict[date, Settled] = {}
+    for business_day, invoices, customers, amount, confirmed in rows:
+        if business_day not in history and len(history) < days:
+            history[business_day] = Settled(invoices, customers, amount or Decimal(0),
+                                            gathered(business_day), bool(confirmed))
+    return list(history.values()), gathered(as_of)
 
 
 def _reconcile_customers(

@@ -213,6 +213,13 @@ class Run(SQLModel, table=True):
     # ladder.fingerprint() of the policy this run evaluated under (None: it evaluated nothing);
     # review dates computed under another ladder are not trusted (ledger.trusts_review_dates).
     ladder_fingerprint: str | None = Field(default=None, max_length=64)
+    # What reconcile settled: the mass-settlement guard's history (dunning/mass_settlement.py).
+    # None: a run from before they were recorded. `mass_settlement`: the guard objected and
+    # --accept-mass-settlement confirmed it, so the day does not count as a normal one.
+    settled_invoices: int | None = None
+    settled_customers: int | None = None
+    settled_amount: Decimal | None = _money(nullable=True)
+    mass_settlement: bool = False
     invoices_seen: int = 0
     rejected_rows: int = 0
     transitions: int = 0

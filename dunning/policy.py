@@ -47,10 +47,17 @@ class Stage(_Strict):
         return self.template or self.name
 
 
+class Control(_Strict):
+    """The export's own control figures, written by the accounting system beside it."""
+
+    manifest: Path  # key=value lines: rows=N, amount_open=X (dunning/sources/control.py)
+
+
 class CsvSource(_Strict):
     kind: Literal["csv"] = "csv"
     customers: Path
     invoices: Path
+    control: Control | None = None
 
 
 class HttpAuth(_Strict):
@@ -104,11 +111,27 @@ class HttpSource(_Strict):
     timeout: float = Field(30, gt=0)
     retries: int = Field(3, ge=0)  # extra tries of a page after a timeout, 429 or 5xx
     backoff: float = Field(1.0, ge=0)  # seconds before the first retry, doubled each time
+    # An API that never stops paginating (a new cursor forever, pages that never empty) would
+    # otherwise hold the morning's run for ever: the pull gives up past either limit.
+    max_pages: int = Field(10_000, ge=1)  # pages read per endpoint
+    max_seconds: float = Field(1800, gt=0)  # for the whole pull, customers and invoices
     customers: Endpoint
     invoices: Endpoint
 
 
 Source = Annotated[CsvSource | HttpSource, Field(discriminator="kind")]
+
+
+class SettlementGuard(_Strict):
+    """How many customers' invoices a run may settle before it is refused as a likely cut-short
+    export (dunning/mass_settlement.py; README, "The mass-settlement guard")."""
+
+    history: int = Field(20, ge=1)  # the recent days with a run that show a normal day
+    factor: float = Field(3, ge=1)  # a run may settle this many normal days' customers (and
+    # one normal day more per further business day since the last run)
+    min_customers: int = Field(5, ge=0)  # never refused for this many customers or fewer
+    young_runs: int = Field(5, ge=0)  # with fewer days of payments, the ledger is young...
+    young_share: float = Field(0.1, gt=0, le=1)  # ...and a normal day is this share of them
 
 
 class Creditor(_Strict):
@@ -185,9 +208,11 @@ class Policy(_Strict):
     pauses: Pauses = Pauses()
     payment_days: int = Field(8, ge=0, description="days given to pay in firmer reminders")
     batch_size: int = Field(20_000, ge=1)
-    # A snapshot that would settle more than this share of the open invoices (and more than 20)
-    # is refused: an export cut short looks exactly like a wave of payments.
+    # A snapshot that would settle more than this share of the open invoices or of the open
+    # amount, of more than settlement_guard.min_customers customers, is refused: an export cut
+    # short looks exactly like a wave of payments.
     max_settled_share: float = Field(0.5, gt=0, le=1)
+    settlement_guard: SettlementGuard = SettlementGuard()
     stages: list[Stage] = Field(min_length=1)
 
     @field_validator("timezone")

@@ -37,7 +37,7 @@ def daily_dunning(as_of: date | None = None, dry_run: bool = False,
                   shard: str | None = None) -> dict[str, Any]:
     """Walk every open invoice one step up the ladder and send what is due, for `as_of`
     (default: today in the policy's time zone). `dry_run` writes and sends nothing;
-    `accept_mass_settlement` lets a snapshot settle more than the policy's max_settled_share;
+    `accept_mass_settlement` confirms settlements the mass-settlement guard would refuse;
     `shard` ("K/N") limits the run to the customers of shard K of N."""
     logger = get_run_logger()
     clock = Stopwatch()

@@ -7,9 +7,12 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
+from typing import Any
 
 import pytest
+import yaml
 
 from dunning.db import upgrade
 
@@ -58,3 +61,71 @@ def test_usage_errors_exit_2(tmp_path: Path, args: list[str]) -> None:
     done = subprocess.run([DUNNING, *args], env=_env(tmp_path), cwd=tmp_path,
                           capture_output=True, text=True)
     assert done.returncode == 2, done.stderr
+
+
+def _snapshot_files(tmp_path: Path) -> dict[str, str]:
+    """A policy and a good snapshot of 80 invoices in tmp_path; the environment to run it."""
+    from tests.conftest import INVOICE_COLUMNS, base_policy
+
+    policy = base_policy(tmp_path)
+    (tmp_path / "policy.yaml").write_text(yaml.safe_dump(policy), encoding="utf-8")
+    (tmp_path / "customers.csv").write_text("customer_id,name\nC1,One\n", encoding="utf-8")
+    rows = [f"I{n},C1,F-{n},,2026-10-01,EUR,10.00,10.00" for n in range(80)]
+    (tmp_path / "invoices.csv").write_text(
+        ",".join(INVOICE_COLUMNS) + "\n" + "\n".join(rows) + "\n", encoding="utf-8")
+    return _env(tmp_path) | {"DUNNING_CONFIG": str(tmp_path / "policy.yaml"),
+                             # Reaching Prefect would fail, slowly and otherwise.
+                             "PREFECT_API_URL": "http://127.0.0.1:9/api"}
+
+
+def _cp1252_on_line_57(path: Path) -> None:
+    lines = path.read_bytes().split(b"\n")
+    lines[56] = lines[56].replace(b"F-55", "Société".encode("cp1252"))
+    path.write_bytes(b"\n".join(lines))
+
+
+def _amount_open_twice(path: Path) -> None:
+    lines = path.read_text(encoding="utf-8").splitlines()
+    path.write_text("\n".join([lines[0] + ", Amount_Open"] + [f"{x},0" for x in lines[1:]]),
+                    encoding="utf-8")
+
+
+@pytest.mark.parametrize(("damage", "message"), [
+    (_cp1252_on_line_57, "invoices.csv: line 57: not valid UTF-8 (byte 0xe9); export the file "
+                         "as UTF-8. Nothing was changed."),
+    (_amount_open_twice, "invoices.csv: line 1: columns 8 ('amount_open') and 9 (' Amount_Open')"
+                         " are both read as 'amount_open'; the export must have each column "
+                         "once. Nothing was changed."),
+    (Path.unlink, "invoices.csv: file not found; nothing was changed"),
+    (lambda path: path.write_text("invoice_id,amount\n", encoding="utf-8"),
+     "invoices.csv: line 1: header lacks required column(s) customer_id, due_date, "
+     "amount_open; nothing was changed"),
+], ids=["not UTF-8", "a column twice", "missing", "columns missing"])
+def test_a_bad_snapshot_is_refused_before_prefect_starts(tmp_path: Path, damage: Any,
+                                                         message: str) -> None:
+    """One line on stderr, exit 2, in under 3 seconds: today the file is read by the flow,
+    after Prefect has started (or failed to)."""
+    env = _snapshot_files(tmp_path)
+    damage(tmp_path / "invoices.csv")
+    started = time.monotonic()
+    done = subprocess.run([DUNNING, "run", "--as-of", "2026-11-02"], env=env, cwd=tmp_path,
+                          capture_output=True, text=True)
+    elapsed = time.monotonic() - started
+    assert (done.returncode, done.stderr) == (2, f"dunning: {tmp_path / 'invoices.csv'}: "
+                                                 f"{message.split(': ', 1)[1]}\n")
+    assert elapsed < 3, elapsed
+
+
+def test_a_missing_control_manifest_is_refused_before_prefect_starts(tmp_path: Path) -> None:
+    env = _snapshot_files(tmp_path)
+    policy = yaml.safe_load((tmp_path / "policy.yaml").read_text(encoding="utf-8"))
+    policy["source"]["control"] = {"manifest": str(tmp_path / "invoices.manifest")}
+    (tmp_path / "policy.yaml").write_text(yaml.safe_dump(policy), encoding="utf-8")
+    started = time.monotonic()
+    done = subprocess.run([DUNNING, "run", "--as-of", "2026-11-02"], env=env, cwd=tmp_path,
+                          capture_output=True, text=True)
+    assert (done.returncode, done.stderr) == (
+        2, f"dunning: {tmp_path / 'invoices.manifest'}: control manifest not found "
+           "(source.control.manifest); the export may not be complete yet. Nothing was "
+           "changed.\n")
+    assert time.monotonic() - started < 3

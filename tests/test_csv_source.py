@@ -193,3 +193,59 @@ def test_an_email_address_is_stored_as_it_can_be_sent(tmp_path: Path, email: str
     else:
         (reject,) = snap.rejects
         assert (reject.line, reject.field) == (2, "email") and message in reject.message
+
+
+@pytest.mark.parametrize(("which", "header", "names"), [
+    ("invoices.csv", HEADER.strip() + ",amount_open", "8 ('amount_open') and 9 ('amount_open')"),
+    ("invoices.csv", HEADER.strip() + ", Amount_Open ",
+     "8 ('amount_open') and 9 (' Amount_Open ')"),
+    ("invoices.csv", "Invoice_ID," + HEADER.strip(), "1 ('Invoice_ID') and 2 ('invoice_id')"),
+    ("customers.csv", "customer_id,name,NAME", "2 ('name') and 3 ('NAME')"),
+], ids=["amount_open twice", "same after normalising", "invoice_id twice", "customers' name"])
+def test_a_column_given_twice_is_refused(tmp_path: Path, which: str, header: str,
+                                         names: str) -> None:
+    """Today the last copy wins: a second amount_open of zeros settled the whole ledger."""
+    if which == "invoices.csv":
+        c, i = _files(tmp_path, header + "\nI1,C1,F,,2026-10-31,EUR,5,5,0\n")
+    else:
+        c, i = _files(tmp_path, HEADER + "I1,C1,F,,2026-10-31,EUR,5,5\n",
+                      customers=header + "\nC1,One,Uno\n")
+    with pytest.raises(SnapshotError) as error:
+        read_csv_snapshot(c, i)
+    message = str(error.value)
+    assert message.startswith(f"{tmp_path / which}: line 1: columns {names} are both read as ")
+    assert message.endswith("Nothing was changed.")
+
+
+def _cp1252_on_line(tmp_path: Path, line: int) -> tuple[Path, Path]:
+    rows = [f"I{n},C1,F-{n},,2026-10-31,EUR,5,5" for n in range(2, line)]
+    rows.append("I99,C1,Société générale,,2026-10-31,EUR,5,5")
+    rows += [f"J{n},C1,F-{n},,2026-10-31,EUR,5,5" for n in range(500)]
+    c, i = _files(tmp_path, "")
+    i.write_bytes((HEADER + "\n".join(rows) + "\n").encode("cp1252"))
+    return c, i
+
+
+@pytest.mark.parametrize("line", [3, 57, 400], ids=["in the first block", "line 57",
+                                                    "past the first block"])
+def test_a_file_that_is_not_utf8_names_the_line_of_the_bad_byte(tmp_path: Path,
+                                                                 line: int) -> None:
+    """Today: 'line 1: unreadable header' or 'near byte N' of some block, never the line."""
+    c, i = _cp1252_on_line(tmp_path, line)
+    with pytest.raises(SnapshotError) as error:
+        read_csv_snapshot(c, i)
+    assert str(error.value) == (f"{i}: line {line}: not valid UTF-8 (byte 0xe9); export the "
+                                "file as UTF-8. Nothing was changed.")
+
+
+def test_the_utf8_scan_carries_characters_across_blocks(tmp_path: Path) -> None:
+    from dunning.sources.csv import find_bad_utf8
+
+    path = tmp_path / "x.csv"
+    path.write_bytes("a,é€😀\nb,€\n".encode() + b"c,\xff\n")
+    for block_size in range(1, 20):
+        assert find_bad_utf8(path, block_size) == (3, 0xff), block_size
+    path.write_bytes("a,é€😀\nb,€\n".encode())
+    assert find_bad_utf8(path, 3) is None
+    path.write_bytes("a,é".encode()[:-1])  # cut in the middle of the last character
+    assert find_bad_utf8(path, 2) == (1, 0xc3)

@@ -203,3 +203,79 @@ def test_a_short_page_does_not_end_the_list(api: AccountingApi, http_policy: dic
     api.page_cap = 2  # ...but caps pages at 2
     report = run(day(0))
     assert report["snapshot"]["invoices"] == 3 and report["reconcile"]["settled"] == 0
+
+
+def _endless_source(httpserver: HTTPServer, **limits: Any) -> Any:
+    from dunning.policy import HttpSource
+
+    return HttpSource.model_validate({
+        "kind": "http", "base_url": httpserver.url_for("/erp"), "retries": 0, **limits,
+        "customers": {"path": "/customers", "items": "data",
+                      "pagination": {"kind": "cursor", "param": "after", "next": "next"}},
+        "invoices": {"path": "/invoices", "items": "results",
+                     "pagination": {"kind": "page", "size": 1}},
+    })
+
+
+def test_a_pagination_that_never_ends_is_abandoned_after_max_pages(
+        httpserver: HTTPServer) -> None:
+    """A new cursor on every page, forever: today the pull would read 100,000 pages."""
+    from dunning.errors import SourceUnavailable
+    from dunning.sources.http import read_http_snapshot
+
+    pages: list[str] = []
+
+    def endless(request: Request) -> Response:
+        cursor = int(request.args.get("after", "0"))
+        pages.append(str(cursor))
+        return Response(json.dumps({"data": [{"customer_id": f"C{cursor}", "name": "x"}],
+                                    "next": str(cursor + 1)}), content_type="application/json")
+
+    httpserver.expect_request("/erp/customers").respond_with_handler(endless)
+    source = _endless_source(httpserver, max_pages=25)
+    with pytest.raises(SourceUnavailable) as error:
+        read_http_snapshot(source, default_language="fr", default_currency="EUR")
+    assert "more than source.max_pages (25) pages, the pull was abandoned" in str(error.value)
+    assert str(error.value).endswith("nothing was changed")
+    assert len(pages) == 25
+
+
+def test_pages_that_never_empty_are_abandoned_after_max_seconds(
+        httpserver: HTTPServer) -> None:
+    import time
+
+    from dunning.errors import SourceUnavailable
+    from dunning.sources.http import read_http_snapshot
+
+    httpserver.expect_request("/erp/customers").respond_with_json(
+        {"data": [{"customer_id": "C1", "name": "x"}], "next": None})
+    served: list[int] = []
+
+    def never_empty(request: Request) -> Response:
+        served.append(int(request.args["page"]))
+        time.sleep(0.05)
+        return Response(json.dumps({"results": [invoice(len(served), "C1", "2026-10-01")]}),
+                        content_type="application/json")
+
+    httpserver.expect_request("/erp/invoices").respond_with_handler(never_empty)
+    source = _endless_source(httpserver, max_seconds=1)
+    started = time.monotonic()
+    with pytest.raises(SourceUnavailable) as error:
+        read_http_snapshot(source, default_language="fr", default_currency="EUR")
+    assert time.monotonic() - started < 5
+    assert "the pull took more than source.max_seconds (1 s) and was abandoned" in \
+        str(error.value)
+    assert 5 < len(served) < 25 and served == list(range(1, len(served) + 1))
+
+
+def test_an_empty_answer_settles_nothing(api: AccountingApi, http_policy: Any,
+                                         db_url: str) -> None:
+    """Today: `{"results": []}` settles every open invoice, exit 0."""
+    run(day(0))
+    api.invoices = []
+    result = cli("run", "--as-of", day(1).isoformat())
+    assert result.exit_code == 2
+    assert "the snapshot holds no invoice at all, and would settle every one of the 3 open " \
+        "invoices (2,500.95 open): an export cut short looks just like this." in result.stderr
+    assert {r["state"] for r in as_json("status")} == {"active"}
+    assert query(db_url, "SELECT count(*) FROM run")[0][0] == 1

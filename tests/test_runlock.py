@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -14,6 +15,7 @@ from datetime import UTC
 from pathlib import Path
 
 import pytest
+import yaml
 from sqlalchemy import select
 
 from dunning import daily, runlock
@@ -35,12 +37,23 @@ def _running(db_url: str) -> list[Run]:
 @contextmanager
 def _stuck_run(portfolio: Portfolio, db_url: str) -> Iterator[tuple[subprocess.Popen[str], Run]]:
     """A real `dunning run` of day 1, mid-flight: it took the lock, recorded itself, and waits
-    in the pull for customers.csv (a named pipe nobody writes). Killed at the end if alive."""
+    in the pull for an accounting API that accepts the connection and never answers (a CSV
+    file could not hold it there: `dunning run` reads the files before it starts). Killed at
+    the end if alive; the CSV policy is put back."""
     from prefect.settings import get_current_settings
 
-    customers = portfolio.folder / "customers.csv"
-    customers.unlink()
-    os.mkfifo(customers)
+    policy = portfolio.folder / "policy.yaml"
+    saved = policy.read_text(encoding="utf-8")
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)  # never accepted: the kernel completes the handshake, nobody answers
+    data = yaml.safe_load(saved)
+    endpoint = {"pagination": {"kind": "none"}, "items": ""}
+    data["source"] = {"kind": "http", "timeout": 300, "retries": 0,
+                      "base_url": f"http://127.0.0.1:{silent.getsockname()[1]}",
+                      "customers": {"path": "/customers", **endpoint},
+                      "invoices": {"path": "/invoices", **endpoint}}
+    policy.write_text(yaml.safe_dump(data), encoding="utf-8")
     env = os.environ | {"PREFECT_API_URL": str(get_current_settings().api.url)}
     process = subprocess.Popen([DUNNING, "run", "--as-of", day(1).isoformat()], env=env,
                                cwd=portfolio.folder, stdout=subprocess.PIPE,
@@ -56,8 +69,8 @@ def _stuck_run(portfolio: Portfolio, db_url: str) -> Iterator[tuple[subprocess.P
         if process.poll() is None:
             process.kill()
         process.communicate()
-        customers.unlink()
-        portfolio.write()
+        silent.close()
+        policy.write_text(saved, encoding="utf-8")
 
 
 @pytest.mark.usefixtures("prefect_server")

@@ -31,9 +31,10 @@ from dunning.db import get_engine, transaction, upgrade
 from dunning.dispatch import _claim, _claimable
 from dunning.errors import ConfigError, RunDateError, SnapshotError
 from dunning.models import Action
+from dunning.policy import Policy
 from dunning.shards import Shard, shard_key
 from dunning.sources.snapshot import CustomerRow, InvoiceRow, Snapshot
-from tests.conftest import Portfolio, pg_schema, query
+from tests.conftest import Portfolio, base_policy, pg_schema, query
 from tests.test_pipeline import day, run
 
 DUNNING = shutil.which("dunning", path=str(Path(sys.executable).parent)) or "dunning"
@@ -118,28 +119,30 @@ def _customers_of(shard: Shard, n: int) -> list[str]:
     return found[:n]
 
 
-def test_settlement_and_its_guard_stay_within_the_shard(db_url: str) -> None:
+def test_settlement_and_its_guard_stay_within_the_shard(db_url: str, tmp_path: Path) -> None:
     """A shard settles only its own customers' missing invoices, and the mass-settlement guard
-    counts within the shard: 21 of a shard's 30 open invoices gone is a cut-short export for
-    that shard, though it is only 21 of 60 overall."""
+    counts within the shard: 6 of a shard's 10 customers gone is a cut-short export for that
+    shard, though it is only 6 of 20 customers overall."""
+    policy = Policy.model_validate(base_policy(tmp_path))
     one, two = Shard(1, 2), Shard(2, 2)
     full = _rows({1: _customers_of(one, 10), 2: _customers_of(two, 10)})
     engine = get_engine(db_url)
     with transaction(engine) as session:
         ledger.reconcile(session, full, day(0), None)
     gone = {row.external_id for row in full.invoices if one.holds(row.customer_external_id)}
-    gone = set(sorted(gone)[:21])
+    gone = set(sorted(gone)[:18])
     cut = Snapshot(customers=full.customers,
                    invoices=[row for row in full.invoices if row.external_id not in gone],
                    seen_invoice_ids=full.seen_invoice_ids - gone)
     with transaction(engine) as session:
-        settled = ledger.reconcile(session, two.split(cut), day(1), None, 0.5, two).settled
+        settled = ledger.reconcile(session, two.split(cut), day(1), None, policy, two).settled
     assert settled == 0, "shard 2 does not settle shard 1's invoices"
-    with pytest.raises(SnapshotError, match="settle 21 of the 30 open invoices"):
+    with pytest.raises(SnapshotError, match="settle 18 of the 30 open invoices .* of 6 of the "
+                                            "10 customers"):
         with transaction(engine) as session:
-            ledger.reconcile(session, one.split(cut), day(1), None, 0.5, one)
+            ledger.reconcile(session, one.split(cut), day(1), None, policy, one)
     with transaction(engine) as session:
-        assert ledger.reconcile(session, cut, day(1), None, 0.5).settled == 21
+        assert ledger.reconcile(session, cut, day(1), None, policy).settled == 18
 
 
 # --- claims -----------------------------------------------------------------------------------

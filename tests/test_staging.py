@@ -245,3 +245,47 @@ def test_the_fast_path_accepts_and_rejects_exactly_what_the_full_check_does(
     want = sorted((i.external_id, i.customer_external_id, i.number, i.issue_date, i.due_date,
                    i.currency, i.amount, i.amount_open) for i in memory.invoices)
     assert got == want
+
+
+@pytest.mark.parametrize(("manifest", "problem"), [
+    ("rows=10\namount_open=1328.75\n", None),
+    ("# written by the ERP at 05:58\n\nrows = 10\n", None),
+    ("amount_open=1328.7500", None),
+    ("rows=11\namount_open=1328.75\n",
+     "the export does not match its control figures ({manifest}): it has 10 invoice rows where "
+     "the manifest says 11; the export is incomplete"),
+    ("rows=10\namount_open=1329\n",
+     "it has a total amount_open of 1328.75 where the manifest says 1329;"),
+    (None, "invoices.manifest: control manifest not found (source.control.manifest)"),
+    ("rows=ten\n", "{manifest}: line 1: rows: 'ten' is not a whole number"),
+    ("rows=10\ncount=10\n", "{manifest}: line 2: expected rows=N or amount_open=X, not "
+                            "'count=10'"),
+    ("rows=10\nrows=10\n", "{manifest}: line 2: rows is given twice"),
+    ("# nothing\n", "gives neither rows= nor amount_open="),
+], ids=["match", "comments and spaces", "amount only", "rows differ", "amount differs",
+        "no manifest", "not a number", "unknown key", "twice", "empty"])
+def test_control_figures_refuse_an_export_that_is_not_the_one_described(
+        files: Path, db_url: str, manifest: str | None, problem: str | None) -> None:
+    """Rows: every invoice line, rejected ones included (the duplicate, the bad date, the one
+    without id); total: the sum of every amount_open that reads, as Decimal."""
+    path = files.parent / "invoices.manifest"
+    if manifest is not None:
+        path.write_text(manifest, encoding="utf-8")
+    data = yaml.safe_load(files.read_text(encoding="utf-8"))
+    data["source"]["control"] = {"manifest": "invoices.manifest"}
+    files.write_text(yaml.safe_dump(data), encoding="utf-8")
+    policy = load_policy(files)
+    engine = get_engine(db_url)
+    readers = [lambda: pull(policy, files), lambda: stage(policy, files, engine),
+               lambda: stage(policy, files, engine, Shard(1, 2))]
+    for read in readers:
+        if problem is None:
+            staged = read()
+            if isinstance(staged, staging.Staged):
+                staging.drop(engine, staged.table)
+            continue
+        with pytest.raises(SnapshotError) as error:
+            read()
+        assert problem.format(manifest=path) in str(error.value)
+        assert str(error.value).endswith("Nothing was changed.")
+    assert _staged_tables(db_url) == []

@@ -17,7 +17,6 @@ from dunning.policy import Endpoint, HttpSource
 from dunning.sources.rows import CUSTOMER_REQUIRED, INVOICE_REQUIRED, SnapshotBuilder
 from dunning.sources.snapshot import Snapshot
 
-MAX_PAGES = 100_000
 RETRY_STATUSES = {429, 500, 502, 503, 504}
 
 
@@ -88,8 +87,10 @@ def _get(session: requests.Session, source: HttpSource, url: str, params: dict[s
                             "attempts; the pull is abandoned and nothing was changed")
 
 
-def _items(session: requests.Session, source: HttpSource, endpoint: Endpoint) -> \
-        Iterator[dict[str, Any]]:
+def _items(session: requests.Session, source: HttpSource, endpoint: Endpoint,
+           deadline: float) -> Iterator[dict[str, Any]]:
+    """Every item of an endpoint, page after page, within `source.max_pages` pages and before
+    `deadline` (time.monotonic())."""
     url = source.base_url.rstrip("/") + "/" + endpoint.path.lstrip("/")
     paging = endpoint.pagination
     params: dict[str, Any] = dict(endpoint.params)
@@ -97,7 +98,12 @@ def _items(session: requests.Session, source: HttpSource, endpoint: Endpoint) ->
         params[paging.parameter] = paging.start
         params[paging.size_param] = paging.size
     seen_cursors: set[str] = set()
-    for _ in range(MAX_PAGES):
+    for _ in range(source.max_pages):
+        if time.monotonic() > deadline:
+            raise SourceUnavailable(
+                f"GET {url}: the pull took more than source.max_seconds ({source.max_seconds:g} "
+                "s) and was abandoned: the API may be paginating without end (or raise the "
+                "limit); nothing was changed")
         body = _get(session, source, url, params)
         items = _dig(body, endpoint.items)
         if not isinstance(items, list):
@@ -123,7 +129,10 @@ def _items(session: requests.Session, source: HttpSource, endpoint: Endpoint) ->
                                     "nothing was changed")
         seen_cursors.add(str(cursor))
         params[paging.parameter] = cursor
-    raise SourceUnavailable(f"GET {url}: more than {MAX_PAGES} pages; nothing was changed")
+    raise SourceUnavailable(
+        f"GET {url}: more than source.max_pages ({source.max_pages}) pages, the pull was "
+        "abandoned: the API may be paginating without end (or raise the limit); nothing was "
+        "changed")
 
 
 def _row(item: dict[str, Any], fields: dict[str, str], columns: tuple[str, ...]) -> \
@@ -151,8 +160,9 @@ def read_http_snapshot(source: HttpSource, *, default_language: str,
     builder = SnapshotBuilder(customers_name, invoices_name, default_language=default_language,
                               default_currency=default_currency)
     # Fetch everything before building: a failed page must leave no half snapshot behind.
-    customers = list(_items(session, source, source.customers))
-    invoices = list(_items(session, source, source.invoices))
+    deadline = time.monotonic() + source.max_seconds
+    customers = list(_items(session, source, source.customers, deadline))
+    invoices = list(_items(session, source, source.invoices, deadline))
     for position, item in enumerate(customers, start=1):
         builder.add_customer(position, _row(item, source.customers.fields, CUSTOMER_COLUMNS))
     for position, item in enumerate(invoices, start=1):

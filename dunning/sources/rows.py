@@ -30,6 +30,12 @@ _INVOICE_ID_LENGTH = SNAPSHOT_LIMITS["invoices"]["invoice_id"]
 _NUMBER_LENGTH = SNAPSHOT_LIMITS["invoices"]["number"]
 
 
+def ten_thousandths(text: str) -> int:
+    """A plain amount (`_AMOUNT`) as an integer of ten-thousandths, exactly."""
+    whole, _, fraction = text.partition(".")
+    return int(whole + fraction.ljust(4, "0"))
+
+
 class RowError(ValueError):
     def __init__(self, field: str, message: str) -> None:
         super().__init__(message)
@@ -207,6 +213,14 @@ class SnapshotBuilder:
         self._rejected_customers: dict[str, int] = {}
         self._invoice_lines: dict[str, int] = {}
         self._mine: dict[str, bool] = {}
+        # The sum of amount_open over every invoice line whose amount_open reads (rejected
+        # lines and other shards' included), in ten-thousandths: the export's control total.
+        self.open_total = 0
+        self.invoice_rows = 0  # invoice lines read (blank lines are not rows), set by the reader
+
+    @property
+    def amount_open_total(self) -> Decimal:
+        return Decimal(self.open_total).scaleb(-4)
 
     def _reject(self, file: str, line: int, field: str, message: str, key: str | None) -> None:
         self.snapshot.rejects.append(Reject(file, line, field, message, key))
@@ -235,6 +249,9 @@ class SnapshotBuilder:
     def add_invoice(self, line: int, row: dict[str, str]) -> None:
         key = row.get("invoice_id") or None
         sink = self.sink
+        amount_open = row.get("amount_open", "")
+        if _AMOUNT.match(amount_open):
+            self.open_total += ten_thousandths(amount_open)
         if key is not None and len(key) > _INVOICE_ID_LENGTH:
             # Not staged nor counted as seen: no invoice of the ledger has such an id, so it
             # settles nothing by its absence (and PostgreSQL would refuse it in the staging
@@ -306,10 +323,7 @@ class SnapshotBuilder:
         plain = _AMOUNT.match
         currency_ok = _CURRENCY.match
         fromisoformat = date.fromisoformat
-
-        def cents(text: str) -> int:
-            whole, _, fraction = text.partition(".")
-            return int(whole + fraction.ljust(4, "0"))
+        cents = ten_thousandths
 
         def fast(line: int, cells: list[str]) -> None:
             if len(cells) < width:
@@ -336,6 +350,7 @@ class SnapshotBuilder:
             total, left = cents(amount), cents(amount_open)
             if not (0 <= left <= total if total >= 0 else total <= left <= 0):
                 return slow(line, cells)
+            self.open_total += left
             if holds(customer):
                 add_text(line, key, customer, cells[i_number] or None, issued, due, currency,
                          amount, amount_open, total, left)
