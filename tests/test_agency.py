@@ -22,7 +22,7 @@ from dunning.errors import ConfigError, DeliveryError
 from dunning.policy import Agency
 from dunning.report import markdown
 from tests.conftest import REPO, Portfolio, query
-from tests.test_pipeline import as_json, cli, day, run
+from tests.helpers import approve_pending, as_json, cli, day, run
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 TOKEN = "test-token-6f1d"
@@ -62,14 +62,6 @@ def seed(portfolio: Portfolio, customer: str = "C1") -> None:
     portfolio.invoice(f"{customer}-I1", customer, due=day(-40), amount="1500.00")
     portfolio.invoice(f"{customer}-I2", customer, due=day(-35), amount="700.00")
     portfolio.write()
-
-
-def approve_pending(stage: str) -> int:
-    (action,) = [a for a in as_json("actions", "--status", "pending_approval")
-                 if a["stage"] == stage]
-    result = cli("approve", str(action["action_id"]), "--by", "Claire")
-    assert result.exit_code == 0, result.stderr
-    return int(action["action_id"])
 
 
 def hand_over(portfolio: Portfolio) -> int:

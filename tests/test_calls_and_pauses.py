@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from tests.conftest import Portfolio
-from tests.test_pipeline import as_json, cli, day, run, status
+from tests.helpers import as_json, cli, day, run, status
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 

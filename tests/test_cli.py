@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -15,8 +14,7 @@ import pytest
 import yaml
 
 from dunning.db import upgrade
-
-DUNNING = shutil.which("dunning", path=str(Path(sys.executable).parent)) or "dunning"
+from tests.helpers import DUNNING
 
 
 def _env(tmp_path: Path) -> dict[str, str]:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_pipeline import cli
+from tests.helpers import cli
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 

@@ -19,9 +19,9 @@ import requests
 import yaml
 
 from flows.serve import SCHEDULE, SERVED_NAME
+from tests.helpers import DUNNING
 
 REPO = Path(__file__).resolve().parents[1]
-DUNNING = shutil.which("dunning", path=str(Path(sys.executable).parent)) or "dunning"
 PREFECT = shutil.which("prefect", path=str(Path(sys.executable).parent)) or "prefect"
 
 

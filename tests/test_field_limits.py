@@ -9,7 +9,7 @@ from sqlalchemy import text
 
 from dunning.db import get_engine, transaction
 from tests.conftest import Portfolio, query
-from tests.test_pipeline import cli, day, outbox, run
+from tests.helpers import cli, day, outbox, run
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 

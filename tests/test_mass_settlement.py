@@ -16,7 +16,7 @@ from dunning.mass_settlement import Book, Settled, objection
 from dunning.policy import Policy
 from dunning.shards import Shard
 from tests.conftest import Portfolio, base_policy, query
-from tests.test_pipeline import cli, counts, day, run
+from tests.helpers import cli, counts, day, run
 
 
 def _policy(**changes: Any) -> Policy:

@@ -5,52 +5,18 @@ from __future__ import annotations
 
 import asyncio
 import email
-import json
 import uuid
-from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
-from typer.testing import CliRunner, Result
 
-from dunning.cli import app
 from dunning.report import summary_lines
 from tests.conftest import Portfolio, query
+from tests.helpers import as_json, cli, counts, day, outbox, run, status
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
-
-MONDAY = date(2026, 11, 2)
-
-
-def day(n: int) -> date:
-    return MONDAY + timedelta(days=n)
-
-
-def cli(*args: str) -> Result:
-    return CliRunner().invoke(app, list(args))
-
-
-def run(as_of: date, *extra: str, expect: int = 0) -> dict[str, Any]:
-    result = cli("run", "--as-of", as_of.isoformat(), "--json", *extra)
-    assert result.exit_code == expect, (result.stdout, result.stderr, result.exception)
-    return json.loads(result.stdout)
-
-
-def as_json(*args: str) -> Any:
-    result = cli(*args, "--json")
-    assert result.exit_code == 0, (result.stdout, result.stderr, result.exception)
-    return json.loads(result.stdout)
-
-
-def status(portfolio: Portfolio) -> dict[str, dict[str, Any]]:
-    return {row["invoice_id"]: row for row in as_json("status")}
-
-
-def outbox(portfolio: Portfolio) -> list[email.message.Message]:
-    folder = portfolio.folder / "outbox"
-    return [email.message_from_bytes(p.read_bytes()) for p in sorted(folder.glob("*.eml"))]
 
 
 def text_of(message: email.message.Message) -> str:
@@ -58,11 +24,6 @@ def text_of(message: email.message.Message) -> str:
         if part.get_content_type() == "text/plain":
             return part.get_payload(decode=True).decode()  # type: ignore[union-attr]
     raise AssertionError("no text part")
-
-
-def counts(db_url: str) -> tuple[int, ...]:
-    return tuple(query(db_url, f"SELECT count(*) FROM {table}")[0][0]
-                 for table in ("transition", "action", "action_invoice", "approval"))
 
 
 # SQLite only, for the suite's time budget: the other tests of this file cover PostgreSQL.

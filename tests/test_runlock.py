@@ -25,8 +25,7 @@ from dunning.models import Run
 from dunning.report import markdown, summary_lines
 from dunning.shards import Shard
 from tests.conftest import Portfolio, query
-from tests.test_cli import DUNNING
-from tests.test_pipeline import counts, day, run
+from tests.helpers import DUNNING, counts, day, run
 
 
 def _running(db_url: str) -> list[Run]:

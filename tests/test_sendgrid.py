@@ -14,7 +14,7 @@ from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
 from tests.conftest import Portfolio, query
-from tests.test_pipeline import as_json, day, run
+from tests.helpers import as_json, day, run
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 

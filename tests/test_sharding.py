@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import threading
@@ -35,9 +34,8 @@ from dunning.policy import Policy
 from dunning.shards import Shard, shard_key
 from dunning.sources.snapshot import CustomerRow, InvoiceRow, Snapshot
 from tests.conftest import Portfolio, base_policy, pg_schema, query
-from tests.test_pipeline import day, run
+from tests.helpers import DUNNING, day, run
 
-DUNNING = shutil.which("dunning", path=str(Path(sys.executable).parent)) or "dunning"
 PG_ONLY = pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
 
 

@@ -1,0 +1,64 @@
+"""What the pipeline tests share: the calendar of their stories, the command line driven in
+process, and what a run leaves behind (the outbox, the ledger's row counts)."""
+
+from __future__ import annotations
+
+import email
+import json
+import shutil
+import sys
+from datetime import date, timedelta
+from pathlib import Path
+from typing import Any
+
+from typer.testing import CliRunner, Result
+
+from dunning.cli import app
+from tests.conftest import Portfolio, query
+
+MONDAY = date(2026, 11, 2)
+# The installed command, for the tests that run it as a separate process.
+DUNNING = shutil.which("dunning", path=str(Path(sys.executable).parent)) or "dunning"
+
+
+def day(n: int) -> date:
+    return MONDAY + timedelta(days=n)
+
+
+def cli(*args: str) -> Result:
+    return CliRunner().invoke(app, list(args))
+
+
+def run(as_of: date, *extra: str, expect: int = 0) -> dict[str, Any]:
+    result = cli("run", "--as-of", as_of.isoformat(), "--json", *extra)
+    assert result.exit_code == expect, (result.stdout, result.stderr, result.exception)
+    return json.loads(result.stdout)
+
+
+def as_json(*args: str) -> Any:
+    result = cli(*args, "--json")
+    assert result.exit_code == 0, (result.stdout, result.stderr, result.exception)
+    return json.loads(result.stdout)
+
+
+def status(portfolio: Portfolio) -> dict[str, dict[str, Any]]:
+    return {row["invoice_id"]: row for row in as_json("status")}
+
+
+def outbox(portfolio: Portfolio) -> list[email.message.Message]:
+    folder = portfolio.folder / "outbox"
+    return [email.message_from_bytes(p.read_bytes()) for p in sorted(folder.glob("*.eml"))]
+
+
+def counts(db_url: str) -> tuple[int, ...]:
+    return tuple(query(db_url, f"SELECT count(*) FROM {table}")[0][0]
+                 for table in ("transition", "action", "action_invoice", "approval"))
+
+
+def approve_pending(stage: str) -> int:
+    """Approve the one action waiting at `stage`, as the credit manager; returns its id."""
+    (action,) = [a for a in as_json("actions", "--status", "pending_approval")
+                 if a["stage"] == stage]
+    result = cli("approve", str(action["action_id"]), "--by", "Claire")
+    assert result.exit_code == 0, result.stderr
+    return int(action["action_id"])
