@@ -538,7 +538,7 @@ def demo(
     """Seed the sample portfolio and run the daily flow over simulated business days, on the
     embedded defaults (SQLite, emails in the outbox folder)."""
     _quiet_prefect(True)
-    from flows.demo import run_demo
+    from dunning.demo.simulation import run_demo
 
     run_demo(days=days, as_json=as_json)
 

@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from dunning.channels.agency import AgencyCase, AgencyClient, schemas
-from dunning.demo_agency import AgencyDouble, running
+from dunning.demo.agency import AgencyDouble, running
 from dunning.errors import ConfigError, DeliveryError
 from dunning.policy import Agency
 from dunning.report import markdown

@@ -20,8 +20,8 @@ from dunning import daily, ledger
 from dunning.business_days import business_days
 from dunning.calls import open_tasks, record_outcome
 from dunning.db import transaction, upgrade
-from dunning.demo import DEMO_START, write_snapshot
-from dunning.demo_agency import running
+from dunning.demo.agency import running
+from dunning.demo.portfolio import DEMO_START, write_snapshot
 from dunning.errors import ConfigError
 from dunning.models import Action, Invoice, Run, Transition
 from dunning.policy import CsvSource, resolve_input
