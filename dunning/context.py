@@ -41,7 +41,8 @@ def policy_path(settings: Settings) -> Path:
     return default_policy_path()
 
 
-def load_context() -> Context:
+def load_context(config: str | Path | None = None) -> Context:
+    """The settings, and the policy at `config` when given, else the one `policy_path` finds."""
     settings = load_settings()
-    path = policy_path(settings)
+    path = Path(config) if config is not None else policy_path(settings)
     return Context(settings=settings, policy_path=path, policy=load_policy(path))

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
+from types import MappingProxyType
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -27,3 +32,26 @@ class Settings(BaseSettings):
 def load_settings() -> Settings:
     """Read the environment now (tests change it between calls)."""
     return Settings()
+
+
+_given: ContextVar[Mapping[str, str]] = ContextVar("given_secrets",
+                                                  default=MappingProxyType({}))
+
+
+def secret(name: str) -> str | None:
+    """The secret the variable `name` holds: as given to `given_secrets`, else the environment's."""
+    return _given.get().get(name) or os.environ.get(name)
+
+
+@contextmanager
+def given_secrets(**values: str) -> Iterator[None]:
+    """Give secrets by variable name to the runs started inside the block, ahead of the environment.
+
+    The demo gives its stand-in agency's token this way. Not as a flow parameter: Prefect keeps
+    every run's parameters in its database and shows them in its UI. Not in os.environ: that is
+    shared by every thread and inherited by child processes, and must be restored by hand."""
+    token = _given.set(MappingProxyType({**_given.get(), **values}))
+    try:
+        yield
+    finally:
+        _given.reset(token)

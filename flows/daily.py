@@ -34,15 +34,16 @@ from tasks.daily import (
 @flow(name="daily-dunning", log_prints=False)
 def daily_dunning(as_of: date | None = None, dry_run: bool = False,
                   accept_mass_settlement: bool = False,
-                  shard: str | None = None) -> dict[str, Any]:
+                  shard: str | None = None, config: str | None = None) -> dict[str, Any]:
     """Walk every open invoice one step up the ladder and send what is due, for `as_of`
     (default: today in the policy's time zone). `dry_run` writes and sends nothing;
     `accept_mass_settlement` confirms settlements the mass-settlement guard would refuse;
-    `shard` ("K/N") limits the run to the customers of shard K of N."""
+    `shard` ("K/N") limits the run to the customers of shard K of N; `config` is the policy
+    file (default: DUNNING_CONFIG, else ./config/policy.yaml, else the shipped one)."""
     logger = get_run_logger()
     clock = Stopwatch()
     part = Shard.of(shard, "shard")
-    ctx = daily.load_context()
+    ctx = daily.load_context(config)
     as_of = as_of or ctx.today()
     run_id = str(flow_run.id or uuid.uuid4())
     if dry_run:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import csv
 import json
+import os
 from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
@@ -21,6 +22,7 @@ from dunning.demo.agency import AgencyDouble, running
 from dunning.errors import ConfigError, DeliveryError
 from dunning.policy import Agency
 from dunning.report import markdown
+from dunning.settings import given_secrets
 from tests.conftest import REPO, Portfolio, query
 from tests.helpers import approve_pending, as_json, cli, day, run
 
@@ -358,6 +360,18 @@ def test_the_token_must_be_set(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("DUNNING_AGENCY_TOKEN", raising=False)
     with pytest.raises(ConfigError, match="DUNNING_AGENCY_TOKEN"):
         AgencyClient(Agency(url="http://127.0.0.1:9/api"))
+
+
+def test_a_token_given_in_process_comes_before_the_environment(
+        agency: AgencyDouble, monkeypatch: pytest.MonkeyPatch) -> None:
+    """As `dunning demo` gives its stand-in agency's token: a real one in the environment is
+    neither sent to the stand-in nor changed."""
+    monkeypatch.setenv("DUNNING_AGENCY_TOKEN", "the-real-one")
+    with given_secrets(DUNNING_AGENCY_TOKEN=TOKEN):
+        assert _client(agency).open_case(_case(), "key-6") == "AG-00001"
+    assert os.environ["DUNNING_AGENCY_TOKEN"] == "the-real-one"
+    with pytest.raises(DeliveryError, match="401"):
+        _client(agency).open_case(_case(), "key-7")
 
 
 def test_the_published_schemas_match_the_code() -> None:

@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from dunning.demo.simulation import DEMO_TOKEN
 from tests.helpers import cli
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
@@ -30,5 +32,18 @@ def test_the_demo_shows_the_ladder_at_work(workdir: Path, monkeypatch: pytest.Mo
     policy = Path(summary["policy"])
     assert "127.0.0.1" in policy.read_text(encoding="utf-8")
     assert "DUNNING_CONFIG" not in os.environ, "the demo leaves the environment as it was"
+    assert "DUNNING_AGENCY_TOKEN" not in os.environ
+    # Prefect records the policy each run was told to use, and never the agency's token.
+    parameters = [run.parameters for run in _flow_runs()]
+    assert sum(p.get("config") == summary["policy"] for p in parameters) == 9
+    assert DEMO_TOKEN not in json.dumps(parameters)
     again = cli("demo", "--days", "1")
     assert again.exit_code == 2 and "empty database" in again.stderr
+
+
+def _flow_runs() -> list[Any]:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.sorting import FlowRunSort
+
+    with get_client(sync_client=True) as client:  # the newest first: the suite's server is shared
+        return client.read_flow_runs(sort=FlowRunSort.EXPECTED_START_TIME_DESC, limit=50)

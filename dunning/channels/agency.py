@@ -10,7 +10,6 @@ from __future__ import annotations
 import base64
 import json
 import logging
-import os
 import time
 from collections.abc import Callable
 from datetime import date as Date
@@ -27,6 +26,7 @@ from dunning.channels.email import Letter
 from dunning.errors import ConfigError, DeliveryError, DunningError
 from dunning.policy import Agency, Policy
 from dunning.resources import resource_dir
+from dunning.settings import secret
 
 log = logging.getLogger("dunning.agency")
 SCHEMA_VERSION = "1"
@@ -259,7 +259,7 @@ class AgencyClient:
         if not settings.url:
             raise ConfigError("agency.url: not set; without an API, hand cases over with "
                               "`dunning agency export --out DIR`")
-        token = os.environ.get(settings.token_env)
+        token = secret(settings.token_env)
         if not token:
             raise ConfigError(f"agency.token_env: the environment variable {settings.token_env} "
                               "holding the agency's bearer token is not set")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import sys
 from collections import Counter
 from datetime import date, timedelta
@@ -25,10 +24,12 @@ from dunning.demo.portfolio import DEMO_START, write_snapshot
 from dunning.errors import ConfigError
 from dunning.models import Action, Invoice, Run, Transition
 from dunning.policy import CsvSource, resolve_input
+from dunning.settings import given_secrets
 from dunning.views import action_list
 from flows.daily import daily_dunning
 
 DEMO_TOKEN = "demo-agency-token"  # the local agency double's; never a real secret
+DEMO_TOKEN_ENV = "DUNNING_AGENCY_TOKEN"  # the variable the demo policy names for it
 DEMO_RATE = "12.15"  # the sample creditor's terms of sale: ECB rate of 2026-01-01 + 10 points
 APPROVED_STAGES = ("letter", "agency", "injunction")
 OUTCOMES = ("no-answer", "promise", "callback", "paid-claimed")
@@ -40,7 +41,7 @@ def _demo_policy(ctx: daily.Context, agency_url: str, folder: Path) -> Path:
     (config/rates.yaml does not yet know the ECB rate for 2026-H2)."""
     data = yaml.safe_load(ctx.policy_path.read_text(encoding="utf-8"))
     data["agency"] = (data.get("agency") or {}) | {"url": agency_url, "backoff": 0.2,
-                                                  "token_env": "DUNNING_AGENCY_TOKEN"}
+                                                  "token_env": DEMO_TOKEN_ENV}
     if ctx.policy.law.rate is None:
         data["law"] = (data.get("law") or {}) | {"rate": DEMO_RATE}
     source = data["source"]
@@ -104,36 +105,30 @@ def run_demo(days: int = 40, as_json: bool = False) -> dict[str, Any]:
     console = Console(stderr=True)
     interactive = console.is_terminal and not as_json
     reports = []
-    saved = {k: os.environ.get(k) for k in ("DUNNING_CONFIG", "DUNNING_AGENCY_TOKEN")}
-    with running(DEMO_TOKEN, give_up_every=3) as agency:
+    # The flow is told which policy to run on (a parameter: Prefect records it with the run);
+    # the stand-in agency's token is given in process (dunning.settings.given_secrets), never as
+    # a flow parameter nor through os.environ.
+    with (running(DEMO_TOKEN, give_up_every=3) as agency,
+          given_secrets(**{DEMO_TOKEN_ENV: DEMO_TOKEN})):
         policy_path = _demo_policy(ctx, agency.url, customers.parent)
-        os.environ["DUNNING_CONFIG"] = str(policy_path)
-        os.environ["DUNNING_AGENCY_TOKEN"] = DEMO_TOKEN
-        try:
-            ctx = daily.load_context()
-            if not as_json:
-                print(f"Running on {policy_path}: the agency is a local stand-in at "
-                      f"{agency.url}" + (f"; interest at the agreed rate of {DEMO_RATE} %"
-                                         if ctx.policy.law.rate is not None else ""))
-            with Progress(console=console, disable=not interactive, transient=True) as bar:
-                task = bar.add_task("simulating business days", total=len(dates))
-                for turn, day in enumerate(dates):
-                    write_snapshot(day, customers, invoices)
-                    report = daily_dunning(as_of=day, dry_run=False)
-                    report["demo"] = {"approved": _credit_manager(ctx, day),
-                                      "calls": _collectors(ctx, day, turn)}
-                    reports.append(report)
-                    bar.advance(task)
-                    if not as_json:
-                        _print_day(report)
-            cases = {case.id: (case.status, case.collected, case.body["debtor"]["name"])
-                     for case in agency.cases.values()}
-        finally:
-            for key, value in saved.items():
-                if value is None:
-                    os.environ.pop(key, None)
-                else:
-                    os.environ[key] = value
+        ctx = daily.load_context(policy_path)
+        if not as_json:
+            print(f"Running on {policy_path}: the agency is a local stand-in at "
+                  f"{agency.url}" + (f"; interest at the agreed rate of {DEMO_RATE} %"
+                                     if ctx.policy.law.rate is not None else ""))
+        with Progress(console=console, disable=not interactive, transient=True) as bar:
+            task = bar.add_task("simulating business days", total=len(dates))
+            for turn, day in enumerate(dates):
+                write_snapshot(day, customers, invoices)
+                report = daily_dunning(as_of=day, dry_run=False, config=str(policy_path))
+                report["demo"] = {"approved": _credit_manager(ctx, day),
+                                  "calls": _collectors(ctx, day, turn)}
+                reports.append(report)
+                bar.advance(task)
+                if not as_json:
+                    _print_day(report)
+        cases = {case.id: (case.status, case.collected, case.body["debtor"]["name"])
+                 for case in agency.cases.values()}
 
     with transaction(ctx.engine) as session:
         stages = dict(session.execute(
