@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import subprocess
 import sys
 import time
@@ -88,6 +89,23 @@ def _amount_open_twice(path: Path) -> None:
                     encoding="utf-8")
 
 
+def _refused_at_once(env: dict[str, str], folder: Path) -> subprocess.CompletedProcess[str]:
+    """`dunning run`, checked to stop before Prefect is loaded: under 1.5 s of CPU time
+    (importing the flow alone costs about 2 s of CPU here, starting Prefect's server 5-18 s of
+    wall time). CPU time rather than wall time, so that a loaded machine cannot make the test
+    flaky; on a quiet one the wall time is the CPU time plus reading the files (well under the
+    3 s the issue asks for)."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    started = time.monotonic()
+    done = subprocess.run([DUNNING, "run", "--as-of", "2026-11-02"], env=env, cwd=folder,
+                          capture_output=True, text=True, timeout=120)
+    elapsed = time.monotonic() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    assert cpu < 1.5, f"{cpu:.2f} s of CPU ({elapsed:.2f} s wall): Prefect was loaded"
+    return done
+
+
 @pytest.mark.parametrize(("damage", "message"), [
     (_cp1252_on_line_57, "invoices.csv: line 57: not valid UTF-8 (byte 0xe9); export the file "
                          "as UTF-8. Nothing was changed."),
@@ -105,13 +123,9 @@ def test_a_bad_snapshot_is_refused_before_prefect_starts(tmp_path: Path, damage:
     after Prefect has started (or failed to)."""
     env = _snapshot_files(tmp_path)
     damage(tmp_path / "invoices.csv")
-    started = time.monotonic()
-    done = subprocess.run([DUNNING, "run", "--as-of", "2026-11-02"], env=env, cwd=tmp_path,
-                          capture_output=True, text=True)
-    elapsed = time.monotonic() - started
+    done = _refused_at_once(env, tmp_path)
     assert (done.returncode, done.stderr) == (2, f"dunning: {tmp_path / 'invoices.csv'}: "
                                                  f"{message.split(': ', 1)[1]}\n")
-    assert elapsed < 3, elapsed
 
 
 def test_a_missing_control_manifest_is_refused_before_prefect_starts(tmp_path: Path) -> None:
@@ -119,11 +133,8 @@ def test_a_missing_control_manifest_is_refused_before_prefect_starts(tmp_path: P
     policy = yaml.safe_load((tmp_path / "policy.yaml").read_text(encoding="utf-8"))
     policy["source"]["control"] = {"manifest": str(tmp_path / "invoices.manifest")}
     (tmp_path / "policy.yaml").write_text(yaml.safe_dump(policy), encoding="utf-8")
-    started = time.monotonic()
-    done = subprocess.run([DUNNING, "run", "--as-of", "2026-11-02"], env=env, cwd=tmp_path,
-                          capture_output=True, text=True)
+    done = _refused_at_once(env, tmp_path)
     assert (done.returncode, done.stderr) == (
         2, f"dunning: {tmp_path / 'invoices.manifest'}: control manifest not found "
            "(source.control.manifest); the export may not be complete yet. Nothing was "
            "changed.\n")
-    assert time.monotonic() - started < 3
