@@ -13,7 +13,7 @@ import pytest
 import yaml
 from pypdf import PdfReader
 
-from dunning.injunction import siren
+from dunning.channels.injunction import siren
 from tests.conftest import Portfolio
 from tests.test_agency import approve_pending
 from tests.test_pipeline import as_json, day, run
