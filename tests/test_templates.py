@@ -29,8 +29,8 @@ def message(language: str, template: str, country: str = "FR", days_overdue: int
              Decimal("99.90"), days_overdue - 14),
     )
     return Message(customer_ref="C042", customer_name="Müller & Söhne <GmbH>", language=language,
-                  country=country, recipients=("ap@x.example",), stage=template,
-                  template=template, as_of=date(2026, 11, 2), lines=lines)
+                   country=country, recipients=("ap@x.example",), stage=template,
+                   template=template, as_of=date(2026, 11, 2), lines=lines)
 
 
 @pytest.mark.parametrize("language", LANGUAGES)

@@ -86,7 +86,6 @@ def build_case(message: Message, reference: str, policy: Policy, *, phone: str |
 
 
 def notice_document(path: Path, sent_at: datetime | None) -> Document:
-
     try:
         content = path.read_bytes()
     except OSError as exc:
