@@ -35,9 +35,9 @@ lock: $(BIN)/dunning
 	  --generate-hashes --python-version 3.11 --python-platform x86_64-manylinux_2_28 \
 	  --custom-compile-command 'make lock' -o requirements.lock
 
-# the JSON Schemas of the agency case and status, from the models in dunning/channels/agency.py
+# the JSON Schemas of the agency case and status, from the models in dunning/channels/agency/models.py
 schemas: $(BIN)/dunning
-	$(BIN)/python -c "from dunning.channels.agency import write_schemas; write_schemas()"
+	$(BIN)/python -c "from dunning.channels.agency.models import write_schemas; write_schemas()"
 
 clean:
 	rm -rf $(VENV) dunning.db dunning.db-wal dunning.db-shm dunning.db.run.lock outbox data .pytest_cache

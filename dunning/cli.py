@@ -468,7 +468,7 @@ def agency_sync(as_json: JsonOption = False) -> None:
     Asks the agency (policy `agency.url`) about each open case: amounts collected reduce or
     close the invoices, a case closed as unrecoverable puts its invoices up for write-off
     review. Exits 1 if the agency could not answer for some case (the others are applied)."""
-    from dunning import agency
+    from dunning.channels.agency import sync as agency
     from dunning.ledger import business_date
 
     ctx = _context()
@@ -506,7 +506,7 @@ def agency_export(
     One JSON file per case (the API's schema, notice PDF included) and cases.csv, one row per
     invoice of every case in the folder. Each case is exported once; exits 1 if some case could
     not be built."""
-    from dunning import agency
+    from dunning.channels.agency import export as agency
     from dunning.ledger import business_date
 
     ctx = _context()

@@ -120,21 +120,20 @@ def agency_sync(ctx: Context, as_of: date, run_id: str,
                 shard: Shard | None = None) -> dict[str, Any]:
     """What the agency says about open cases, applied before the ladder is evaluated. An agency
     that cannot be reached is reported; the run goes on."""
-    from dunning import agency
+    from dunning.channels.agency.sync import SyncResult, sync
 
     try:
-        return agency.sync(ctx.engine, ctx.policy, as_of, run_id=run_id,
-                           shard=shard).as_dict()
+        return sync(ctx.engine, ctx.policy, as_of, run_id=run_id, shard=shard).as_dict()
     except DunningError as exc:  # e.g. the token's variable is not set
-        return agency.SyncResult(errors=[{"case": None, "error": str(exc)}]).as_dict()
+        return SyncResult(errors=[{"case": None, "error": str(exc)}]).as_dict()
 
 
 def agency_send(ctx: Context, as_of: date, shard: Shard | None = None) -> DispatchResult:
     """Send approved cases to the agency's API (without one, they wait for `agency export`)."""
-    from dunning import agency
+    from dunning.channels.agency.client import send
 
     try:
-        return agency.send(ctx.engine, ctx.policy, as_of, shard=shard)
+        return send(ctx.engine, ctx.policy, as_of, shard=shard)
     except DunningError as exc:  # the approved cases stay approved, for the next run
         result = DispatchResult(channel="agency")
         result.errors.append({"action_id": None, "customer_id": None, "error": str(exc)})
@@ -143,7 +142,7 @@ def agency_send(ctx: Context, as_of: date, shard: Shard | None = None) -> Dispat
 
 def court_files(ctx: Context, as_of: date, shard: Shard | None = None) -> DispatchResult:
     """Write the court file of each approved injunction."""
-    from dunning import injunction
+    from dunning.channels import injunction
 
     return injunction.build(ctx.engine, ctx.policy, as_of, ctx.settings.injunctions_dir,
                             ctx.settings.outbox_dir, shard=shard)

@@ -9,13 +9,16 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
-from typing import Any, NamedTuple, Protocol
+from typing import Any
 
 from sqlalchemy import Engine, and_, func, or_, select, update
 from sqlalchemy.orm import Session
 
-from dunning.channels.email import Attachment, Letter, Line, Outbox, Renderer, SendGrid
-from dunning.channels.letter import keep, render_pdf
+from dunning.channels.email import MessageChannel
+from dunning.channels.message import Line, Message
+from dunning.channels.outbox import Outbox
+from dunning.channels.protocol import Channel, Claimed
+from dunning.channels.sendgrid import SendGrid
 from dunning.db import transaction
 from dunning.errors import DeliveryError
 from dunning.ledger import chunks
@@ -33,17 +36,6 @@ LAST_ERROR_LENGTH = 500
 def brief(text: str, limit: int = LAST_ERROR_LENGTH) -> str:
     """`text` cut to `limit` characters, an ellipsis marking the cut."""
     return text if len(text) <= limit else text[:limit - 1] + "…"
-
-
-class Claimed(NamedTuple):
-    """What delivering a claimed action needs of its row (channels read `customer_id` and
-    `dedupe_key`)."""
-
-    id: int
-    customer_id: int
-    dedupe_key: str
-    kind: str
-    stage: str
 
 
 @dataclass
@@ -67,11 +59,6 @@ class DispatchResult:
         return out
 
 
-def dispatch_email(engine: Engine, policy: Policy, transport: Outbox | SendGrid | None,
-                   as_of: date, *, dry_run: bool = False) -> DispatchResult:
-    return dispatch(engine, policy, transport, as_of, kind="email", dry_run=dry_run)
-
-
 def _claimable(policy: Policy, kind: str, as_of: date) -> Any:
     max_attempts = policy.email.max_attempts if policy.email else 5
     return and_(
@@ -86,14 +73,14 @@ def _claimable(policy: Policy, kind: str, as_of: date) -> Any:
     )
 
 
-def _letters(
+def _messages(
     engine: Engine, ids: list[int], as_of: date
-) -> dict[int, tuple[Claimed, Letter | None]]:
+) -> dict[int, tuple[Claimed, Message | None]]:
     """The claimed actions with what their messages say (None: no invoice left to mention).
 
     Plain rows, not ORM entities: a first run reads a hundred thousand of them, and building
     entities cost more than rendering the messages."""
-    out: dict[int, tuple[Claimed, Letter | None]] = {}
+    out: dict[int, tuple[Claimed, Message | None]] = {}
     with transaction(engine) as session:
         rows = session.execute(
             select(Action.id, Action.customer_id, Action.dedupe_key, Action.kind, Action.stage,
@@ -135,7 +122,7 @@ def _letters(
             out[action_id] = (action, None)
             continue
         recipients = tuple(a.strip() for a in (email or "").split(";") if a.strip())
-        out[action_id] = (action, Letter(
+        out[action_id] = (action, Message(
             customer_ref=customer_ref, customer_name=name, language=language, country=country,
             recipients=recipients, stage=stage, template=template or stage, as_of=as_of,
             lines=tuple(lines[action_id]), customer_address=address, customer_legal_id=legal_id,
@@ -180,57 +167,6 @@ def _claim(engine: Engine, claimable: Any, as_of: date, ids: list[int]) -> Itera
             yield claimed
 
 
-@dataclass
-class Delivered:
-    """What a channel did with an action: the provider's id for it, the file it produced, and
-    rows to write in the same transaction that marks the action sent."""
-
-    provider_id: str | None = None
-    document: str | None = None
-    after: Callable[[Session], None] | None = None
-
-
-class Channel(Protocol):
-    kind: str
-
-    def deliver(self, action_id: int, action: Claimed, letter: Letter) -> Delivered: ...
-
-
-class MessageChannel:
-    """Emails, and formal notices: a PDF kept in the letters folder and sent as an attachment
-    of a cover email."""
-
-    def __init__(self, kind: str, transport: Outbox | SendGrid, policy: Policy,
-                 letters_dir: Path | None) -> None:
-        self.kind = kind
-        self.transport = transport
-        self.policy = policy
-        self.letters_dir = letters_dir
-        self.renderer = Renderer(policy)
-
-    def deliver(self, action_id: int, action: Claimed, letter: Letter) -> Delivered:
-        if not letter.recipients:
-            # Retrying would fail the same way every morning: fail once, visibly.
-            raise DeliveryError(f"customer {letter.customer_ref} has no email address; "
-                                "add one in the accounting system", retryable=False)
-        if not all(address.isascii() for address in letter.recipients):
-            # Snapshots refuse such addresses (sources/rows.py); one recorded before they did
-            # would need SMTPUTF8 (RFC 6531), which our transports do not promise.
-            raise DeliveryError(f"customer {letter.customer_ref}: an email address is not ASCII "
-                                "and cannot be sent as it is; fix it in the accounting system "
-                                "(retried at the next run)")
-        if self.kind == "email":
-            message = self.renderer.render(letter)
-            return Delivered(self.transport.send(message, action_id, action.dedupe_key))
-        assert self.letters_dir is not None
-        pdf, context = render_pdf(letter, self.policy)
-        path = keep(pdf, self.letters_dir, action_id, letter)
-        message = self.renderer.render(letter, extra={"deadline": context["deadline"]},
-                                       attachments=(Attachment(path.name, pdf, "application/pdf"),))
-        return Delivered(self.transport.send(message, action_id, action.dedupe_key),
-                         document=str(path))
-
-
 def dispatch(
     engine: Engine, policy: Policy, transport: Outbox | SendGrid | Channel | None, as_of: date,
     *, kind: str = "email", letters_dir: Path | None = None, dry_run: bool = False,
@@ -260,19 +196,19 @@ def dispatch(
     # recorded one by one, with the rows they add.
     outcomes = _Outcomes(engine, 1 if kind in ("agency", "injunction") else CLAIM_CHUNK)
     for claimed in _claim(engine, claimable, as_of, ids):
-        for action_id, (action, letter) in sorted(_letters(engine, claimed, as_of).items()):
-            if letter is None:
+        for action_id, (action, message) in sorted(_messages(engine, claimed, as_of).items()):
+            if message is None:
                 outcomes.add(action_id, status="cancelled",
                              last_error="cancelled: no invoice left to mention")
                 result.cancelled += 1
                 continue
             try:
-                delivered = channel.deliver(action_id, action, letter)
+                delivered = channel.deliver(action_id, action, message)
             except DeliveryError as exc:
                 outcomes.add(action_id, status="failed", last_error=str(exc),
                              retryable=exc.retryable)
                 result.failed += 1
-                result.errors.append({"action_id": action_id, "customer_id": letter.customer_ref,
+                result.errors.append({"action_id": action_id, "customer_id": message.customer_ref,
                                       "error": brief(str(exc))})
                 log.warning("action %s failed: %s", action_id, exc)
                 continue
@@ -281,7 +217,7 @@ def dispatch(
                 outcomes.add(action_id, status="failed", last_error=f"internal error: {exc!r}",
                              retryable=True)
                 result.failed += 1
-                result.errors.append({"action_id": action_id, "customer_id": letter.customer_ref,
+                result.errors.append({"action_id": action_id, "customer_id": message.customer_ref,
                                       "error": brief(repr(exc))})
                 continue
             outcomes.add(action_id, delivered.after, status="sent",

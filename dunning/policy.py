@@ -110,7 +110,7 @@ class HttpSource(_Strict):
     auth: HttpAuth = HttpAuth()
     timeout: float = Field(30, gt=0)
     retries: int = Field(3, ge=0)  # extra tries of a page after a timeout, 429 or 5xx
-    backoff: float = Field(1.0, ge=0)  # seconds before the first retry, doubled each time
+    backoff: float = Field(1.0, ge=0)  # first retry at once, then backoff × 2, × 4, … s
     # An API that never stops paginating (a new cursor forever, pages that never empty) would
     # otherwise hold the morning's run for ever: the pull gives up past either limit.
     max_pages: int = Field(10_000, ge=1)  # pages read per endpoint
@@ -184,7 +184,7 @@ class Agency(_Strict):
     token_env: str = "DUNNING_AGENCY_TOKEN"
     timeout: float = Field(20, gt=0)  # seconds per request
     retries: int = Field(4, ge=0)  # after a timeout, 429 or 5xx, with the same Idempotency-Key
-    backoff: float = Field(2.0, ge=0)  # seconds before the first retry, doubled each time
+    backoff: float = Field(2.0, ge=0)  # first retry at once, then backoff × 2, × 4, … s
 
     @field_validator("url")
     @classmethod

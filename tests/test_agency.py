@@ -17,7 +17,8 @@ import jsonschema
 import pytest
 import yaml
 
-from dunning.channels.agency import AgencyCase, AgencyClient, schemas
+from dunning.channels.agency.client import AgencyClient
+from dunning.channels.agency.models import AgencyCase, schemas
 from dunning.demo.agency import AgencyDouble, running
 from dunning.errors import ConfigError, DeliveryError
 from dunning.policy import Agency
@@ -317,7 +318,7 @@ def _case() -> AgencyCase:
 
 def _client(agency: AgencyDouble, **settings: Any) -> AgencyClient:
     return AgencyClient(Agency(url=agency.url, **({"retries": 3, "backoff": 0, "timeout": 1}
-                                                  | settings)), sleep=lambda _: None)
+                                                  | settings)))
 
 
 def test_5xx_and_429_are_retried_with_the_same_key(agency: AgencyDouble) -> None:
@@ -381,7 +382,7 @@ def test_the_published_schemas_match_the_code() -> None:
 
 
 def test_status_amounts_are_exact() -> None:
-    from dunning.channels.agency import CaseStatus
+    from dunning.channels.agency.models import CaseStatus
 
     status = CaseStatus.model_validate({"id": "A", "status": "open", "invoices": [
         {"invoice_id": "I1", "collected": "0.1"}, {"invoice_id": "I2", "collected": "0.2"}]})

@@ -13,7 +13,7 @@ import pytest
 import yaml
 from pypdf import PdfReader
 
-from dunning.injunction import siren
+from dunning.channels.injunction import siren
 from tests.conftest import Portfolio
 from tests.helpers import approve_pending, as_json, day, run
 

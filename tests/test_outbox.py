@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from dunning.channels.email import Attachment, Outbox, Rendered, encode_header
+from dunning.channels.message import Attachment, Rendered
+from dunning.channels.outbox import Outbox, encode_header
 from dunning.policy import default_policy_path, load_policy
 
 

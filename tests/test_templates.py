@@ -11,7 +11,8 @@ from babel.numbers import format_currency
 from jinja2 import DictLoader, Environment
 from jinja2.bccache import bc_magic
 
-from dunning.channels.email import Letter, Line, Renderer, _BytecodeCache, render
+from dunning.channels.email import Renderer, _BytecodeCache, render
+from dunning.channels.message import Line, Message
 from dunning.errors import DeliveryError
 from dunning.policy import LANGUAGES, load_policy
 
@@ -20,22 +21,22 @@ POLICY = load_policy(REPO / "config" / "policy.yaml")
 EMAIL_STAGES = [s.template_name for s in POLICY.stages if s.channel == "email"]
 
 
-def letter(language: str, template: str, country: str = "FR", days_overdue: int = 12) -> Letter:
+def message(language: str, template: str, country: str = "FR", days_overdue: int = 12) -> Message:
     lines = (
         Line("F2026-0001", date(2026, 9, 1), date(2026, 10, 1), "EUR", Decimal("12345.60"),
              Decimal("1234.56"), days_overdue),
         Line("F2026-0002", None, date(2026, 10, 15), "EUR", Decimal("99.90"),
              Decimal("99.90"), days_overdue - 14),
     )
-    return Letter(customer_ref="C042", customer_name="Müller & Söhne <GmbH>", language=language,
-                  country=country, recipients=("ap@x.example",), stage=template,
-                  template=template, as_of=date(2026, 11, 2), lines=lines)
+    return Message(customer_ref="C042", customer_name="Müller & Söhne <GmbH>", language=language,
+                   country=country, recipients=("ap@x.example",), stage=template,
+                   template=template, as_of=date(2026, 11, 2), lines=lines)
 
 
 @pytest.mark.parametrize("language", LANGUAGES)
 @pytest.mark.parametrize("template", EMAIL_STAGES)
 def test_every_reminder_renders(language: str, template: str) -> None:
-    rendered = render(letter(language, template), POLICY)
+    rendered = render(message(language, template), POLICY)
     assert rendered.subject and "\n" not in rendered.subject
     for body in (rendered.text, rendered.html):
         assert "F2026-0001" in body and "F2026-0002" in body
@@ -57,7 +58,7 @@ def test_every_reminder_renders(language: str, template: str) -> None:
 ])
 def test_amounts_and_dates_follow_the_language_and_country(language: str, country: str,
                                                            total: str, long_date: str) -> None:
-    rendered = render(letter(language, "second_reminder", country), POLICY)
+    rendered = render(message(language, "second_reminder", country), POLICY)
     assert total in rendered.text
     if country == "CH":
         assert total.startswith("EUR") and total.endswith("334.46")
@@ -65,7 +66,7 @@ def test_amounts_and_dates_follow_the_language_and_country(language: str, countr
 
 
 def test_the_tone_firms_up_with_the_stage() -> None:
-    texts = {t: render(letter("en", t), POLICY).text for t in EMAIL_STAGES}
+    texts = {t: render(message("en", t), POLICY).text for t in EMAIL_STAGES}
     assert "10 November 2026" in texts["second_reminder"], "a pay-by date: run date + 8 days"
     assert "10 November 2026" not in texts["friendly_reminder"]
 
@@ -74,7 +75,7 @@ def test_a_missing_template_is_a_permanent_failure(tmp_path: Path,
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DUNNING_TEMPLATES_DIR", str(tmp_path))
     with pytest.raises(DeliveryError) as error:
-        render(letter("fr", "friendly_reminder"), POLICY)
+        render(message("fr", "friendly_reminder"), POLICY)
     assert "email/fr/friendly_reminder.subject.j2" in str(error.value)
     assert error.value.retryable is False
 
@@ -87,7 +88,7 @@ def test_a_missing_template_is_a_permanent_failure(tmp_path: Path,
 ])
 def test_the_status_column_counts_days_late_or_days_left(template: str, days_overdue: int,
                                                          cells: tuple[str, str]) -> None:
-    rendered = render(letter("en", template, days_overdue=days_overdue), POLICY)
+    rendered = render(message("en", template, days_overdue=days_overdue), POLICY)
     for cell in cells:
         assert f"{cell}\n" in rendered.text
         assert f">{cell}</td>" in rendered.html
@@ -97,8 +98,8 @@ def test_one_renderer_renders_every_language_and_stage_as_render_does() -> None:
     renderer = Renderer(POLICY)
     for language in LANGUAGES:
         for template in EMAIL_STAGES:
-            assert renderer.render(letter(language, template)) == \
-                render(letter(language, template), POLICY)
+            assert renderer.render(message(language, template)) == \
+                render(message(language, template), POLICY)
 
 
 def test_an_unreadable_or_unwritable_template_cache_only_costs_time(tmp_path: Path) -> None:

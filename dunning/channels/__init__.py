@@ -1,2 +1,3 @@
-"""Channels deliver actions from the outbox table. Only email is delivered by this version; the
-other channels' actions stay queued and are reported as such."""
+"""Channels deliver actions from the outbox table: emails and formal notices (`email`, through
+the `outbox` folder or `sendgrid`), agency cases (`agency`), court files (`injunction`). Each is
+handed a claimed action and its `message` by dispatch, and says what it did (`protocol`)."""

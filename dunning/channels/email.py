@@ -1,19 +1,15 @@
-"""Email: render a reminder from the Jinja2 templates and deliver it through SendGrid, or write it
-as an .eml file in the outbox folder when no SendGrid key is set."""
+"""Email: render a reminder from the Jinja2 templates, and the channel of emails and formal
+notices, delivering through SendGrid, or writing .eml files in the outbox folder when no SendGrid
+key is set."""
 
 from __future__ import annotations
 
-import base64
-import uuid
-from dataclasses import dataclass, field
-from datetime import date, timedelta
+from datetime import timedelta
 from decimal import Decimal
-from email.utils import formataddr, formatdate, make_msgid
-from functools import cached_property, lru_cache
+from functools import lru_cache
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
-from urllib.parse import quote
 
 from jinja2 import (
     Environment,
@@ -26,59 +22,13 @@ from jinja2 import (
 from jinja2.bccache import Bucket
 
 from dunning.channels.formatting import day, locale_for, money, totals
+from dunning.channels.message import Attachment, Message, Rendered
+from dunning.channels.outbox import Outbox
+from dunning.channels.protocol import Claimed, Delivered
+from dunning.channels.sendgrid import SendGrid
 from dunning.errors import DeliveryError
-from dunning.files import safe_name, write_atomically
 from dunning.policy import Policy
 from dunning.resources import templates_dir
-
-CUSTOM_ARG = "dunning_action_key"  # lets SendGrid's event webhook be matched to our action
-
-
-@dataclass(frozen=True)
-class Line:
-    number: str
-    issue_date: date | None
-    due_date: date
-    currency: str
-    amount: Decimal
-    amount_open: Decimal
-    days_overdue: int
-    invoice_ref: str = ""  # the invoice's id in the accounting system
-
-
-@dataclass(frozen=True)
-class Letter:
-    """Everything one reminder says, before rendering."""
-
-    customer_ref: str
-    customer_name: str
-    language: str
-    country: str | None
-    recipients: tuple[str, ...]
-    stage: str
-    template: str
-    as_of: date
-    lines: tuple[Line, ...]
-    customer_address: str | None = None
-    customer_legal_id: str | None = None
-    reminders: tuple[tuple[date, str], ...] = ()  # what was sent before: (date, stage)
-    customer_phone: str | None = None
-
-
-@dataclass(frozen=True)
-class Attachment:
-    filename: str
-    content: bytes
-    mimetype: str
-
-
-@dataclass(frozen=True)
-class Rendered:
-    subject: str
-    text: str
-    html: str
-    recipients: tuple[str, ...]
-    attachments: tuple[Attachment, ...] = field(default_factory=tuple)
 
 
 class _BytecodeCache(FileSystemBytecodeCache):
@@ -107,7 +57,7 @@ def _bytecode_cache() -> _BytecodeCache | None:
 
 
 @lru_cache(maxsize=4)
-def _environment(root: str) -> Environment:
+def environment(root: str) -> Environment:
     # Templates are read once per process (a daily run is one process): checking every file's
     # modification time at each message cost a tenth of the rendering.
     return Environment(
@@ -129,7 +79,7 @@ class Renderer:
     def __init__(self, policy: Policy, root: Path | None = None) -> None:
         self.policy = policy
         self.root = root or templates_dir()
-        self.environment = _environment(str(self.root))
+        self.environment = environment(str(self.root))
         creditor = policy.creditor
         self.creditor = SimpleNamespace(
             name=creditor.name, email=creditor.email, phone=creditor.phone,
@@ -155,15 +105,15 @@ class Renderer:
             self._templates[(language, template)] = found
         return found
 
-    def render(self, letter: Letter, extra: dict[str, Any] | None = None,
+    def render(self, message: Message, extra: dict[str, Any] | None = None,
                attachments: tuple[Attachment, ...] = ()) -> Rendered:
         """Subject, text and HTML of a reminder in the customer's language."""
-        subject_template, text_template, html_template = self.templates(letter.language,
-                                                                        letter.template)
-        locale = locale_for(letter.language, letter.country)
+        subject_template, text_template, html_template = self.templates(message.language,
+                                                                        message.template)
+        locale = locale_for(message.language, message.country)
         by_currency: dict[str, Decimal] = {}
         invoices = []
-        for line in letter.lines:
+        for line in message.lines:
             currency = line.currency
             by_currency[currency] = by_currency.get(currency, Decimal(0)) + line.amount_open
             invoices.append(SimpleNamespace(
@@ -177,15 +127,15 @@ class Renderer:
                 days_until_due=-line.days_overdue,
             ))
         context: dict[str, Any] = {
-            "customer": SimpleNamespace(name=letter.customer_name, id=letter.customer_ref),
+            "customer": SimpleNamespace(name=message.customer_name, id=message.customer_ref),
             "creditor": self.creditor,
             "invoices": invoices,
             "count": len(invoices),
             "total": totals(by_currency, locale),
-            "as_of": day(letter.as_of, locale, "long"),
-            "pay_by": day(letter.as_of + self.pay_within, locale, "long"),
-            "reference": f"{letter.customer_ref}-{letter.as_of.isoformat()}",
-            "stage": letter.stage,
+            "as_of": day(message.as_of, locale, "long"),
+            "pay_by": day(message.as_of + self.pay_within, locale, "long"),
+            "reference": f"{message.customer_ref}-{message.as_of.isoformat()}",
+            "stage": message.stage,
         }
         if extra:
             context.update(extra)
@@ -195,192 +145,54 @@ class Renderer:
             html = html_template.render(context)
         except TemplateNotFound as exc:  # a layout the stage's templates extend
             raise DeliveryError(f"no template {exc.name} in {self.root}", retryable=False) from None
-        return Rendered(subject=subject, text=text, html=html, recipients=letter.recipients,
+        return Rendered(subject=subject, text=text, html=html, recipients=message.recipients,
                         attachments=attachments)
 
 
-def render(letter: Letter, policy: Policy, extra: dict[str, Any] | None = None,
+def render(message: Message, policy: Policy, extra: dict[str, Any] | None = None,
            attachments: tuple[Attachment, ...] = ()) -> Rendered:
     """Subject, text and HTML of a reminder in the customer's language (for many messages, make
     one `Renderer` and call its `render`)."""
-    return Renderer(policy).render(letter, extra, attachments)
+    return Renderer(policy).render(message, extra, attachments)
 
 
-# --- delivery ---------------------------------------------------------------------------------
+class MessageChannel:
+    """Emails, and formal notices: a PDF kept in the letters folder and sent as an attachment
+    of a cover email."""
 
-
-class Outbox:
-    """Writes each message as an .eml file; the file name carries the action id."""
-
-    name = "outbox"
-
-    def __init__(self, folder: Path, policy: Policy) -> None:
-        self.folder = folder
+    def __init__(self, kind: str, transport: Outbox | SendGrid, policy: Policy,
+                 letters_dir: Path | None) -> None:
+        self.kind = kind
+        self.transport = transport
         self.policy = policy
+        self.letters_dir = letters_dir
+        self.renderer = Renderer(policy)
 
-    def send(self, message: Rendered, action_id: int, key: str) -> str:
-        return self.write(action_id, key, self.serialise(message, key))
+    def deliver(self, action_id: int, action: Claimed, message: Message) -> Delivered:
+        if not message.recipients:
+            # Retrying would fail the same way every morning: fail once, visibly.
+            raise DeliveryError(f"customer {message.customer_ref} has no email address; "
+                                "add one in the accounting system", retryable=False)
+        if not all(address.isascii() for address in message.recipients):
+            # Snapshots refuse such addresses (sources/rows.py); one recorded before they did
+            # would need SMTPUTF8 (RFC 6531), which our transports do not promise.
+            raise DeliveryError(f"customer {message.customer_ref}: an email address is not "
+                                "ASCII and cannot be sent as it is; fix it in the accounting "
+                                "system (retried at the next run)")
+        if self.kind == "email":
+            rendered = self.renderer.render(message)
+            return Delivered(self.transport.send(rendered, action_id, action.dedupe_key))
+        # Here, not at the top: channels/letter.py renders with this module's `environment`.
+        from dunning.channels.letter import keep, render_pdf
 
-    def write(self, action_id: int, key: str, content: bytes) -> str:
-        """Write a serialised message; returns the provider id recorded for it."""
-        path = self.folder / f"{action_id:08d}_{safe_name(key)}.eml"
-        try:
-            write_atomically(path, content)
-        except FileNotFoundError:  # the folder does not exist yet
-            self.folder.mkdir(parents=True, exist_ok=True)
-            write_atomically(path, content)
-        return f"outbox:{path.name}"
-
-    @cached_property
-    def _sender(self) -> tuple[str, ...]:
-        """The headers every message shares."""
-        email = self.policy.email
-        address = email.from_address if email else (self.policy.creditor.email or "")
-        name = (email.from_name if email else None) or self.policy.creditor.name
-        sender = formataddr((name, address)) if name.isascii() else \
-            f"{encode_header(name)} <{address}>"
-        out = (f"From: {sender}",)
-        if email and email.reply_to:
-            out += (f"Reply-To: {email.reply_to}",)
-        return out
-
-    def serialise(self, message: Rendered, key: str) -> bytes:
-        """The message as RFC 5322 bytes, written directly: the stdlib's generator spends
-        milliseconds folding headers, and a first run writes one message per few invoices."""
-        alternative = _boundary()
-        body = [
-            f'Content-Type: multipart/alternative; boundary="{alternative}"',
-            "MIME-Version: 1.0",
-        ]
-        parts = [_part(alternative, "text/plain; charset=\"utf-8\"", message.text.encode()),
-                 _part(alternative, "text/html; charset=\"utf-8\"", message.html.encode()),
-                 f"--{alternative}--\n"]
-        if message.attachments:
-            mixed = _boundary()
-            head = [f'Content-Type: multipart/mixed; boundary="{mixed}"', "MIME-Version: 1.0"]
-            inner = "\n".join(body[:1]) + "\n\n" + "".join(parts)
-            parts = [f"--{mixed}\n{inner}"]
-            for item in message.attachments:
-                parts.append(_part(mixed, item.mimetype, item.content,
-                                   f"Content-Disposition: attachment; "
-                                   f"{_filename(item.filename)}\n"))
-            parts.append(f"--{mixed}--\n")
-            body = head
-        headers = body + [
-            f"Subject: {encode_header(message.subject)}",
-            *self._sender,
-            f"To: {', '.join(message.recipients)}",
-            f"Date: {formatdate(localtime=False)}",
-            f"Message-ID: {make_msgid(domain='dunning.local')}",
-            f"X-Dunning-Action: {key}",
-        ]
-        return ("\n".join(headers) + "\n\n" + "".join(parts)).encode("ascii")
-
-
-def encode_header(text: str) -> str:
-    """A header value, as RFC 2047 encoded words when it is not plain ASCII."""
-    if text.isascii():
-        return text
-    words: list[str] = []
-    start = size = 0
-    for i, char in enumerate(text):  # each word's UTF-8 stays whole and under 75 characters
-        width = 1 if char < "\x80" else 2 if char < "\u0800" else 3 if char < "\U00010000" else 4
-        if size + width > 45:
-            words.append(text[start:i])
-            start, size = i, 0
-        size += width
-    words.append(text[start:])
-    return "\n ".join(f"=?utf-8?b?{base64.b64encode(w.encode()).decode()}?=" for w in words)
-
-
-def _boundary() -> str:
-    return f"==============={uuid.uuid4().hex}=="
-
-
-def _filename(name: str) -> str:
-    if name.isascii() and '"' not in name and "\\" not in name:
-        return f'filename="{name}"'
-    return f"filename*=utf-8''{quote(name)}"
-
-
-def _part(boundary: str, content_type: str, payload: bytes, extra: str = "") -> str:
-    return (f"--{boundary}\nContent-Type: {content_type}\nMIME-Version: 1.0\n"
-            f"Content-Transfer-Encoding: base64\n{extra}\n"
-            f"{_base64_lines(payload)}")
-
-
-def _base64_lines(payload: bytes) -> str:
-    """`base64.encodebytes(payload)` (lines of 76 characters), without its loop of a call per
-    57 bytes."""
-    text = base64.b64encode(payload).decode("ascii")
-    return "\n".join([text[i:i + 76] for i in range(0, len(text), 76)]) + "\n" if text else ""
-
-
-class SendGrid:
-    """Delivers through SendGrid's v3 Mail Send with the official client."""
-
-    name = "sendgrid"
-
-    def __init__(self, api_key: str, policy: Policy, host: str | None = None) -> None:
-        from sendgrid import SendGridAPIClient
-
-        if policy.email is None:
-            raise DeliveryError("the policy has no `email:` section (from address)",
-                                retryable=False)
-        self.policy = policy
-        self.email = policy.email
-        kwargs: dict[str, Any] = {"api_key": api_key}
-        if host:
-            kwargs["host"] = host
-        self.client = SendGridAPIClient(**kwargs)
-        # The client has no timeout by default and would wait forever on a stalled connection.
-        self.client.client.timeout = self.email.timeout
-
-    def send(self, message: Rendered, action_id: int, key: str) -> str:
-        from python_http_client.exceptions import HTTPError
-        from sendgrid.helpers.mail import Attachment as SendGridAttachment
-        from sendgrid.helpers.mail import (
-            Category,
-            CustomArg,
-            Disposition,
-            FileContent,
-            FileName,
-            FileType,
-            Mail,
-            ReplyTo,
-        )
-
-        mail = Mail(
-            from_email=(self.email.from_address, self.email.from_name or
-                        self.policy.creditor.name),
-            to_emails=list(message.recipients),
-            subject=message.subject,
-            plain_text_content=message.text,
-            html_content=message.html,
-        )
-        if self.email.reply_to:
-            mail.reply_to = ReplyTo(self.email.reply_to)
-        mail.custom_arg = [CustomArg(CUSTOM_ARG, key), CustomArg("dunning_action_id",
-                                                                   str(action_id))]
-        mail.category = Category("dunning")
-        for item in message.attachments:
-            mail.add_attachment(SendGridAttachment(
-                FileContent(base64.b64encode(item.content).decode("ascii")),
-                FileName(item.filename), FileType(item.mimetype), Disposition("attachment")))
-        try:
-            response = self.client.send(mail)
-        except HTTPError as exc:
-            status = getattr(exc, "status_code", 0) or 0
-            body = getattr(exc, "body", b"") or b""
-            detail = body.decode("utf-8", "replace") if isinstance(body, bytes) else str(body)
-            retryable = status >= 500 or status == 429
-            raise DeliveryError(f"SendGrid answered {status}: {detail[:500]}",
-                                retryable=retryable) from None
-        except (TimeoutError, OSError) as exc:
-            raise DeliveryError(f"SendGrid unreachable: {exc!r}") from None
-        headers = getattr(response, "headers", {}) or {}
-        message_id = headers.get("X-Message-Id") or headers.get("x-message-id")
-        return f"sendgrid:{message_id or 'accepted'}"
+        assert self.letters_dir is not None
+        pdf, context = render_pdf(message, self.policy)
+        path = keep(pdf, self.letters_dir, action_id, message)
+        rendered = self.renderer.render(message, extra={"deadline": context["deadline"]},
+                                        attachments=(Attachment(path.name, pdf,
+                                                                "application/pdf"),))
+        return Delivered(self.transport.send(rendered, action_id, action.dedupe_key),
+                         document=str(path))
 
 
 def transport(policy: Policy, outbox_dir: Path, api_key: str | None,

@@ -16,8 +16,9 @@ from typing import Any
 from babel.numbers import format_decimal
 
 from dunning import law
-from dunning.channels.email import Letter, _environment
+from dunning.channels.email import environment
 from dunning.channels.formatting import day, locale_for, money, totals
+from dunning.channels.message import Message
 from dunning.errors import DeliveryError, DunningError
 from dunning.files import safe_name, write_atomically
 from dunning.policy import Policy
@@ -57,7 +58,7 @@ def _percent(rate: Decimal, language: str, locale: Any) -> str:
     return f"{text} %" if language in ("fr", "de") else f"{text}%"
 
 
-def letter_context(letter: Letter, policy: Policy) -> dict[str, Any]:
+def letter_context(letter: Message, policy: Policy) -> dict[str, Any]:
     """Everything the formal notice says, formatted for the debtor's language."""
     locale = locale_for(letter.language, letter.country)
     rule = law.rule_for(policy.law.country or policy.creditor.country)
@@ -115,7 +116,7 @@ def letter_context(letter: Letter, policy: Policy) -> dict[str, Any]:
     }
 
 
-def render_pdf(letter: Letter, policy: Policy) -> tuple[bytes, dict[str, Any]]:
+def render_pdf(letter: Message, policy: Policy) -> tuple[bytes, dict[str, Any]]:
     """The letter as an A4 PDF, with the context it was rendered from (the cover email quotes
     its deadline)."""
     from weasyprint import HTML
@@ -125,11 +126,11 @@ def render_pdf(letter: Letter, policy: Policy) -> tuple[bytes, dict[str, Any]]:
     except DunningError as exc:  # e.g. a reference rate not yet in config/rates.yaml
         raise DeliveryError(str(exc)) from None
     name = f"letters/{letter.language}/{letter.template}.html.j2"
-    html = _environment(str(templates_dir())).get_template(name).render(context)
+    html = environment(str(templates_dir())).get_template(name).render(context)
     return bytes(HTML(string=html, base_url=str(templates_dir())).write_pdf()), context
 
 
-def keep(pdf: bytes, folder: Path, action_id: int, letter: Letter) -> Path:
+def keep(pdf: bytes, folder: Path, action_id: int, letter: Message) -> Path:
     """Write the PDF atomically in the letters folder; the file is the proof of what was sent."""
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / (f"{letter.as_of.isoformat()}_{action_id:08d}_"

@@ -12,12 +12,11 @@ from typing import Any
 
 import requests
 
+from dunning import http_session
 from dunning.errors import ConfigError, SourceUnavailable
 from dunning.policy import Endpoint, HttpSource
 from dunning.sources.rows import CUSTOMER_REQUIRED, INVOICE_REQUIRED, SnapshotBuilder
 from dunning.sources.snapshot import Snapshot
-
-RETRY_STATUSES = {429, 500, 502, 503, 504}
 
 
 def _env(name: str, field: str) -> str:
@@ -28,7 +27,7 @@ def _env(name: str, field: str) -> str:
 
 
 def _session(source: HttpSource) -> requests.Session:
-    session = requests.Session()
+    session = http_session.session(source.retries, source.backoff, retry_after_max=60)
     session.headers["Accept"] = "application/json"
     auth = source.auth
     if auth.type == "bearer":
@@ -53,38 +52,27 @@ def _dig(data: Any, path: str) -> Any:
 
 
 def _get(session: requests.Session, source: HttpSource, url: str, params: dict[str, Any]) -> Any:
-    """One page, retried after timeouts, connection errors, 429 and 5xx."""
-    delay = source.backoff
-    problem = ""
-    for attempt in range(source.retries + 1):
-        if attempt:
-            time.sleep(delay)
-            delay *= 2
-        try:
-            response = session.get(url, params=params, timeout=source.timeout)
-        except (requests.Timeout, requests.ConnectionError) as exc:
-            problem = f"{type(exc).__name__}"
-            continue
-        if response.status_code in RETRY_STATUSES:
-            problem = f"HTTP {response.status_code}"
-            retry_after = response.headers.get("Retry-After", "")
-            if retry_after.isdigit():
-                delay = max(delay, min(float(retry_after), 60.0))
-            continue
-        if response.status_code in (401, 403):
-            raise ConfigError(f"GET {url}: HTTP {response.status_code}: the accounting API "
-                              "refused our credentials (check source.auth and its variables); "
-                              "nothing was changed")
-        if response.status_code >= 400:
-            raise SourceUnavailable(f"GET {url} {params}: HTTP {response.status_code}: "
-                                    f"{response.text[:300]}; nothing was changed")
-        try:
-            return response.json(parse_float=Decimal)
-        except ValueError:
-            raise SourceUnavailable(f"GET {url} {params}: the answer is not JSON; "
-                                    "nothing was changed") from None
-    raise SourceUnavailable(f"GET {url} {params}: {problem} after {source.retries + 1} "
-                            "attempts; the pull is abandoned and nothing was changed")
+    """One page (the session retries timeouts, connection errors, 429 and 5xx)."""
+    attempts = f"after {source.retries + 1} attempts; the pull is abandoned and nothing was changed"
+    try:
+        response = session.get(url, params=params, timeout=source.timeout)
+    except (requests.Timeout, requests.ConnectionError) as exc:
+        raise SourceUnavailable(f"GET {url} {params}: "
+                                f"{http_session.failure(exc, source.timeout)} {attempts}") from None
+    if response.status_code in http_session.RETRY_STATUSES:
+        raise SourceUnavailable(f"GET {url} {params}: HTTP {response.status_code} {attempts}")
+    if response.status_code in (401, 403):
+        raise ConfigError(f"GET {url}: HTTP {response.status_code}: the accounting API "
+                          "refused our credentials (check source.auth and its variables); "
+                          "nothing was changed")
+    if response.status_code >= 400:
+        raise SourceUnavailable(f"GET {url} {params}: HTTP {response.status_code}: "
+                                f"{response.text[:300]}; nothing was changed")
+    try:
+        return response.json(parse_float=Decimal)
+    except ValueError:
+        raise SourceUnavailable(f"GET {url} {params}: the answer is not JSON; "
+                                "nothing was changed") from None
 
 
 def _items(session: requests.Session, source: HttpSource, endpoint: Endpoint,

@@ -33,12 +33,14 @@ from stdnum.fr import siret as siret_number
 from stdnum.fr import tva as tva_number
 
 from dunning import law, spreadsheet
-from dunning.agency import history, latest_notice
-from dunning.channels.email import Letter, _environment
+from dunning.channels.agency.cases import history, latest_notice
+from dunning.channels.email import environment
 from dunning.channels.formatting import day, locale_for
 from dunning.channels.letter import STAGE_LABELS, letter_context
+from dunning.channels.message import Message
+from dunning.channels.protocol import Claimed, Delivered
 from dunning.db import transaction
-from dunning.dispatch import Claimed, Delivered, DispatchResult, dispatch
+from dunning.dispatch import DispatchResult, dispatch
 from dunning.errors import DeliveryError, DunningError
 from dunning.files import safe_name
 from dunning.policy import Policy
@@ -95,9 +97,9 @@ class CourtFileChannel:
         self.folder = folder
         self.outbox_dir = outbox_dir
 
-    def deliver(self, action_id: int, action: Claimed, letter: Letter) -> Delivered:
+    def deliver(self, action_id: int, action: Claimed, message: Message) -> Delivered:
         creditor_country = (self.policy.law.country or self.policy.creditor.country).upper()
-        debtor_country = (letter.country or creditor_country).upper()
+        debtor_country = (message.country or creditor_country).upper()
         try:
             creditor_siren = siren(self.policy.creditor.legal_id) \
                 if self.policy.creditor.country.upper() == "FR" else None
@@ -105,18 +107,18 @@ class CourtFileChannel:
             raise DeliveryError(f"creditor.legal_id in the policy: {exc}",
                                 retryable=False) from None
         try:
-            debtor_siren = siren(letter.customer_legal_id) if debtor_country == "FR" else None
+            debtor_siren = siren(message.customer_legal_id) if debtor_country == "FR" else None
         except ValueError as exc:
             # Retried each day: it succeeds once the accounting system has the right number.
-            raise DeliveryError(f"customer {letter.customer_ref}: {exc}; a French debtor is "
+            raise DeliveryError(f"customer {message.customer_ref}: {exc}; a French debtor is "
                                 "identified by its SIREN in the application: fix legal_id in "
                                 "the accounting system") from None
         with transaction(self.engine) as session:
             notice = latest_notice(session, action.customer_id)
             events = history(session, action.customer_id,
-                             [line.invoice_ref for line in letter.lines])
+                             [line.invoice_ref for line in message.lines])
         if notice is None:
-            raise DeliveryError(f"customer {letter.customer_ref}: no formal notice was delivered;"
+            raise DeliveryError(f"customer {message.customer_ref}: no formal notice was delivered;"
                                 " an application for an injunction to pay rests on one",
                                 retryable=False)
         notice_path = Path(notice.document or "")
@@ -126,7 +128,7 @@ class CourtFileChannel:
             raise DeliveryError(f"the formal notice {notice_path} cannot be read "
                                 f"({exc.strerror})") from None
 
-        french = replace(letter, language="fr")
+        french = replace(message, language="fr")
         try:
             context = letter_context(french, self.policy)
         except DunningError as exc:
@@ -138,7 +140,7 @@ class CourtFileChannel:
             "debtor_siren": debtor_siren,
             "debtor_country": debtor_country,
             "foreign_debtor": debtor_country != "FR",
-            "court_town": _town(letter.customer_address),
+            "court_town": _town(message.customer_address),
             "notice": SimpleNamespace(
                 date=day(notice.business_date, locale, "long"),
                 sent_at=sent_at.strftime("%d/%m/%Y à %H:%M UTC") if sent_at else "",
@@ -155,9 +157,9 @@ class CourtFileChannel:
                 + " (joindre l'avis de réception du recommandé)",
                 "Conditions générales de vente applicables (à joindre)",
             ],
-            "drafted_on": day(letter.as_of, locale, "long"),
+            "drafted_on": day(message.as_of, locale, "long"),
         }
-        name = f"{letter.as_of.isoformat()}_{safe_name(letter.customer_ref)}_{action_id:06d}"
+        name = f"{message.as_of.isoformat()}_{safe_name(message.customer_ref)}_{action_id:06d}"
         final = self.folder / name
         staging = self.folder / f".{name}.tmp"
         shutil.rmtree(staging, ignore_errors=True)
@@ -167,7 +169,7 @@ class CourtFileChannel:
             (staging / INVOICES).write_text(_invoices_csv(context), encoding="utf-8")
             (staging / NOTICE).write_bytes(notice_pdf)
             (staging / f"{PROOF}.pdf").write_bytes(_pdf("injunction/fr/preuve.html.j2", context
-                                                        | {"recipients": letter.recipients}))
+                                                        | {"recipients": message.recipients}))
             via = notice.provider_id or ""
             if via.startswith("outbox:"):
                 eml = self.outbox_dir / via.removeprefix("outbox:")
@@ -221,7 +223,7 @@ def _facts(events: list[Any], locale: Any) -> list[SimpleNamespace]:
 def _pdf(template: str, context: dict[str, Any]) -> bytes:
     from weasyprint import HTML
 
-    html = _environment(str(templates_dir())).get_template(template).render(context)
+    html = environment(str(templates_dir())).get_template(template).render(context)
     return bytes(HTML(string=html, base_url=str(templates_dir())).write_pdf())
 
 
