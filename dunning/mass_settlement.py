@@ -90,7 +90,7 @@ def objection(today: Settled, book: Book, history: list[Settled], export_empty: 
               policy: Policy) -> str | None:
     """Why today's settlements do not look like a day of payments (the message of the
     refusal, without what to do), or None when they do. `history`: the recent days' figures,
-    newest first (`settlement_history` in dunning/ledger.py)."""
+    newest first (`settlement_history` in dunning/ledger/reconcile.py)."""
     if not today.invoices:
         return None
     if export_empty:
