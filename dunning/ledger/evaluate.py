@@ -176,6 +176,9 @@ def facts_for(session: Session, low: int, high: int, shard: Shard | None = None,
     return facts
 
 
+Members = dict[tuple[int, str], list[tuple[InvoiceFacts, Decision]]]
+
+
 def evaluate_batch(
     session: Session, policy: Policy, as_of: date, run_id: str | None, low: int, high: int,
     shard: Shard | None = None, everything: bool = False,
@@ -184,13 +187,41 @@ def evaluate_batch(
     (`everything`: all of them) and record the outcome: one action per customer and stage,
     transitions for stages that need no approval, and each invoice's next review date."""
     result = BatchResult()
-    ladder = fingerprint(policy)
     due = review_cutoff(session, policy, as_of, run_id, shard, everything)
-    if run_id is not None:
-        session.execute(update(Run).where(Run.id == run_id).values(ladder_fingerprint=ladder))
+    _record_ladder(session, run_id, policy)
     facts = facts_for(session, low, high, shard, due)
     result.invoices = len(facts)
-    groups: dict[tuple[int, str], list[tuple[InvoiceFacts, Decision]]] = defaultdict(list)
+    groups, review_of = _decide(facts, policy, as_of, run_id)
+    if not groups:
+        _write_moves(session, {}, review_of, as_of, None)
+        return result
+    now = utcnow()
+    waiting = _waiting_proposals(session, low, high)
+    action_of = _add_actions(session, policy, groups, waiting, as_of, run_id, now, result)
+    grown = _grow_proposals(session, groups, waiting, now)
+    links, transitions, stage_of = _record_members(groups, action_of, policy, as_of, run_id,
+                                                   now, result)
+    links = _revive_links(session, grown, links)
+    if links:
+        session.execute(ActionInvoice.__table__.insert(), links)  # type: ignore[attr-defined]
+    if transitions:
+        session.execute(Transition.__table__.insert(), transitions)  # type: ignore[attr-defined]
+    _write_moves(session, stage_of, review_of, as_of, now)
+    result.transitions = len(transitions)
+    return result
+
+
+def _record_ladder(session: Session, run_id: str | None, policy: Policy) -> None:
+    """Note on the run which ladder computed the review dates it writes."""
+    if run_id is not None:
+        session.execute(update(Run).where(Run.id == run_id)
+                        .values(ladder_fingerprint=fingerprint(policy)))
+
+
+def _decide(facts: list[InvoiceFacts], policy: Policy, as_of: date,
+            run_id: str | None) -> tuple[Members, dict[int, date | None]]:
+    """The ladder's decisions grouped by customer and stage, and each invoice's review date."""
+    groups: Members = defaultdict(list)
     review_of: dict[int, date | None] = {}
     for invoice in facts:
         decision = decide(invoice, policy, as_of)
@@ -201,21 +232,29 @@ def evaluate_batch(
         else:
             review = review_after(invoice, decision, policy, as_of) or NEVER
         review_of[invoice.invoice_id] = review
-    if not groups:
-        _write_moves(session, {}, review_of, as_of, None)
-        return result
+    return groups, review_of
 
-    now = utcnow()
-    callers = _collectors(session, {c for c, s in groups if policy.stage(s).channel == "phone"})
+
+def _waiting_proposals(session: Session, low: int, high: int) -> dict[tuple[int, str], int]:
+    """The actions of customers `low`..`high` still waiting for approval, by customer and
+    stage."""
     # A proposal still waiting for approval grows with the customer's invoices that reach the
     # same stage later: the approver sees one notice per customer, not one per morning.
-    waiting = {
+    return {
         (customer_id, stage): action_id
         for action_id, customer_id, stage in session.execute(
             select(Action.id, Action.customer_id, Action.stage)
             .where(Action.customer_id.between(low, high), Action.status == "pending_approval")
             .order_by(Action.id))
     }
+
+
+def _add_actions(session: Session, policy: Policy, groups: Members,
+                 waiting: dict[tuple[int, str], int], as_of: date, run_id: str | None,
+                 now: datetime, result: BatchResult) -> dict[tuple[int, str], int]:
+    """Insert one action per customer and stage without a waiting proposal; returns the action
+    of every group (new or waiting)."""
+    callers = _collectors(session, {c for c, s in groups if policy.stage(s).channel == "phone"})
     actions: list[dict[str, Any]] = []
     for (customer_id, stage_name), members in groups.items():
         if (customer_id, stage_name) in waiting:
@@ -235,25 +274,39 @@ def evaluate_batch(
         })
     # Core executemany, then the ids read back by their unique dedupe keys: INSERT ... RETURNING
     # goes one row per statement on SQLite and makes psycopg parse huge statements.
-    new_ids: dict[tuple[int, str], int] = {}
+    action_of = dict(waiting)
     if actions:
         session.execute(Action.__table__.insert(), actions)  # type: ignore[attr-defined]
         by_key = {a["dedupe_key"]: (a["customer_id"], a["stage"]) for a in actions}
         for keys in chunks(list(by_key)):
             for action_id, key in session.execute(
                     select(Action.id, Action.dedupe_key).where(Action.dedupe_key.in_(keys))):
-                new_ids[by_key[key]] = action_id
+                action_of[by_key[key]] = action_id
     for action in actions:
         result.actions[action["kind"]] += 1
+    return action_of
+
+
+def _grow_proposals(session: Session, groups: Members, waiting: dict[tuple[int, str], int],
+                    now: datetime) -> list[int]:
+    """Touch the waiting proposals that new invoices join; returns their ids."""
     grown = [waiting[key] for key in groups if key in waiting]
     if grown:
         session.execute(update(Action).where(Action.id.in_(grown)).values(updated_at=now))
+    return grown
 
+
+def _record_members(groups: Members, action_of: dict[tuple[int, str], int], policy: Policy,
+                    as_of: date, run_id: str | None, now: datetime,
+                    result: BatchResult) -> tuple[list[dict[str, Any]], list[dict[str, Any]],
+                                                  dict[int, str]]:
+    """Each invoice's line on its action, and for stages without approval its transition and
+    its new stage."""
     links: list[dict[str, Any]] = []
     transitions: list[dict[str, Any]] = []
-    moves: list[dict[str, Any]] = []
+    stage_of: dict[int, str] = {}
     for (customer_id, stage_name), members in groups.items():
-        action_id = waiting.get((customer_id, stage_name)) or new_ids[(customer_id, stage_name)]
+        action_id = action_of[(customer_id, stage_name)]
         approval = policy.stage(stage_name).requires_approval
         for invoice, decision in members:
             links.append({"action_id": action_id, "invoice_id": invoice.invoice_id,
@@ -267,30 +320,30 @@ def evaluate_batch(
                 invoice.invoice_id, "stage", from_stage=invoice.stage, to_stage=stage_name,
                 state="active", on=as_of, at=now, reason=decision.reason, run_id=run_id,
                 action_id=action_id))
-            moves.append({"id": invoice.invoice_id, "stage": stage_name,
-                          "stage_entered_on": as_of, "updated_at": now})
-    if grown:
-        # An invoice that left a waiting proposal (paused, settled) and came back is put back
-        # on its existing line rather than listed twice.
-        known = set(session.execute(
-            select(ActionInvoice.action_id, ActionInvoice.invoice_id)
-            .where(ActionInvoice.action_id.in_(grown))).all())
-        revived = [link for link in links if (link["action_id"], link["invoice_id"]) in known]
-        links = [link for link in links if (link["action_id"], link["invoice_id"]) not in known]
-        for link in revived:
-            session.execute(
-                update(ActionInvoice)
-                .where(ActionInvoice.action_id == link["action_id"],
-                       ActionInvoice.invoice_id == link["invoice_id"])
-                .values(dropped_reason=None, amount_open=link["amount_open"],
-                        days_overdue=link["days_overdue"], reason=link["reason"]))
-    if links:
-        session.execute(ActionInvoice.__table__.insert(), links)  # type: ignore[attr-defined]
-    if transitions:
-        session.execute(Transition.__table__.insert(), transitions)  # type: ignore[attr-defined]
-    _write_moves(session, {move["id"]: move["stage"] for move in moves}, review_of, as_of, now)
-    result.transitions = len(transitions)
-    return result
+            stage_of[invoice.invoice_id] = stage_name
+    return links, transitions, stage_of
+
+
+def _revive_links(session: Session, grown: list[int],
+                  links: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Put back on its line an invoice that left a waiting proposal (paused, settled) and came
+    back, rather than list it twice; returns the links still to insert."""
+    if not grown:
+        return links
+    known = set(session.execute(
+        select(ActionInvoice.action_id, ActionInvoice.invoice_id)
+        .where(ActionInvoice.action_id.in_(grown))).all())
+    revived = [link for link in links if (link["action_id"], link["invoice_id"]) in known]
+    for link in revived:
+        session.execute(
+            update(ActionInvoice)
+            .where(ActionInvoice.action_id == link["action_id"],
+                   ActionInvoice.invoice_id == link["invoice_id"])
+            .values(dropped_reason=None, amount_open=link["amount_open"],
+                    days_overdue=link["days_overdue"], reason=link["reason"]))
+    return [link for link in links if (link["action_id"], link["invoice_id"]) not in known]
+
+
 
 
 def _write_moves(session: Session, stage_of: dict[int, str], review_of: dict[int, date | None],

@@ -5,13 +5,14 @@ from."""
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import (
     Date,
+    Table,
     and_,
     bindparam,
     case,
@@ -89,10 +90,42 @@ def reconcile(session: Session, snapshot: Snapshot | Staged, as_of: date, run_id
     book = _open_book(session, shard)
     _reconcile_customers(session, snapshot.customers, result, now)
     s = staged_table(snapshot.table)
+    changes = _read_known_invoices(session, s, now)
+    result.invoices_new = _add_new_invoices(session, s, as_of, now)
+    result.invoices_updated = _update_invoices(session, changes.updates)
+    # An invoice booked to another customer leaves the old customer's messages and call tasks.
+    result.actions_cancelled += drop_from_undelivered(
+        session, changes.moved, f"moved to another customer on {as_of}", now)
+    _read_absent_invoices(session, s, shard, changes)
+    today, why = _guard(session, changes, book, snapshot.seen == 0, as_of, shard, policy,
+                        accept_mass_settlement)
+    _record_settled(session, run_id, today, why is not None)
+    result.settled = len(changes.settle)
+    result.actions_cancelled += _settle(session, changes.settle, as_of, run_id, now)
+    result.reopened = len(changes.reopen)
+    _set_state(session, changes.reopen, "reopened", "active", as_of, run_id, now,
+               reason="reopened")
+    result.resumed = _resume_expired_pauses(session, as_of, run_id, now, shard)
+    return result
+
+
+@dataclass
+class _Changes:
+    """What the snapshot changes in the invoices we know; (id, stage, detail) to settle or
+    reopen."""
+
+    updates: list[dict[str, Any]] = field(default_factory=list)
+    moved: list[int] = field(default_factory=list)
+    settle: list[tuple[int, str | None, str]] = field(default_factory=list)
+    reopen: list[tuple[int, str | None, str]] = field(default_factory=list)
+    settled_customers: set[int] = field(default_factory=set)
+    settled_amount: Decimal = Decimal(0)
+
+
+def _read_known_invoices(session: Session, s: Table, now: datetime) -> _Changes:
+    """Known invoices that changed, read before the new ones are added (which they cannot be)."""
     i = Invoice.__table__  # type: ignore[attr-defined]
     c = Customer.__table__  # type: ignore[attr-defined]
-
-    # Known invoices that changed, read before the new ones are added (which they cannot be).
     # What the agency collected may not be booked yet, so it still counts as paid: the
     # ledger's open amount is at most amount - collected.
     left = type_coerce(s.c.amount - i.c.agency_collected, Money())
@@ -106,12 +139,7 @@ def reconcile(session: Session, snapshot: Snapshot | Staged, as_of: date, run_id
         i.c.currency != s.c.currency, i.c.amount != s.c.amount, i.c.amount_open != open_now)
     known = s.join(i, i.c.external_id == s.c.external_id) \
         .join(c, c.c.external_id == s.c.customer_external_id)
-    settle: list[tuple[int, str | None, str]] = []
-    settled_customers: set[int] = set()
-    settled_amount = Decimal(0)
-    reopen: list[tuple[int, str | None, str]] = []
-    moved: list[int] = []
-    updates: list[dict[str, Any]] = []
+    changes = _Changes()
     for row in session.execute(
         select(i.c.id, i.c.customer_id.label("old_customer"), i.c.state, i.c.stage,
                i.c.amount_open.label("ledger_open"),
@@ -124,25 +152,32 @@ def reconcile(session: Session, snapshot: Snapshot | Staged, as_of: date, run_id
         .order_by(s.c.line)
     ):
         if row.changed:
-            updates.append({"b_id": row.id, "customer_id": row.customer_id,
-                            "number": row.number, "issue_date": row.issue_date,
-                            "due_date": row.due_date, "currency": row.currency,
-                            "amount": row.amount, "amount_open": row.amount_open,
-                            # Its facts changed: the next evaluation looks at it again.
-                            "updated_at": now, "review_on": None})
+            changes.updates.append({
+                "b_id": row.id, "customer_id": row.customer_id, "number": row.number,
+                "issue_date": row.issue_date, "due_date": row.due_date,
+                "currency": row.currency, "amount": row.amount, "amount_open": row.amount_open,
+                # Its facts changed: the next evaluation looks at it again.
+                "updated_at": now, "review_on": None})
             if row.old_customer != row.customer_id:
-                moved.append(row.id)
+                changes.moved.append(row.id)
         if row.state != "closed" and row.amount_open == 0:
-            settle.append((row.id, row.stage, "nothing open in the snapshot"
-                           if row.snapshot_open == 0 else "collected by the agency"))
-            settled_customers.add(row.old_customer)
-            settled_amount += row.ledger_open
+            changes.settle.append((row.id, row.stage, "nothing open in the snapshot"
+                                   if row.snapshot_open == 0 else "collected by the agency"))
+            changes.settled_customers.add(row.old_customer)
+            changes.settled_amount += row.ledger_open
         elif row.state == "closed" and row.amount_open != 0:
-            reopen.append((row.id, row.stage, f"back in the snapshot with {row.snapshot_open} "
-                                              f"{row.currency} open"))
-    # New invoices, straight from the staging table, customer by customer: the customer
-    # indexes then grow at their end instead of at random places (3x faster at a million
-    # rows on SQLite), and a batch of customers finds its invoices side by side.
+            changes.reopen.append((row.id, row.stage, f"back in the snapshot with "
+                                   f"{row.snapshot_open} {row.currency} open"))
+    return changes
+
+
+def _add_new_invoices(session: Session, s: Table, as_of: date, now: datetime) -> int:
+    """Insert the snapshot's invoices we do not know yet; returns how many."""
+    i = Invoice.__table__  # type: ignore[attr-defined]
+    c = Customer.__table__  # type: ignore[attr-defined]
+    # Straight from the staging table, customer by customer: the customer indexes then grow at
+    # their end instead of at random places (3x faster at a million rows on SQLite), and a
+    # batch of customers finds its invoices side by side.
     nothing_open = s.c.amount_open == 0
     new = (
         select(s.c.external_id, c.c.id, s.c.number, s.c.issue_date, s.c.due_date, s.c.currency,
@@ -163,50 +198,60 @@ def reconcile(session: Session, snapshot: Snapshot | Staged, as_of: date, run_id
         # psycopg reports no row count for this statement built by SQLAlchemy: count what
         # RETURNING gives, inside the server.
         added = adding.returning(i.c.id).cte("added")
-        result.invoices_new = connection.execute(
-            select(func.count()).select_from(added)).scalar_one()
-    else:
-        result.invoices_new = connection.execute(adding).rowcount
+        return int(connection.execute(select(func.count()).select_from(added)).scalar_one())
+    return int(connection.execute(adding).rowcount)
 
+
+def _update_invoices(session: Session, updates: list[dict[str, Any]]) -> int:
+    """Write the changed invoices' new facts; returns how many."""
     if updates:
         # Core executemany: the SET clause is the columns each parameter set names.
+        i = Invoice.__table__  # type: ignore[attr-defined]
         session.connection().execute(update(i).where(i.c.id == bindparam("b_id")), updates)
-        result.invoices_updated = len(updates)
+    return len(updates)
 
-    # An invoice booked to another customer leaves the old customer's messages and call tasks.
-    result.actions_cancelled += drop_from_undelivered(session, moved,
-                                                      f"moved to another customer on {as_of}", now)
-    # Absent: open in the ledger, and no line of the export has its id (rejected rows and
-    # other shards' invoices count as present: a bad row must never settle an invoice).
+
+def _read_absent_invoices(session: Session, s: Table, shard: Shard | None,
+                          changes: _Changes) -> None:
+    """Add to `changes.settle` the open invoices (of the shard) no line of the export names."""
+    # Rejected rows and other shards' invoices count as present: a bad row must never settle
+    # an invoice.
+    i = Invoice.__table__  # type: ignore[attr-defined]
     for invoice_id, stage, customer_id, amount_open in session.execute(
             select(i.c.id, i.c.stage, i.c.customer_id, i.c.amount_open)
             .where(i.c.state != "closed", *in_shard(i.c.customer_id, shard),
                    ~select(s.c.line).where(s.c.external_id == i.c.external_id).exists())
             .order_by(i.c.id)):
-        settle.append((invoice_id, stage, "absent from the snapshot"))
-        settled_customers.add(customer_id)
-        settled_amount += amount_open
+        changes.settle.append((invoice_id, stage, "absent from the snapshot"))
+        changes.settled_customers.add(customer_id)
+        changes.settled_amount += amount_open
 
-    why = None
-    today = Settled(len(settle), len(settled_customers), settled_amount)
-    if policy is not None:
-        history, gap = settlement_history(session, as_of, shard, policy)
-        today = Settled(today.invoices, today.customers, today.amount, gap)
-        why = objection(today, book, history, snapshot.seen == 0, policy)
-    if why is not None and not accept_mass_settlement:
+
+def _guard(session: Session, changes: _Changes, book: Book, empty: bool, as_of: date,
+           shard: Shard | None, policy: Policy | None,
+           accept: bool) -> tuple[Settled, str | None]:
+    """Today's settled figures, and the guard's objection to them; refuse unless `accept`."""
+    today = Settled(len(changes.settle), len(changes.settled_customers),
+                    changes.settled_amount)
+    if policy is None:
+        return today, None
+    history, gap = settlement_history(session, as_of, shard, policy)
+    today = Settled(today.invoices, today.customers, today.amount, gap)
+    why = objection(today, book, history, empty, policy)
+    if why is not None and not accept:
         raise SnapshotError(
             f"{why}: an export cut short looks just like this. Check the export; if these "
             "payments are real, run again with --accept-mass-settlement. Nothing was changed.")
+    return today, why
+
+
+def _record_settled(session: Session, run_id: str | None, today: Settled,
+                    confirmed: bool) -> None:
+    """Keep the run's settled figures on its row: the guard's history for the next runs."""
     if run_id is not None:
         session.execute(update(Run).where(Run.id == run_id).values(
             settled_invoices=today.invoices, settled_customers=today.customers,
-            settled_amount=today.amount, mass_settlement=why is not None))
-    result.settled = len(settle)
-    result.actions_cancelled += _settle(session, settle, as_of, run_id, now)
-    result.reopened = len(reopen)
-    _set_state(session, reopen, "reopened", "active", as_of, run_id, now, reason="reopened")
-    result.resumed = _resume_expired_pauses(session, as_of, run_id, now, shard)
-    return result
+            settled_amount=today.amount, mass_settlement=confirmed))
 
 
 def _open_book(session: Session, shard: Shard | None) -> Book:
@@ -335,8 +380,6 @@ def _settle(
     _set_state(session, changes, "settled", "closed", as_of, run_id, now, reason="settled")
     ids = [invoice_id for invoice_id, _, _ in changes]
     return drop_from_undelivered(session, ids, f"settled on {as_of}", now)
-
-
 
 
 def _resume_expired_pauses(session: Session, as_of: date, run_id: str | None, now: datetime,
