@@ -74,7 +74,7 @@ def usual_customers(history: list[Settled], book: Book,
                     default=None)
     share = math.ceil(rule.young_share * book.customers)
     if confirmed is not None and confirmed.rate > max(rate, share):
-        return (confirmed.rate, f"the busiest day confirmed with --accept-mass-settlement, "
+        return (confirmed.rate, f"the busiest day confirmed as real payments, "
                 f"{young}", confirmed)
     if share > rate:
         return share, (f"{rule.young_share:.0%} of the {book.customers} customers with open "

@@ -96,7 +96,7 @@ def hold(session: Session, customer_ref: str, *, until: date, by: str, reason: s
     if customer is None:
         raise NotFoundError(f"no customer {customer_ref!r} in the ledger")
     if until < on:
-        raise ConflictError(f"--until {until} is before the business date {on}")
+        raise ConflictError(f"the hold's last day {until} is before the business date {on}")
     customer.hold_until = until
     customer.hold_reason = f"{reason} (by {by})"
     # Its invoices' review dates counted with the old hold (those arriving meanwhile stay

@@ -23,7 +23,7 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 
-from dunning.errors import ConfigError, DunningError
+from dunning.errors import ConfigError, DunningError, MassSettlement, RunDateError
 
 app = typer.Typer(
     name="dunning",
@@ -35,6 +35,12 @@ app = typer.Typer(
 )
 
 F = TypeVar("F", bound=Callable[..., Any])
+# The domain's refusals name what is wrong, not the command's options: the option that answers
+# each is the command line's own hint.
+HINTS: dict[type[DunningError], str] = {
+    RunDateError: "The business date is --as-of (default: today in the policy's time zone).",
+    MassSettlement: "To confirm them, run again with --accept-mass-settlement.",
+}
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON on stdout.")]
 
 
@@ -51,7 +57,8 @@ def handles_errors(command: F) -> F:
         try:
             return command(*args, **kwargs)
         except DunningError as exc:
-            raise fail(str(exc), exc.exit_code) from None
+            hints = [hint for kind, hint in HINTS.items() if isinstance(exc, kind)]
+            raise fail(" ".join([str(exc), *hints]), exc.exit_code) from None
 
     return wrapper  # type: ignore[return-value]
 

@@ -28,7 +28,7 @@ from sqlalchemy.orm import Session
 
 from dunning.business_days import business_days_between
 from dunning.db import chunks
-from dunning.errors import SnapshotError
+from dunning.errors import MassSettlement
 from dunning.ledger.outbox import drop_from_undelivered
 from dunning.ledger.transitions import transition_row
 from dunning.mass_settlement import Book, Settled, objection
@@ -239,9 +239,9 @@ def _guard(session: Session, changes: _Changes, book: Book, empty: bool, as_of: 
     today = Settled(today.invoices, today.customers, today.amount, gap)
     why = objection(today, book, history, empty, policy)
     if why is not None and not accept:
-        raise SnapshotError(
-            f"{why}: an export cut short looks just like this. Check the export; if these "
-            "payments are real, run again with --accept-mass-settlement. Nothing was changed.")
+        raise MassSettlement(
+            f"{why}: an export cut short looks just like this. Check the export, and confirm "
+            "that these payments are real if they are. Nothing was changed.")
     return today, why
 
 

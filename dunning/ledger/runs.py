@@ -37,8 +37,8 @@ def check_run_date(session: Session, as_of: date, shard: Shard | None = None) ->
     if last is not None and as_of < last:
         which = "the last run" if shard is None else f"the last run of shard {shard}"
         raise RunDateError(
-            f"--as-of {as_of} is earlier than {which} ({last}); a run may repeat the last "
-            "date or move forward, never back. Nothing was changed."
+            f"the business date {as_of} is earlier than {which} ({last}); a run may repeat "
+            "the last date or move forward, never back. Nothing was changed."
         )
 
 
