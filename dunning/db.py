@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Engine, create_engine, event, inspect, text
 from sqlalchemy.exc import ArgumentError, OperationalError
@@ -14,6 +14,8 @@ from dunning.errors import ConfigError
 from dunning.resources import resource_dir
 
 _engines: dict[str, Engine] = {}
+_CHUNK = 2000
+T = TypeVar("T")
 _MIGRATION_LOCK = 0x64756E6E  # "dunn": the advisory lock that serialises schema upgrades
 
 
@@ -118,3 +120,9 @@ def require_schema(url: str) -> Engine:
             "tables: run `dunning db upgrade` first"
         )
     return engine
+
+
+def chunks(items: Sequence[T], size: int = _CHUNK) -> Iterator[Sequence[T]]:
+    """`items` in slices of `size`: ids for an IN (...) or rows for one executemany."""
+    for start in range(0, len(items), size):
+        yield items[start : start + size]

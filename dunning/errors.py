@@ -5,8 +5,9 @@
     │   ├── RunDateError      a run dated before the last one (exit 2)
     │   ├── RunInProgress     another run of the same shard holds the run lock (exit 2)
     │   └── SnapshotError     a snapshot that cannot be read or trusted (missing file, bad
-    │                         header, not UTF-8, control figures, a mass settlement): nothing
-    │                         changed (exit 2)
+    │       │                 header, not UTF-8, control figures): nothing changed (exit 2)
+    │       └── MassSettlement  it would settle far more than a day of payments, unless
+    │                         confirmed (exit 2)
     ├── SourceUnavailable     the accounting system did not answer after retries (exit 1)
     ├── NotFoundError         an unknown invoice, action or customer id (exit 2)
     ├── ConflictError         a request that does not fit the current state (exit 2)
@@ -39,6 +40,11 @@ class RunInProgress(ConfigError):
 class SnapshotError(ConfigError):
     """The snapshot cannot be read at all (missing file, bad header, not UTF-8), does not match
     its control figures, or would settle far more than a day of payments: nothing was changed."""
+
+
+class MassSettlement(SnapshotError):
+    """The snapshot's settlements do not look like a day of payments: nothing was changed; the
+    run goes through once a person confirms that they are real."""
 
 
 class SourceUnavailable(DunningError):

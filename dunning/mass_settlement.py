@@ -74,7 +74,7 @@ def usual_customers(history: list[Settled], book: Book,
                     default=None)
     share = math.ceil(rule.young_share * book.customers)
     if confirmed is not None and confirmed.rate > max(rate, share):
-        return (confirmed.rate, f"the busiest day confirmed with --accept-mass-settlement, "
+        return (confirmed.rate, f"the busiest day confirmed as real payments, "
                 f"{young}", confirmed)
     if share > rate:
         return share, (f"{rule.young_share:.0%} of the {book.customers} customers with open "
@@ -90,7 +90,7 @@ def objection(today: Settled, book: Book, history: list[Settled], export_empty: 
               policy: Policy) -> str | None:
     """Why today's settlements do not look like a day of payments (the message of the
     refusal, without what to do), or None when they do. `history`: the recent days' figures,
-    newest first (`settlement_history` in dunning/ledger.py)."""
+    newest first (`settlement_history` in dunning/ledger/reconcile.py)."""
     if not today.invoices:
         return None
     if export_empty:

@@ -11,7 +11,7 @@ from sqlalchemy import insert, select, update
 from sqlalchemy.orm import Session
 
 from dunning.errors import ConflictError, NotFoundError
-from dunning.ledger import drop_from_undelivered
+from dunning.ledger import drop_from_undelivered, transition_row
 from dunning.models import Customer, Invoice, Transition, utcnow
 
 
@@ -38,9 +38,9 @@ def pause(
         state="paused", state_reason=kind, paused_until=until, updated_at=now, review_on=None))
     detail = f"until {until}" if until else "until resolved"
     session.execute(insert(Transition), [
-        {"invoice_id": i.id, "event": "paused", "from_stage": i.stage, "to_stage": i.stage,
-         "state": "paused", "business_date": on, "at": now, "reason": reason, "detail": detail,
-         "actor": by, "run_id": None, "action_id": action_id}
+        transition_row(i.id, "paused", from_stage=i.stage,  # type: ignore[arg-type]
+                       to_stage=i.stage, state="paused", on=on, at=now, reason=reason,
+                       detail=detail, actor=by, action_id=action_id)
         for i in chosen
     ])
     drop_from_undelivered(session, ids, f"paused ({kind}) on {on}", now)  # type: ignore[arg-type]
@@ -79,9 +79,9 @@ def resolve(session: Session, external_id: str, *, by: str, credit_note: bool, o
         event, state, reason = "resumed", "active", f"{what} resolved by {by}"
     session.execute(update(Invoice).where(Invoice.id == invoice.id)
                     .values(updated_at=now, **values))
-    session.add(Transition(invoice_id=invoice.id, event=event, from_stage=invoice.stage,  # type: ignore[arg-type]
-                           to_stage=invoice.stage, state=state, business_date=on, at=now,
-                           reason=reason, actor=by))
+    session.execute(insert(Transition), [transition_row(
+        invoice.id, event, from_stage=invoice.stage,  # type: ignore[arg-type]
+        to_stage=invoice.stage, state=state, on=on, at=now, reason=reason, actor=by)])
     session.flush()
     session.refresh(invoice)
     return invoice
@@ -96,7 +96,7 @@ def hold(session: Session, customer_ref: str, *, until: date, by: str, reason: s
     if customer is None:
         raise NotFoundError(f"no customer {customer_ref!r} in the ledger")
     if until < on:
-        raise ConflictError(f"--until {until} is before the business date {on}")
+        raise ConflictError(f"the hold's last day {until} is before the business date {on}")
     customer.hold_until = until
     customer.hold_reason = f"{reason} (by {by})"
     # Its invoices' review dates counted with the old hold (those arriving meanwhile stay

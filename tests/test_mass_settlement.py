@@ -171,8 +171,9 @@ def test_an_export_cut_at_60_percent_is_refused_until_confirmed(portfolio: Portf
             "2 customers (the busiest of the last 6 days with a run; that day settled 2 invoices, "
             "230.00 open), and settlement_guard accepts up to 6 (factor 3, at least "
             "min_customers 5): "
-            "an export cut short looks just like this. Check the export; if these payments are "
-            "real, run again with --accept-mass-settlement. Nothing was changed.")
+            "an export cut short looks just like this. Check the export, and confirm that these "
+            "payments are real if they are. Nothing was changed. To confirm them, run again "
+            "with --accept-mass-settlement.")
         assert (_open(db_url), counts(db_url)) == before
     report = run(day(6), "--accept-mass-settlement")
     assert report["reconcile"]["settled"] == 93

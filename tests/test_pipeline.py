@@ -130,6 +130,7 @@ def test_an_earlier_date_is_refused_and_changes_nothing(portfolio: Portfolio,
     result = cli("run", "--as-of", day(4).isoformat())
     assert result.exit_code == 2
     assert "earlier than the last run (2026-11-07)" in result.stderr
+    assert "The business date is --as-of" in result.stderr
     assert counts(db_url) == before
     assert query(db_url, "SELECT count(*) FROM run")[0][0] == 1
 

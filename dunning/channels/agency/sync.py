@@ -16,7 +16,7 @@ from dunning.channels.agency.client import AgencyClient
 from dunning.channels.agency.models import CaseStatus
 from dunning.db import transaction
 from dunning.errors import DeliveryError
-from dunning.ledger import drop_from_undelivered
+from dunning.ledger import drop_from_undelivered, transition_row
 from dunning.models import ActionInvoice, Invoice, Transition, utcnow
 from dunning.models import AgencyCase as CaseRow
 from dunning.pauses import pause
@@ -113,21 +113,20 @@ def apply_status(session: Session, row_id: int, status: CaseStatus, as_of: date,
                                   "updated_at": now, "review_on": None}
         result.collected[invoice.currency] = result.collected.get(invoice.currency,
                                                                   Decimal(0)) + news
-        transitions.append({
-            "invoice_id": invoice.id, "event": "collected", "from_stage": invoice.stage,
-            "to_stage": invoice.stage, "state": "closed" if open_after == 0 else invoice.state,
-            "business_date": as_of, "at": now, "reason": "collected by the agency",
-            "detail": f"case {status.id}: {news:.2f} {invoice.currency} collected, "
-                      f"{collected:.2f} in all; {open_after:.2f} still open",
-            "actor": AGENCY, "run_id": run_id, "action_id": case.action_id})
+        transitions.append(transition_row(
+            invoice.id, "collected", from_stage=invoice.stage,  # type: ignore[arg-type]
+            to_stage=invoice.stage, state="closed" if open_after == 0 else invoice.state,
+            on=as_of, at=now, reason="collected by the agency",
+            detail=f"case {status.id}: {news:.2f} {invoice.currency} collected, "
+                   f"{collected:.2f} in all; {open_after:.2f} still open",
+            actor=AGENCY, run_id=run_id, action_id=case.action_id))
         if open_after == 0 and invoice.state != "closed":
             values |= {"state": "closed", "state_reason": "settled", "closed_on": as_of}
-            transitions.append({
-                "invoice_id": invoice.id, "event": "settled", "from_stage": invoice.stage,
-                "to_stage": invoice.stage, "state": "closed", "business_date": as_of, "at": now,
-                "reason": "settled", "detail": f"collected in full by the agency (case "
-                                               f"{status.id})",
-                "actor": AGENCY, "run_id": run_id, "action_id": case.action_id})
+            transitions.append(transition_row(
+                invoice.id, "settled", from_stage=invoice.stage,  # type: ignore[arg-type]
+                to_stage=invoice.stage, state="closed", on=as_of, at=now, reason="settled",
+                detail=f"collected in full by the agency (case {status.id})",
+                actor=AGENCY, run_id=run_id, action_id=case.action_id))
             closing.append(invoice.id)  # type: ignore[arg-type]
         session.execute(update(Invoice).where(Invoice.id == invoice.id).values(**values))
         changed = True

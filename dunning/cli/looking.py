@@ -1,0 +1,78 @@
+"""Looking at the ledger: `dunning status`, `history` and `actions`."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from dunning.cli import (
+    JsonOption,
+    app,
+    handles_errors,
+    ledger_day,
+    open_session,
+    print_json,
+    print_table,
+)
+from dunning.errors import ConfigError
+
+
+@app.command()
+@handles_errors
+def status(
+    customer: Annotated[str | None, typer.Option("--customer", help="Only this customer.")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Every known invoice: stage, state, open amount, days overdue, pending action.
+
+    Days overdue are counted on the last run's business date."""
+    from dunning.views import invoice_status
+
+    with ledger_day() as (_, session, on):
+        rows = invoice_status(session, on, customer)
+    if as_json:
+        print_json(rows)
+    else:
+        print_table(rows, ["invoice_id", "customer_id", "stage", "state", "amount_open",
+                      "currency", "days_overdue", "pending_action"], f"{len(rows)} invoices")
+
+
+@app.command()
+@handles_errors
+def history(invoice_id: str, as_json: JsonOption = False) -> None:
+    """An invoice's transitions: when, from which stage to which, why, and who."""
+    from dunning.views import invoice_history
+
+    with open_session() as session:
+        rows = invoice_history(session, invoice_id)
+    if as_json:
+        print_json(rows)
+    else:
+        print_table(rows, ["at", "event", "from_stage", "to_stage", "reason", "detail", "actor"],
+               f"history of {invoice_id}")
+
+
+@app.command()
+@handles_errors
+def actions(
+    status: Annotated[str | None, typer.Option("--status", help="pending_approval, approved, "
+                                               "rejected, queued, sending, sent, failed or "
+                                               "cancelled.")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """The actions (messages and tasks) the ladder created, and what happened to them."""
+    from dunning.views import action_list
+
+    known = ("pending_approval", "approved", "rejected", "queued", "sending", "sent", "failed",
+             "cancelled")
+    if status is not None and status not in known:
+        raise ConfigError(f"--status: {status!r} is not one of {', '.join(known)}")
+    with open_session() as session:
+        rows = action_list(session, status)
+    if as_json:
+        print_json(rows)
+    else:
+        print_table(rows, ["action_id", "kind", "stage", "customer_id", "invoice_ids", "status",
+                      "created_at", "last_error"], f"{len(rows)} actions")
+

@@ -1,0 +1,371 @@
+"""Evaluate and record: which active invoices are due for review, the ladder's input for a batch
+of customers, and its decisions written as actions, transitions and next review dates."""
+
+from __future__ import annotations
+
+import hashlib
+from collections import Counter, defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import func, select, union_all, update
+from sqlalchemy.orm import Session
+
+from dunning.db import chunks
+from dunning.ladder import Decision, InvoiceFacts, decide, fingerprint, review_after
+from dunning.ledger.transitions import transition_row
+from dunning.models import Action, ActionInvoice, Customer, Invoice, Run, Transition, utcnow
+from dunning.policy import Policy
+from dunning.shards import Shard, in_shard
+
+# invoice.review_on of an invoice the ladder will not move before its facts change.
+NEVER = date.max
+
+
+@dataclass
+class BatchResult:
+    invoices: int = 0
+    entered: Counter[str] = field(default_factory=Counter)
+    proposed: Counter[str] = field(default_factory=Counter)  # stages awaiting approval
+    actions: Counter[str] = field(default_factory=Counter)  # by channel
+    transitions: int = 0
+
+    def merge(self, other: BatchResult) -> None:
+        self.invoices += other.invoices
+        self.entered.update(other.entered)
+        self.proposed.update(other.proposed)
+        self.actions.update(other.actions)
+        self.transitions += other.transitions
+
+
+def _active_filter() -> list[Any]:
+    return [Invoice.state == "active", Invoice.amount_open > 0]
+
+
+def _due(column: Any, due: date, *conditions: Any) -> Any:
+    """`column` of the active invoices meeting `conditions` whose review date has come by `due`
+    or that have none. Two index ranges of (state, review_on, customer_id) in a UNION ALL: with
+    `review_on IS NULL OR review_on <= :due`, SQLite walks every active invoice through the
+    (state, customer_id) index instead (1.8 s against 0.02 s at 100,000 invoices)."""
+    mine = [Invoice.state == "active", *conditions]
+    return union_all(select(column).where(*mine, Invoice.review_on.is_(None)),
+                     select(column).where(*mine, Invoice.review_on <= due))
+
+
+def trusts_review_dates(session: Session, ladder: str, run_id: str | None,
+                        shard: Shard | None = None) -> bool:
+    """Whether the review dates of the shard's invoices were computed under the ladder
+    `ladder` (a `ladder.fingerprint`): going back from the latest run that evaluated some of
+    them, a completed run covering them all evaluated under it before any run evaluated under
+    another. The run `run_id` itself is left out; without one, nothing is trusted."""
+    if run_id is None:
+        return False
+    for name, status, other in session.execute(
+        select(Run.shard, Run.status, Run.ladder_fingerprint)
+        .where(Run.ladder_fingerprint.is_not(None), Run.id != run_id)
+        .order_by(Run.started_at.desc(), Run.id.desc())
+    ):
+        theirs = Shard.of(name)
+        if shard is not None and not shard.overlaps(theirs):
+            continue
+        if other != ladder:
+            return False
+        if status == "completed" and (theirs is None or theirs == shard):
+            return True
+    return False
+
+
+def review_cutoff(session: Session, policy: Policy, as_of: date, run_id: str | None,
+                  shard: Shard | None = None, everything: bool = False) -> date | None:
+    """The date up to which review dates are due on `as_of`: `as_of`, or None when every
+    active invoice must be evaluated (asked for, or the ladder changed since the dates were
+    computed)."""
+    if everything or not trusts_review_dates(session, fingerprint(policy), run_id, shard):
+        return None
+    return as_of
+
+
+def plan_batches(session: Session, batch_size: int, shard: Shard | None = None, *,
+                 due: date | None = None) -> list[tuple[int, int]]:
+    """Customer-id ranges of about `batch_size` active invoices (of the shard's customers; with
+    `due`, only those due for review then, see `review_cutoff`); a customer is never split, so
+    its messages are grouped within one batch."""
+    ranges: list[tuple[int, int]] = []
+    low: int | None = None
+    count = 0
+    mine = [*_active_filter(), *in_shard(Invoice.customer_id, shard)]
+    if due is None:
+        counts = (select(Invoice.customer_id, func.count()).where(*mine)
+                  .group_by(Invoice.customer_id).order_by(Invoice.customer_id))
+    else:
+        rows = _due(Invoice.customer_id, due, *mine).subquery()
+        counts = (select(rows.c.customer_id, func.count())
+                  .group_by(rows.c.customer_id).order_by(rows.c.customer_id))
+    for customer_id, n in session.execute(counts):
+        if low is None:
+            low = customer_id
+        count += n
+        if count >= batch_size:
+            ranges.append((low, customer_id))
+            low, count = None, 0
+    if low is not None:
+        ranges.append((low, customer_id))
+    return ranges
+
+
+def dedupe_key(as_of: date, stage: str, customer_id: int, invoice_ids: Iterable[int]) -> str:
+    """Same date, stage, customer and invoices: the same message, whatever reruns happen."""
+    digest = hashlib.sha256(",".join(map(str, sorted(invoice_ids))).encode()).hexdigest()[:16]
+    return f"{as_of.isoformat()}:{stage}:{customer_id}:{digest}"
+
+
+def facts_for(session: Session, low: int, high: int, shard: Shard | None = None,
+              due: date | None = None) -> list[InvoiceFacts]:
+    """The ladder's input for the active invoices of customers `low`..`high` (of the shard;
+    with `due`, those due for review then)."""
+    customers = [Invoice.customer_id.between(low, high), *in_shard(Invoice.customer_id, shard)]
+    if due is None:
+        mine = [*customers, *_active_filter()]
+    else:
+        mine = [Invoice.id.in_(_due(Invoice.id, due, *customers)), Invoice.amount_open > 0]
+    # The invoices first, FOR UPDATE (PostgreSQL): a pause, hold, approval or rejection
+    # recorded meanwhile waits for this batch's transaction before it changes them (and sets
+    # their review date back to NULL), and what committed before is seen by the reads below;
+    # read the other way round, a rejection committed in between would be overwritten by the
+    # review date computed without it.
+    rows = session.execute(
+        select(Invoice.id, Invoice.customer_id, Invoice.due_date, Invoice.amount,
+               Invoice.amount_open, Invoice.stage, Invoice.stage_entered_on, Invoice.state,
+               Invoice.currency)
+        .where(*mine)
+        .order_by(Invoice.customer_id, Invoice.id)
+        .with_for_update()
+    ).all()
+    blocked: dict[int, tuple[set[str], str | None]] = defaultdict(lambda: (set(), None))
+    unblocked: tuple[frozenset[str], None] = (frozenset(), None)
+    for invoice_id, stage, status in session.execute(
+        select(ActionInvoice.invoice_id, Action.stage, Action.status)
+        .join(Action, Action.id == ActionInvoice.action_id)
+        .where(ActionInvoice.invoice_id.in_(select(Invoice.id).where(*mine)),
+               Action.status.in_(("pending_approval", "rejected")),
+               ActionInvoice.dropped_reason.is_(None))
+    ):
+        rejected, pending = blocked[invoice_id]
+        if status == "rejected":
+            rejected.add(stage)
+        else:
+            pending = stage
+        blocked[invoice_id] = (rejected, pending)
+    holds = dict(session.execute(
+        select(Customer.id, Customer.hold_until)
+        .where(Customer.id.between(low, high), Customer.hold_until.is_not(None))
+    ).all())
+    facts = []
+    for row in rows:
+        rejected, pending = blocked.get(row.id, unblocked)
+        facts.append(InvoiceFacts(
+            invoice_id=row.id, customer_id=row.customer_id, due_date=row.due_date,
+            amount=row.amount, amount_open=row.amount_open, stage=row.stage,
+            stage_entered_on=row.stage_entered_on, state=row.state,
+            rejected_stages=rejected if isinstance(rejected, frozenset) else
+            frozenset(rejected), pending_stage=pending,
+            hold_until=holds.get(row.customer_id), currency=row.currency,
+        ))
+    return facts
+
+
+Members = dict[tuple[int, str], list[tuple[InvoiceFacts, Decision]]]
+
+
+def evaluate_batch(
+    session: Session, policy: Policy, as_of: date, run_id: str | None, low: int, high: int,
+    shard: Shard | None = None, everything: bool = False,
+) -> BatchResult:
+    """Decide the active invoices of customers `low`..`high` (of the shard) due for review
+    (`everything`: all of them) and record the outcome: one action per customer and stage,
+    transitions for stages that need no approval, and each invoice's next review date."""
+    result = BatchResult()
+    due = review_cutoff(session, policy, as_of, run_id, shard, everything)
+    _record_ladder(session, run_id, policy)
+    facts = facts_for(session, low, high, shard, due)
+    result.invoices = len(facts)
+    groups, review_of = _decide(facts, policy, as_of, run_id)
+    if not groups:
+        _write_moves(session, {}, review_of, as_of, None)
+        return result
+    now = utcnow()
+    waiting = _waiting_proposals(session, low, high)
+    action_of = _add_actions(session, policy, groups, waiting, as_of, run_id, now, result)
+    grown = _grow_proposals(session, groups, waiting, now)
+    links, transitions, stage_of = _record_members(groups, action_of, policy, as_of, run_id,
+                                                   now, result)
+    links = _revive_links(session, grown, links)
+    if links:
+        session.execute(ActionInvoice.__table__.insert(), links)  # type: ignore[attr-defined]
+    if transitions:
+        session.execute(Transition.__table__.insert(), transitions)  # type: ignore[attr-defined]
+    _write_moves(session, stage_of, review_of, as_of, now)
+    result.transitions = len(transitions)
+    return result
+
+
+def _record_ladder(session: Session, run_id: str | None, policy: Policy) -> None:
+    """Note on the run which ladder computed the review dates it writes."""
+    if run_id is not None:
+        session.execute(update(Run).where(Run.id == run_id)
+                        .values(ladder_fingerprint=fingerprint(policy)))
+
+
+def _decide(facts: list[InvoiceFacts], policy: Policy, as_of: date,
+            run_id: str | None) -> tuple[Members, dict[int, date | None]]:
+    """The ladder's decisions grouped by customer and stage, and each invoice's review date."""
+    groups: Members = defaultdict(list)
+    review_of: dict[int, date | None] = {}
+    for invoice in facts:
+        decision = decide(invoice, policy, as_of)
+        if decision.stage is not None:
+            groups[(invoice.customer_id, decision.stage)].append((invoice, decision))
+        if run_id is None:
+            review = None  # outside a run, no fingerprint would say which ladder computed it
+        else:
+            review = review_after(invoice, decision, policy, as_of) or NEVER
+        review_of[invoice.invoice_id] = review
+    return groups, review_of
+
+
+def _waiting_proposals(session: Session, low: int, high: int) -> dict[tuple[int, str], int]:
+    """The actions of customers `low`..`high` still waiting for approval, by customer and
+    stage."""
+    # A proposal still waiting for approval grows with the customer's invoices that reach the
+    # same stage later: the approver sees one notice per customer, not one per morning.
+    return {
+        (customer_id, stage): action_id
+        for action_id, customer_id, stage in session.execute(
+            select(Action.id, Action.customer_id, Action.stage)
+            .where(Action.customer_id.between(low, high), Action.status == "pending_approval")
+            .order_by(Action.id))
+    }
+
+
+def _add_actions(session: Session, policy: Policy, groups: Members,
+                 waiting: dict[tuple[int, str], int], as_of: date, run_id: str | None,
+                 now: datetime, result: BatchResult) -> dict[tuple[int, str], int]:
+    """Insert one action per customer and stage without a waiting proposal; returns the action
+    of every group (new or waiting)."""
+    callers = _collectors(session, {c for c, s in groups if policy.stage(s).channel == "phone"})
+    actions: list[dict[str, Any]] = []
+    for (customer_id, stage_name), members in groups.items():
+        if (customer_id, stage_name) in waiting:
+            continue
+        stage = policy.stage(stage_name)
+        phone = stage.channel == "phone"
+        actions.append({
+            "dedupe_key": dedupe_key(as_of, stage_name, customer_id,
+                                     (inv.invoice_id for inv, _ in members)),
+            "kind": stage.channel, "stage": stage_name, "template": stage.template_name,
+            "customer_id": customer_id,
+            "status": "pending_approval" if stage.requires_approval else "queued",
+            "business_date": as_of, "run_id": run_id, "created_at": now, "updated_at": now,
+            "assignee": (callers.get(customer_id) or policy.phone.default_assignee)
+            if phone else None,
+            "due_on": as_of + timedelta(days=policy.phone.due_days) if phone else None,
+        })
+    # Core executemany, then the ids read back by their unique dedupe keys: INSERT ... RETURNING
+    # goes one row per statement on SQLite and makes psycopg parse huge statements.
+    action_of = dict(waiting)
+    if actions:
+        session.execute(Action.__table__.insert(), actions)  # type: ignore[attr-defined]
+        by_key = {a["dedupe_key"]: (a["customer_id"], a["stage"]) for a in actions}
+        for keys in chunks(list(by_key)):
+            for action_id, key in session.execute(
+                    select(Action.id, Action.dedupe_key).where(Action.dedupe_key.in_(keys))):
+                action_of[by_key[key]] = action_id
+    for action in actions:
+        result.actions[action["kind"]] += 1
+    return action_of
+
+
+def _grow_proposals(session: Session, groups: Members, waiting: dict[tuple[int, str], int],
+                    now: datetime) -> list[int]:
+    """Touch the waiting proposals that new invoices join; returns their ids."""
+    grown = [waiting[key] for key in groups if key in waiting]
+    if grown:
+        session.execute(update(Action).where(Action.id.in_(grown)).values(updated_at=now))
+    return grown
+
+
+def _record_members(groups: Members, action_of: dict[tuple[int, str], int], policy: Policy,
+                    as_of: date, run_id: str | None, now: datetime,
+                    result: BatchResult) -> tuple[list[dict[str, Any]], list[dict[str, Any]],
+                                                  dict[int, str]]:
+    """Each invoice's line on its action, and for stages without approval its transition and
+    its new stage."""
+    links: list[dict[str, Any]] = []
+    transitions: list[dict[str, Any]] = []
+    stage_of: dict[int, str] = {}
+    for (customer_id, stage_name), members in groups.items():
+        action_id = action_of[(customer_id, stage_name)]
+        approval = policy.stage(stage_name).requires_approval
+        for invoice, decision in members:
+            links.append({"action_id": action_id, "invoice_id": invoice.invoice_id,
+                          "amount_open": invoice.amount_open,
+                          "days_overdue": decision.days_overdue, "reason": decision.reason})
+            if approval:
+                result.proposed[stage_name] += 1
+                continue
+            result.entered[stage_name] += 1
+            transitions.append(transition_row(
+                invoice.invoice_id, "stage", from_stage=invoice.stage, to_stage=stage_name,
+                state="active", on=as_of, at=now, reason=decision.reason, run_id=run_id,
+                action_id=action_id))
+            stage_of[invoice.invoice_id] = stage_name
+    return links, transitions, stage_of
+
+
+def _revive_links(session: Session, grown: list[int],
+                  links: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Put back on its line an invoice that left a waiting proposal (paused, settled) and came
+    back, rather than list it twice; returns the links still to insert."""
+    if not grown:
+        return links
+    known = set(session.execute(
+        select(ActionInvoice.action_id, ActionInvoice.invoice_id)
+        .where(ActionInvoice.action_id.in_(grown))).all())
+    revived = [link for link in links if (link["action_id"], link["invoice_id"]) in known]
+    for link in revived:
+        session.execute(
+            update(ActionInvoice)
+            .where(ActionInvoice.action_id == link["action_id"],
+                   ActionInvoice.invoice_id == link["invoice_id"])
+            .values(dropped_reason=None, amount_open=link["amount_open"],
+                    days_overdue=link["days_overdue"], reason=link["reason"]))
+    return [link for link in links if (link["action_id"], link["invoice_id"]) not in known]
+
+
+
+
+def _write_moves(session: Session, stage_of: dict[int, str], review_of: dict[int, date | None],
+                 as_of: date, now: datetime | None) -> None:
+    """Record the evaluated invoices' new stages and next review dates: one statement per
+    (stage, review date) and chunk, not one per row, and each invoice written once (the review
+    date of an invoice entering a stage goes with its move)."""
+    groups: dict[tuple[str | None, date | None], list[int]] = defaultdict(list)
+    for invoice_id, review in review_of.items():
+        groups[(stage_of.get(invoice_id), review)].append(invoice_id)
+    for (stage_name, review), ids in groups.items():
+        values: dict[str, Any] = {"review_on": review}
+        if stage_name is not None:
+            values |= {"stage": stage_name, "stage_entered_on": as_of, "updated_at": now}
+        for batch in chunks(ids):
+            session.execute(update(Invoice).where(Invoice.id.in_(batch)).values(**values)
+                            .execution_options(synchronize_session=False))
+
+
+def _collectors(session: Session, customer_ids: set[int]) -> dict[int, str | None]:
+    if not customer_ids:
+        return {}
+    return dict(session.execute(
+        select(Customer.id, Customer.collector).where(Customer.id.in_(customer_ids))).all())
+
