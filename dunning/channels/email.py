@@ -4,6 +4,7 @@ as an .eml file in the outbox folder when no SendGrid key is set."""
 from __future__ import annotations
 
 import base64
+import io
 import uuid
 from dataclasses import dataclass, field
 from datetime import date, timedelta
@@ -15,6 +16,9 @@ from types import SimpleNamespace
 from typing import Any
 from urllib.parse import quote
 
+from babel.messages.mofile import write_mo
+from babel.messages.pofile import read_po
+from babel.support import NullTranslations, Translations
 from jinja2 import (
     Environment,
     FileSystemBytecodeCache,
@@ -22,6 +26,7 @@ from jinja2 import (
     StrictUndefined,
     Template,
     TemplateNotFound,
+    TemplatesNotFound,
 )
 from jinja2.bccache import Bucket
 
@@ -29,7 +34,7 @@ from dunning.channels.formatting import day, locale_for, money, totals
 from dunning.errors import DeliveryError
 from dunning.files import safe_name, write_atomically
 from dunning.policy import Policy
-from dunning.resources import templates_dir
+from dunning.resources import resource_dir, templates_dir
 
 CUSTOM_ARG = "dunning_action_key"  # lets SendGrid's event webhook be matched to our action
 
@@ -106,11 +111,43 @@ def _bytecode_cache() -> _BytecodeCache | None:
         return None
 
 
-@lru_cache(maxsize=4)
-def _environment(root: str) -> Environment:
+_CATALOG = "LC_MESSAGES/dunning.po"
+
+
+def _catalog(path: Path, language: str) -> Translations:
+    """A `.po` catalog compiled in memory (no build step; fuzzy entries are left out, as
+    `msgfmt` does)."""
+    with path.open("rb") as po:
+        catalog = read_po(po, locale=language)
+    mo = io.BytesIO()
+    write_mo(mo, catalog)
+    mo.seek(0)
+    return Translations(mo, domain="dunning")
+
+
+@lru_cache(maxsize=16)
+def translations(root: str, language: str) -> NullTranslations:
+    """The wording of a language: `<root>/locale/<lang>/LC_MESSAGES/dunning.po` when a templates
+    folder of one's own has it, each message it lacks taken from the shipped catalog."""
+    shipped = resource_dir("locale") / language / _CATALOG
+    if not shipped.is_file():
+        raise DeliveryError(f"no message catalog {shipped} for language {language!r}",
+                            retryable=False)
+    found: NullTranslations = _catalog(shipped, language)
+    own = Path(root) / "locale" / language / _CATALOG
+    if own.is_file() and own.resolve() != shipped.resolve():
+        mine = _catalog(own, language)
+        mine.add_fallback(found)
+        found = mine
+    return found
+
+
+@lru_cache(maxsize=16)
+def _environment(root: str, language: str | None = None) -> Environment:
+    """The templates of a folder, with the wording of `language` (its message catalog)."""
     # Templates are read once per process (a daily run is one process): checking every file's
     # modification time at each message cost a tenth of the rendering.
-    return Environment(
+    environment = Environment(
         loader=FileSystemLoader(root),
         undefined=StrictUndefined,
         autoescape=lambda name: bool(name) and name.endswith(".html.j2"),
@@ -119,7 +156,13 @@ def _environment(root: str) -> Environment:
         keep_trailing_newline=True,
         auto_reload=False,
         bytecode_cache=_bytecode_cache(),
+        extensions=["jinja2.ext.i18n"],
     )
+    # New-style gettext: `_()` escapes its variables in HTML and marks the translation safe,
+    # as `{% trans %}` does; a literal % is written %% in both.
+    environment.install_gettext_translations(  # type: ignore[attr-defined]
+        translations(root, language) if language else NullTranslations(), newstyle=True)
+    return environment
 
 
 class Renderer:
@@ -129,7 +172,6 @@ class Renderer:
     def __init__(self, policy: Policy, root: Path | None = None) -> None:
         self.policy = policy
         self.root = root or templates_dir()
-        self.environment = _environment(str(self.root))
         creditor = policy.creditor
         self.creditor = SimpleNamespace(
             name=creditor.name, email=creditor.email, phone=creditor.phone,
@@ -140,19 +182,20 @@ class Renderer:
         self._templates: dict[tuple[str, str], tuple[Template, Template, Template]] = {}
 
     def templates(self, language: str, template: str) -> tuple[Template, Template, Template]:
-        """The subject, text and HTML templates of a language and stage."""
+        """The subject, text and HTML templates of a language and stage: `email/<lang>/<stage>.*`
+        when a templates folder has them (wording of its own for that language), else the
+        shared `email/<stage>.*` with the language's catalog."""
         found = self._templates.get((language, template))
         if found is None:
-            base = f"email/{language}/{template}"
+            environment = _environment(str(self.root), language)
             try:
-                found = (self.environment.get_template(f"{base}.subject.j2"),
-                         self.environment.get_template(f"{base}.txt.j2"),
-                         self.environment.get_template(f"{base}.html.j2"))
-            except TemplateNotFound as exc:
-                raise DeliveryError(
-                    f"no template {exc.name} in {self.root}", retryable=False
-                ) from None
-            self._templates[(language, template)] = found
+                subject, text, html = (environment.select_template(
+                    [f"email/{language}/{template}.{part}.j2", f"email/{template}.{part}.j2"])
+                    for part in ("subject", "txt", "html"))
+            except TemplatesNotFound as exc:
+                raise DeliveryError(f"no template {' or '.join(map(str, exc.templates))} in "
+                                    f"{self.root}", retryable=False) from None
+            found = self._templates[(language, template)] = (subject, text, html)
         return found
 
     def render(self, letter: Letter, extra: dict[str, Any] | None = None,
@@ -186,6 +229,7 @@ class Renderer:
             "pay_by": day(letter.as_of + self.pay_within, locale, "long"),
             "reference": f"{letter.customer_ref}-{letter.as_of.isoformat()}",
             "stage": letter.stage,
+            "language": letter.language,
         }
         if extra:
             context.update(extra)
