@@ -1,12 +1,13 @@
 # make demo: set up and run the sample portfolio over simulated business days (SQLite, ./outbox)
 # make test: the whole suite, on three workers (they wait on Prefect and subprocesses) (SQLite, and PostgreSQL at DUNNING_TEST_PG_URL or 127.0.0.1:5432/test)
 # make lock: recompile requirements.lock from pyproject.toml's ranges (see the README, "Dependencies")
+# make messages: the templates' wording into locale/dunning.pot, then each language's catalog updated from it
 
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: demo test lint install clean schemas lock
+.PHONY: demo test lint install clean schemas lock messages
 
 # Installs exactly what requirements.lock names (every version pinned, every file's hash checked),
 # then dunning itself without resolving anything again.
@@ -38,6 +39,14 @@ lock: $(BIN)/dunning
 # the JSON Schemas of the agency case and status, from the models in dunning/channels/agency/models.py
 schemas: $(BIN)/dunning
 	$(BIN)/python -c "from dunning.channels.agency.models import write_schemas; write_schemas()"
+
+# New messages arrive empty in every catalog and changed ones marked fuzzy: translate them (the
+# tests refuse an empty or fuzzy translation). Rendering reads the .po files as they are.
+messages: $(BIN)/dunning
+	$(BIN)/pybabel extract --mapping-file babel.cfg --add-location file --sort-by-file --no-wrap \
+	  --project dunning --omit-header --output-file locale/dunning.pot .
+	$(BIN)/pybabel update --domain dunning --input-file locale/dunning.pot --output-dir locale \
+	  --no-wrap --ignore-obsolete --ignore-pot-creation-date
 
 clean:
 	rm -rf $(VENV) dunning.db dunning.db-wal dunning.db-shm dunning.db.run.lock outbox data .pytest_cache

@@ -1,4 +1,4 @@
-"""Where the shipped templates, default policy and migrations are found."""
+"""Where the shipped templates, message catalogs, default policy and migrations are found."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ _REPO = _PACKAGE.parent
 
 
 def resource_dir(name: str) -> Path:
-    """The folder `name` (templates, config, migrations): inside a wheel, else in the repository."""
+    """The folder `name` (templates, locale, config, migrations): inside a wheel, else in the
+    repository."""
     packaged = _PACKAGE / f"_{name}"
     return packaged if packaged.is_dir() else _REPO / name
 

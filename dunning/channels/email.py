@@ -4,6 +4,8 @@ key is set."""
 
 from __future__ import annotations
 
+import hashlib
+import io
 from datetime import timedelta
 from decimal import Decimal
 from functools import lru_cache
@@ -11,6 +13,9 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+from babel.messages.mofile import write_mo
+from babel.messages.pofile import read_po
+from babel.support import NullTranslations, Translations
 from jinja2 import (
     Environment,
     FileSystemBytecodeCache,
@@ -18,8 +23,14 @@ from jinja2 import (
     StrictUndefined,
     Template,
     TemplateNotFound,
+    TemplatesNotFound,
+    nodes,
+    pass_eval_context,
 )
 from jinja2.bccache import Bucket
+from jinja2.nodes import EvalContext
+from jinja2.visitor import NodeTransformer
+from markupsafe import Markup
 
 from dunning.channels.formatting import day, locale_for, money, totals
 from dunning.channels.message import Attachment, Message, Rendered
@@ -28,7 +39,7 @@ from dunning.channels.protocol import Claimed, Delivered
 from dunning.channels.sendgrid import SendGrid
 from dunning.errors import DeliveryError
 from dunning.policy import Policy
-from dunning.resources import templates_dir
+from dunning.resources import resource_dir, templates_dir
 
 
 class _BytecodeCache(FileSystemBytecodeCache):
@@ -49,18 +60,114 @@ class _BytecodeCache(FileSystemBytecodeCache):
             pass
 
 
-def _bytecode_cache() -> _BytecodeCache | None:
+def _bytecode_cache(wording: str) -> _BytecodeCache | None:
+    """The cache of the templates compiled with one wording (a language's catalogs, by content:
+    Jinja checks a template's source, not the catalog compiled into it)."""
     try:
-        return _BytecodeCache()
+        return _BytecodeCache(pattern=f"__jinja2_dunning_{wording}_%s.cache")
     except Exception:  # no safe temporary folder
         return None
 
 
-@lru_cache(maxsize=4)
-def environment(root: str) -> Environment:
+_CATALOG = "LC_MESSAGES/dunning.po"
+
+
+def _catalog_files(root: str, language: str) -> tuple[Path, ...]:
+    """The shipped catalog of a language, then a templates folder's own, if it has one."""
+    shipped = resource_dir("locale") / language / _CATALOG
+    if not shipped.is_file():
+        raise DeliveryError(f"no message catalog {shipped} for language {language!r}",
+                            retryable=False)
+    own = Path(root) / "locale" / language / _CATALOG
+    return (shipped, own) if own.is_file() and own.resolve() != shipped.resolve() else (shipped,)
+
+
+def _catalog(path: Path, language: str) -> Translations:
+    """A `.po` catalog compiled in memory (no build step; fuzzy entries are left out, as
+    `msgfmt` does)."""
+    with path.open("rb") as po:
+        catalog = read_po(po, locale=language)
+    mo = io.BytesIO()
+    write_mo(mo, catalog)
+    mo.seek(0)
+    return Translations(mo, domain="dunning")
+
+
+@lru_cache(maxsize=16)
+def translations(root: str, language: str) -> NullTranslations:
+    """The wording of a language: `<root>/locale/<lang>/LC_MESSAGES/dunning.po` when a templates
+    folder of one's own has it, each message it lacks taken from the shipped catalog."""
+    found: NullTranslations | None = None
+    for path in _catalog_files(root, language):
+        catalog = _catalog(path, language)
+        if found is not None:
+            catalog.add_fallback(found)
+        found = catalog
+    assert found is not None
+    return found
+
+
+class _Translate(NodeTransformer):
+    """Puts each message with a constant text (`_("…")`, `{% trans %}` without a plural) into the
+    compiled template in its translation, as Jinja's new-style gettext would at each rendering
+    (in HTML the text is marked safe and its variables escaped): calls from a template cost
+    microseconds each, and an email has about 40 messages. Plurals stay calls."""
+
+    def __init__(self, wording: NullTranslations) -> None:
+        self.wording = wording
+
+    def visit_Call(self, node: nodes.Call) -> nodes.Node:  # noqa: N802 (NodeTransformer's name)
+        call = self.generic_visit(node)
+        if not (isinstance(call, nodes.Call) and isinstance(call.node, nodes.Name)):
+            return call
+        name = call.node.name
+        texts = [a.value for a in call.args
+                 if isinstance(a, nodes.Const) and isinstance(a.value, str)]
+        if (name not in ("_", "gettext", "pgettext") or call.dyn_args or call.dyn_kwargs
+                or len(texts) != len(call.args) or len(texts) != (2 if name == "pgettext" else 1)):
+            return call
+        variables = list(call.kwargs)
+        if name == "pgettext":
+            text = str(self.wording.pgettext(*texts))
+            variables.insert(0, nodes.Keyword("context", nodes.Const(texts[0])))
+        else:
+            text = self.wording.gettext(texts[0])
+        translated = nodes.MarkSafeIfAutoescape(nodes.Const(text), lineno=call.lineno)
+        return nodes.Mod(translated, nodes.Dict(
+            [nodes.Pair(nodes.Const(v.key), v.value) for v in variables]), lineno=call.lineno)
+
+
+class _Environment(Environment):
+    """Templates compiled with one language's wording (see `_Translate`)."""
+
+    def __init__(self, wording: NullTranslations, **options: Any) -> None:
+        super().__init__(**options)
+        self.wording = wording
+        _install_gettext(self, wording)
+
+    def compile(self, source: Any, name: str | None = None, filename: str | None = None,
+                raw: bool = False, defer_init: bool = False) -> Any:
+        if isinstance(source, str):
+            source = self.parse(source, name, filename)
+        source = _Translate(self.wording).visit(source)
+        return super().compile(source, name, filename, raw, defer_init)  # type: ignore[call-overload]
+
+
+@lru_cache(maxsize=16)
+def environment(root: str, language: str | None = None) -> Environment:
+    """The templates of a folder, with the wording of `language` (its message catalogs)."""
+    if language:
+        wording = translations(root, language)
+        digest = hashlib.sha1(language.encode())
+        for path in _catalog_files(root, language):
+            digest.update(path.read_bytes())
+        key = digest.hexdigest()[:16]
+    else:
+        wording, key = NullTranslations(), "none"
     # Templates are read once per process (a daily run is one process): checking every file's
     # modification time at each message cost a tenth of the rendering.
-    return Environment(
+    return _Environment(
+        wording,
         loader=FileSystemLoader(root),
         undefined=StrictUndefined,
         autoescape=lambda name: bool(name) and name.endswith(".html.j2"),
@@ -68,8 +175,45 @@ def environment(root: str) -> Environment:
         lstrip_blocks=True,
         keep_trailing_newline=True,
         auto_reload=False,
-        bytecode_cache=_bytecode_cache(),
+        bytecode_cache=_bytecode_cache(key),
+        extensions=["jinja2.ext.i18n"],
     )
+
+
+def _install_gettext(environment: Environment, wording: NullTranslations) -> None:
+    """Jinja's new-style gettext (in HTML the translation is marked safe and its variables are
+    escaped; a literal % is written %%) for the messages left to rendering (plurals), in one call
+    where Jinja's own makes three."""
+
+    def fill(eval_ctx: EvalContext, text: str, variables: dict[str, Any]) -> str:
+        return (Markup(text) if eval_ctx.autoescape else text) % variables
+
+    @pass_eval_context
+    def gettext(eval_ctx: EvalContext, message: str, **variables: Any) -> str:
+        return fill(eval_ctx, wording.gettext(message), variables)
+
+    @pass_eval_context
+    def ngettext(eval_ctx: EvalContext, singular: str, plural: str, num: int,
+                 **variables: Any) -> str:
+        variables.setdefault("num", num)
+        return fill(eval_ctx, wording.ngettext(singular, plural, num), variables)
+
+    @pass_eval_context
+    def pgettext(eval_ctx: EvalContext, context: str, message: str, **variables: Any) -> str:
+        variables.setdefault("context", context)
+        return fill(eval_ctx, str(wording.pgettext(context, message)), variables)
+
+    @pass_eval_context
+    def npgettext(eval_ctx: EvalContext, context: str, singular: str, plural: str, num: int,
+                  **variables: Any) -> str:
+        variables.setdefault("context", context)
+        variables.setdefault("num", num)
+        return fill(eval_ctx, str(wording.npgettext(context, singular, plural, num)),
+                    variables)
+
+    environment.globals.update(_=gettext, gettext=gettext, ngettext=ngettext, pgettext=pgettext,
+                               npgettext=npgettext)
+    environment.newstyle_gettext = True  # type: ignore[attr-defined]
 
 
 class Renderer:
@@ -79,7 +223,6 @@ class Renderer:
     def __init__(self, policy: Policy, root: Path | None = None) -> None:
         self.policy = policy
         self.root = root or templates_dir()
-        self.environment = environment(str(self.root))
         creditor = policy.creditor
         self.creditor = SimpleNamespace(
             name=creditor.name, email=creditor.email, phone=creditor.phone,
@@ -90,19 +233,20 @@ class Renderer:
         self._templates: dict[tuple[str, str], tuple[Template, Template, Template]] = {}
 
     def templates(self, language: str, template: str) -> tuple[Template, Template, Template]:
-        """The subject, text and HTML templates of a language and stage."""
+        """The subject, text and HTML templates of a language and stage: `email/<lang>/<stage>.*`
+        when a templates folder has them (wording of its own for that language), else the
+        shared `email/<stage>.*` with the language's catalog."""
         found = self._templates.get((language, template))
         if found is None:
-            base = f"email/{language}/{template}"
+            templates = environment(str(self.root), language)
             try:
-                found = (self.environment.get_template(f"{base}.subject.j2"),
-                         self.environment.get_template(f"{base}.txt.j2"),
-                         self.environment.get_template(f"{base}.html.j2"))
-            except TemplateNotFound as exc:
-                raise DeliveryError(
-                    f"no template {exc.name} in {self.root}", retryable=False
-                ) from None
-            self._templates[(language, template)] = found
+                subject, text, html = (templates.select_template(
+                    [f"email/{language}/{template}.{part}.j2", f"email/{template}.{part}.j2"])
+                    for part in ("subject", "txt", "html"))
+            except TemplatesNotFound as exc:
+                raise DeliveryError(f"no template {' or '.join(map(str, exc.templates))} in "
+                                    f"{self.root}", retryable=False) from None
+            found = self._templates[(language, template)] = (subject, text, html)
         return found
 
     def render(self, message: Message, extra: dict[str, Any] | None = None,
@@ -136,6 +280,7 @@ class Renderer:
             "pay_by": day(message.as_of + self.pay_within, locale, "long"),
             "reference": f"{message.customer_ref}-{message.as_of.isoformat()}",
             "stage": message.stage,
+            "language": message.language,
         }
         if extra:
             context.update(extra)

@@ -36,7 +36,7 @@ from dunning import law, spreadsheet
 from dunning.channels.agency.cases import history, latest_notice
 from dunning.channels.email import environment
 from dunning.channels.formatting import day, locale_for
-from dunning.channels.letter import STAGE_LABELS, letter_context
+from dunning.channels.letter import letter_context, stage_label
 from dunning.channels.message import Message
 from dunning.channels.protocol import Claimed, Delivered
 from dunning.db import transaction
@@ -197,10 +197,9 @@ _OUTCOMES = {"promise": "promesse de paiement", "dispute": "contestation",
 def _facts(events: list[Any], locale: Any) -> list[SimpleNamespace]:
     """The amicable recovery, as a lawyer reads it: each reminder sent, each call and what
     came of it, each pause (a dispute must not be hidden from the judge)."""
-    labels = STAGE_LABELS["fr"]
     out = []
     for e in events:
-        stage = labels.get(e.stage or "", (e.stage or "").replace("_", " "))
+        stage = stage_label(e.stage or "", "fr")
         if e.event == "message" and e.stage and "formal notice" not in e.description:
             what = f"envoi par courrier électronique : {stage}"
         elif e.event == "call":

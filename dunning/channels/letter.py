@@ -14,9 +14,10 @@ from types import SimpleNamespace
 from typing import Any
 
 from babel.numbers import format_decimal
+from jinja2 import TemplatesNotFound
 
 from dunning import law
-from dunning.channels.email import environment
+from dunning.channels.email import environment, translations
 from dunning.channels.formatting import day, locale_for, money, totals
 from dunning.channels.message import Message
 from dunning.errors import DeliveryError, DunningError
@@ -24,25 +25,34 @@ from dunning.files import safe_name, write_atomically
 from dunning.policy import Policy
 from dunning.resources import templates_dir
 
+
+def N_(message: str) -> str:
+    """Marks a message for `make messages` (the name pybabel looks for); it is translated where
+    it is used."""
+    return message
+
+
+# The stages as a debtor reads them (the formal notice's list of reminders, the court file's
+# facts); the catalogs in locale/ translate them.
 STAGE_LABELS = {
-    "fr": {"pre_due_reminder": "rappel avant échéance", "friendly_reminder": "premier rappel",
-           "second_reminder": "deuxième relance", "phone_call": "appel téléphonique"},
-    "en": {"pre_due_reminder": "reminder before the due date",
-           "friendly_reminder": "first reminder", "second_reminder": "second reminder",
-           "phone_call": "telephone call"},
-    "nl": {"pre_due_reminder": "herinnering vóór de vervaldag",
-           "friendly_reminder": "eerste herinnering", "second_reminder": "tweede herinnering",
-           "phone_call": "telefonisch contact"},
-    "de": {"pre_due_reminder": "Erinnerung vor Fälligkeit",
-           "friendly_reminder": "erste Zahlungserinnerung",
-           "second_reminder": "zweite Zahlungserinnerung", "phone_call": "Telefonat"},
+    "pre_due_reminder": N_("reminder before the due date"),
+    "friendly_reminder": N_("first reminder"),
+    "second_reminder": N_("second reminder"),
+    "phone_call": N_("telephone call"),
 }
 # WeasyPrint warns, once per PDF, that the system's HarfBuzz lacks its subsetting library (it
 # falls back to fontTools, with the same output): noise in every run's log.
 logging.getLogger("weasyprint").setLevel(logging.ERROR)
 
-_PLACE_DATE = {"fr": "{place}, le {date}", "en": "{place}, {date}", "nl": "{place}, {date}",
-               "de": "{place}, den {date}"}
+_PLACE_DATE = N_("%(place)s, %(date)s")  # the town and date heading a letter
+
+
+def stage_label(stage: str, language: str) -> str:
+    """A stage's name in `language`; a stage of one's own reads as its name."""
+    label = STAGE_LABELS.get(stage)
+    if label is None:
+        return stage.replace("_", " ")
+    return translations(str(templates_dir()), language).gettext(label)
 
 
 def _place(address: str | None) -> str | None:
@@ -89,7 +99,7 @@ def letter_context(letter: Message, policy: Policy) -> dict[str, Any]:
     creditor = policy.creditor
     date_text = day(letter.as_of, locale, "long")
     place = _place(creditor.address)
-    labels = STAGE_LABELS.get(letter.language, {})
+    wording = translations(str(templates_dir()), letter.language)
     return {
         "creditor": SimpleNamespace(name=creditor.name, address=creditor.address,
                                     legal_id=creditor.legal_id, email=creditor.email,
@@ -97,7 +107,7 @@ def letter_context(letter: Message, policy: Policy) -> dict[str, Any]:
         "debtor": SimpleNamespace(name=letter.customer_name, id=letter.customer_ref,
                                   address=letter.customer_address,
                                   legal_id=letter.customer_legal_id),
-        "place_date": _PLACE_DATE[letter.language].format(place=place, date=date_text)
+        "place_date": wording.gettext(_PLACE_DATE) % {"place": place, "date": date_text}
         if place else date_text,
         "reference": f"{letter.customer_ref}-{letter.as_of.isoformat()}",
         "invoices": rows,
@@ -107,12 +117,13 @@ def letter_context(letter: Message, policy: Policy) -> dict[str, Any]:
                                   total=totals(everything, locale)),
         "deadline": day(deadline, locale, "long"),
         "deadline_days": policy.letters.deadline_days,
-        "reminders": [f"{day(when, locale, 'long')} ({labels.get(stage, stage.replace('_', ' '))})"
+        "reminders": [f"{day(when, locale, 'long')} ({stage_label(stage, letter.language)})"
                       for when, stage in letter.reminders],
         "law": rule.law,
         "agreed_rate": _percent(policy.law.rate, letter.language, locale)
         if policy.law.rate is not None else None,
         "as_of": date_text,
+        "language": letter.language,
     }
 
 
@@ -125,9 +136,22 @@ def render_pdf(letter: Message, policy: Policy) -> tuple[bytes, dict[str, Any]]:
         context = letter_context(letter, policy)
     except DunningError as exc:  # e.g. a reference rate not yet in config/rates.yaml
         raise DeliveryError(str(exc)) from None
-    name = f"letters/{letter.language}/{letter.template}.html.j2"
-    html = environment(str(templates_dir())).get_template(name).render(context)
+    html = notice_html(letter, context)
     return bytes(HTML(string=html, base_url=str(templates_dir())).write_pdf()), context
+
+
+def notice_html(letter: Message, context: dict[str, Any]) -> str:
+    """The letter as HTML: `letters/<lang>/<template>.html.j2` when a templates folder has it
+    (wording of its own for that language), else the shared layout with the language's catalog."""
+    root = str(templates_dir())
+    try:
+        template = environment(root, letter.language).select_template(
+            [f"letters/{letter.language}/{letter.template}.html.j2",
+             f"letters/{letter.template}.html.j2"])
+    except TemplatesNotFound as exc:
+        raise DeliveryError(f"no template {' or '.join(map(str, exc.templates))} in {root}",
+                            retryable=False) from None
+    return template.render(context)
 
 
 def keep(pdf: bytes, folder: Path, action_id: int, letter: Message) -> Path:
