@@ -4,7 +4,6 @@ a partial snapshot would settle every invoice it missed."""
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Iterator
 from decimal import Decimal
@@ -15,12 +14,13 @@ import requests
 from dunning import http_session
 from dunning.errors import ConfigError, SourceUnavailable
 from dunning.policy import Endpoint, HttpSource
+from dunning.settings import secret
 from dunning.sources.rows import CUSTOMER_REQUIRED, INVOICE_REQUIRED, SnapshotBuilder
 from dunning.sources.snapshot import Snapshot
 
 
 def _env(name: str, field: str) -> str:
-    value = os.environ.get(name)
+    value = secret(name)
     if not value:
         raise ConfigError(f"source.auth.{field}: the environment variable {name} is not set")
     return value
