@@ -35,7 +35,8 @@ def status(
         print_json(rows)
     else:
         print_table(rows, ["invoice_id", "customer_id", "stage", "state", "amount_open",
-                      "currency", "days_overdue", "pending_action"], f"{len(rows)} invoices")
+                           "currency", "days_overdue", "pending_action"],
+                    f"{len(rows)} invoices")
 
 
 @app.command()
@@ -50,7 +51,7 @@ def history(invoice_id: str, as_json: JsonOption = False) -> None:
         print_json(rows)
     else:
         print_table(rows, ["at", "event", "from_stage", "to_stage", "reason", "detail", "actor"],
-               f"history of {invoice_id}")
+                    f"history of {invoice_id}")
 
 
 @app.command()
@@ -74,5 +75,5 @@ def actions(
         print_json(rows)
     else:
         print_table(rows, ["action_id", "kind", "stage", "customer_id", "invoice_ids", "status",
-                      "created_at", "last_error"], f"{len(rows)} actions")
+                           "created_at", "last_error"], f"{len(rows)} actions")
 

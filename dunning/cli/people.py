@@ -44,7 +44,7 @@ def approve(
     """Approve a pending action: its invoices enter the stage and it goes out at the next run."""
     result = _decide_on(action_id, by, True, comment)
     emit(result, as_json,
-          f"action {action_id} ({result['stage']}) {result['status']} by {by}")
+         f"action {action_id} ({result['stage']}) {result['status']} by {by}")
 
 
 @app.command()
@@ -60,7 +60,7 @@ def reject(
         raise ConfigError("--reason: say why the action is rejected")
     result = _decide_on(action_id, by, False, reason)
     emit(result, as_json,
-          f"action {action_id} ({result['stage']}) rejected by {by}")
+         f"action {action_id} ({result['stage']}) rejected by {by}")
 
 
 # --- calls and pauses --------------------------------------------------------------------
@@ -97,7 +97,7 @@ def calls(
         print_json(rows)
     else:
         print_table(rows, ["task_id", "customer_id", "customer_name", "phone", "invoice_ids",
-                      "total_open", "assignee", "due_on"], f"{len(rows)} calls to make")
+                           "total_open", "assignee", "due_on"], f"{len(rows)} calls to make")
 
 
 @app.command("call-done")
@@ -132,9 +132,9 @@ def call_done(
             on=on, until=date_given, amount=_amount(amount),
             reason=reason, invoice_refs=invoice or None)
     emit(result, as_json,
-          f"call task {task_id}: {outcome} recorded; task {result['status']}"
-          + (f", {result['invoices_paused']} invoice(s) paused"
-             if result["invoices_paused"] else ""))
+         f"call task {task_id}: {outcome} recorded; task {result['status']}"
+         + (f", {result['invoices_paused']} invoice(s) paused"
+            if result["invoices_paused"] else ""))
 
 
 @app.command()
@@ -155,7 +155,7 @@ def dispute(
         result = {"invoice_id": invoice.external_id, "state": invoice.state,
                   "state_reason": invoice.state_reason}
     emit(result, as_json,
-          f"invoice {invoice_id} paused: disputed")
+         f"invoice {invoice_id} paused: disputed")
 
 
 @app.command()
@@ -177,7 +177,7 @@ def resolve(
         result = {"invoice_id": invoice.external_id, "state": invoice.state,
                   "state_reason": invoice.state_reason}
     emit(result, as_json,
-          f"invoice {invoice_id}: dispute resolved, now {result['state']}")
+         f"invoice {invoice_id}: dispute resolved, now {result['state']}")
 
 
 @app.command()
