@@ -19,10 +19,11 @@ from dunning.channels.message import Line, Message
 from dunning.channels.outbox import Outbox
 from dunning.channels.protocol import Channel, Claimed
 from dunning.channels.sendgrid import SendGrid
+from dunning.coltypes import utcnow
 from dunning.db import transaction
 from dunning.errors import DeliveryError
 from dunning.ledger import chunks
-from dunning.models import Action, ActionInvoice, Customer, Invoice, utcnow
+from dunning.models import Action, ActionInvoice, Customer, Invoice
 from dunning.policy import Policy
 from dunning.shards import Shard, in_shard
 

@@ -3,72 +3,38 @@ runs are ours. Transitions are append-only; an action is an outbox row with a un
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime
+import zlib
+from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import BigInteger, Column, DateTime, Index, Numeric
-from sqlalchemy.engine import Dialect
-from sqlalchemy.types import TypeDecorator
+from sqlalchemy import BigInteger, Column, Index
 from sqlmodel import Field, SQLModel
 
-CENT = Decimal("0.01")
-_SCALE = 10_000
+from dunning.coltypes import E, EnumText, Money, UTCDateTime, utcnow
+from dunning.statuses import (
+    ActionStatus,
+    CaseChannel,
+    CaseStatus,
+    Decision,
+    InvoiceState,
+    RunStatus,
+    TransitionEvent,
+)
 
 
-def utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
-class Money(TypeDecorator[Decimal]):
-    """Exact money: NUMERIC(18,4) on PostgreSQL, ten-thousandths in an integer on SQLite
-    (SQLite has no decimal type and would round-trip through float)."""
-
-    impl = Numeric(18, 4)
-    cache_ok = True
-
-    def load_dialect_impl(self, dialect: Dialect) -> Any:
-        if dialect.name == "sqlite":
-            return dialect.type_descriptor(BigInteger())
-        return dialect.type_descriptor(Numeric(18, 4, asdecimal=True))
-
-    def process_bind_param(self, value: Any, dialect: Dialect) -> Any:
-        if value is None:
-            return None
-        value = Decimal(value)
-        if dialect.name == "sqlite":
-            return int((value * _SCALE).to_integral_value())
-        return value
-
-    def process_result_value(self, value: Any, dialect: Dialect) -> Decimal | None:
-        if value is None:
-            return None
-        amount = Decimal(value).scaleb(-4) if dialect.name == "sqlite" else Decimal(value)
-        cents = amount.quantize(CENT)
-        return cents if cents == amount else amount.normalize()
-
-
-class UTCDateTime(TypeDecorator[datetime]):
-    """Timestamps stored and returned UTC-aware on every database."""
-
-    impl = DateTime(timezone=True)
-    cache_ok = True
-
-    def process_bind_param(self, value: Any, dialect: Dialect) -> Any:
-        if value is not None and value.tzinfo is None:
-            raise ValueError("naive datetime given for a UTC timestamp")
-        return value
-
-    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
-        if value is not None and value.tzinfo is None:
-            return value.replace(tzinfo=UTC)
-        return value
+def shard_key(external_id: str) -> int:
+    """The stable hash of a customer id: crc32 of its UTF-8 bytes (0 .. 2**32 - 1)."""
+    return zlib.crc32(external_id.encode("utf-8"))
 
 
 def _shard_key_default(context: Any) -> int:
-    from dunning.shards import shard_key
-
     return shard_key(context.get_current_parameters()["external_id"])
+
+
+def _status(enum: type[E], length: int, default: Any = ...) -> Any:
+    """A required status column (`...`: no default, the writer says which)."""
+    return Field(default=default, sa_type=EnumText(enum, length), nullable=False)
 
 
 def _money(nullable: bool = False) -> Any:
@@ -116,7 +82,7 @@ class Invoice(SQLModel, table=True):
     amount_open: Decimal = _money()
     stage: str | None = Field(default=None, max_length=64)
     stage_entered_on: date | None = None
-    state: str = Field(default="active", max_length=16)  # active | paused | closed
+    state: InvoiceState = _status(InvoiceState, 16, InvoiceState.ACTIVE)
     state_reason: str | None = None
     paused_until: date | None = None
     closed_on: date | None = None
@@ -138,10 +104,10 @@ class Transition(SQLModel, table=True):
 
     id: int | None = Field(default=None, primary_key=True)
     invoice_id: int = Field(foreign_key="invoice.id", index=True)
-    event: str = Field(max_length=16)  # stage | settled | reopened | paused | resumed
+    event: TransitionEvent = _status(TransitionEvent, 16)
     from_stage: str | None = None
     to_stage: str | None = None
-    state: str = Field(max_length=16)  # the invoice's state after the change
+    state: InvoiceState = _status(InvoiceState, 16)  # the invoice's state after the change
     business_date: date
     at: datetime = _stamp()
     reason: str
@@ -162,7 +128,7 @@ class Action(SQLModel, table=True):
     stage: str = Field(max_length=64)
     template: str | None = None
     customer_id: int = Field(foreign_key="customer.id", index=True)
-    status: str = Field(max_length=20)
+    status: ActionStatus = _status(ActionStatus, 20)
     business_date: date
     run_id: str | None = Field(default=None, max_length=64)
     attempts: int = 0
@@ -195,7 +161,7 @@ class ActionInvoice(SQLModel, table=True):
 class Approval(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     action_id: int = Field(foreign_key="action.id", index=True)
-    decision: str = Field(max_length=16)  # approved | rejected
+    decision: Decision = _status(Decision, 16)
     by: str = Field(max_length=100)
     at: datetime = _stamp()
     comment: str | None = None
@@ -208,7 +174,7 @@ class Run(SQLModel, table=True):
     finished_at: datetime | None = Field(
         default=None, sa_column=Column(UTCDateTime(), nullable=True)
     )
-    status: str = Field(default="running", max_length=16)  # running | completed | failed | crashed
+    status: RunStatus = _status(RunStatus, 16, RunStatus.RUNNING)
     shard: str | None = Field(default=None, max_length=16)  # "K/N"; None: every customer
     # ladder.fingerprint() of the policy this run evaluated under (None: it evaluated nothing);
     # review dates computed under another ladder are not trusted (ledger.trusts_review_dates).
@@ -255,8 +221,8 @@ class AgencyCase(SQLModel, table=True):
     customer_id: int = Field(foreign_key="customer.id", index=True)
     reference: str = Field(max_length=200)  # ours, sent in the case and as Idempotency-Key
     agency_case_id: str | None = Field(default=None, max_length=200)  # None: exported as files
-    channel: str = Field(max_length=16)  # api | export
-    status: str = Field(default="open", max_length=20)  # open | collected | unrecoverable
+    channel: CaseChannel = _status(CaseChannel, 16)
+    status: CaseStatus = _status(CaseStatus, 20, CaseStatus.OPEN)
     opened_on: date
     closed_on: date | None = None
     collected: Decimal = _money()  # in total, as last reported by the agency

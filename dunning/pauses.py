@@ -10,9 +10,10 @@ from typing import Any
 from sqlalchemy import insert, select, update
 from sqlalchemy.orm import Session
 
+from dunning.coltypes import utcnow
 from dunning.errors import ConflictError, NotFoundError
 from dunning.ledger import drop_from_undelivered, transition_row
-from dunning.models import Customer, Invoice, Transition, utcnow
+from dunning.models import Customer, Invoice, Transition
 
 
 def invoice_by_ref(session: Session, external_id: str) -> Invoice:

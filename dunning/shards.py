@@ -9,19 +9,17 @@ database. The database keeps crc32 in `customer.shard_key` so that queries can f
 from __future__ import annotations
 
 import re
-import zlib
 from dataclasses import dataclass
 from typing import Any
 
+from sqlalchemy import select
+from sqlmodel import col
+
 from dunning.errors import ConfigError
+from dunning.models import Customer, shard_key
 from dunning.sources.snapshot import Snapshot
 
 _SHAPE = re.compile(r"\s*(\d+)\s*/\s*(\d+)\s*")
-
-
-def shard_key(external_id: str) -> int:
-    """The stable hash of a customer id: crc32 of its UTF-8 bytes (0 .. 2**32 - 1)."""
-    return zlib.crc32(external_id.encode("utf-8"))
 
 
 @dataclass(frozen=True)
@@ -61,11 +59,8 @@ class Shard:
 
     def customers(self) -> Any:
         """A subquery of the ids of this shard's customers."""
-        from sqlalchemy import select
-
-        from dunning.models import Customer
-
-        return select(Customer.id).where(Customer.shard_key % self.count == self.index - 1)
+        key = col(Customer.shard_key)
+        return select(col(Customer.id)).where(key % self.count == self.index - 1)
 
     def split(self, snapshot: Snapshot) -> Snapshot:
         """This shard's customers and their invoices. The ids seen stay those of the whole

@@ -34,7 +34,7 @@ from sqlalchemy import (
     text,
 )
 
-from dunning.models import Money
+from dunning.coltypes import Money
 from dunning.shards import Shard
 from dunning.sources.snapshot import CustomerRow, InvoiceRow, Reject, Snapshot
 

@@ -5,11 +5,22 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import create_engine
 
-import dunning.models  # noqa: F401  (registers the tables)
-from sqlmodel import SQLModel
-
 config = context.config
-target_metadata = SQLModel.metadata
+
+
+def _target_metadata():  # type: ignore[no-untyped-def]
+    """The live models, for `alembic revision --autogenerate` only: an upgrade runs each
+    revision's own description of the schema and never imports the tables as they are today."""
+    if not context.is_offline_mode() and config.cmd_opts is not None and getattr(
+            config.cmd_opts, "autogenerate", False):
+        import dunning.models  # noqa: F401  (registers the tables)
+        from sqlmodel import SQLModel
+
+        return SQLModel.metadata
+    return None
+
+
+target_metadata = _target_metadata()
 
 
 def run_migrations() -> None:

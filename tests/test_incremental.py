@@ -21,11 +21,12 @@ from sqlalchemy import select, text
 
 from dunning import calls, daily, ledger, pauses
 from dunning.business_days import business_days
+from dunning.coltypes import utcnow
 from dunning.context import Context
 from dunning.db import get_engine, transaction, upgrade
 from dunning.ladder import fingerprint
 from dunning.ledger import BatchResult
-from dunning.models import Action, Run, utcnow
+from dunning.models import Action, Run
 from dunning.policy import load_policy
 from dunning.settings import Settings
 from dunning.shards import Shard

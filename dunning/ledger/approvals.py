@@ -8,10 +8,11 @@ from datetime import date
 from sqlalchemy import insert, select, update
 from sqlalchemy.orm import Session
 
+from dunning.coltypes import utcnow
 from dunning.errors import ConflictError, NotFoundError
 from dunning.ledger.outbox import drop_from_undelivered, forget_review
 from dunning.ledger.transitions import transition_row
-from dunning.models import Action, ActionInvoice, Approval, Invoice, Transition, utcnow
+from dunning.models import Action, ActionInvoice, Approval, Invoice, Transition
 from dunning.policy import Policy
 
 

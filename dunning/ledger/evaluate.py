@@ -13,10 +13,11 @@ from typing import Any
 from sqlalchemy import func, select, union_all, update
 from sqlalchemy.orm import Session
 
+from dunning.coltypes import utcnow
 from dunning.db import chunks
 from dunning.ladder import Decision, InvoiceFacts, decide, fingerprint, review_after
 from dunning.ledger.transitions import transition_row
-from dunning.models import Action, ActionInvoice, Customer, Invoice, Run, Transition, utcnow
+from dunning.models import Action, ActionInvoice, Customer, Invoice, Run, Transition
 from dunning.policy import Policy
 from dunning.shards import Shard, in_shard
 

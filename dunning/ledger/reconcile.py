@@ -27,12 +27,13 @@ from sqlalchemy import (
 from sqlalchemy.orm import Session
 
 from dunning.business_days import business_days_between
+from dunning.coltypes import Money, UTCDateTime, utcnow
 from dunning.db import chunks
 from dunning.errors import MassSettlement
 from dunning.ledger.outbox import drop_from_undelivered
 from dunning.ledger.transitions import transition_row
 from dunning.mass_settlement import Book, Settled, objection
-from dunning.models import Customer, Invoice, Money, Run, Transition, UTCDateTime, utcnow
+from dunning.models import Customer, Invoice, Run, Transition
 from dunning.policy import Policy
 from dunning.shards import Shard, in_shard
 from dunning.sources.snapshot import CustomerRow, Snapshot

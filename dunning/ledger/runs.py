@@ -9,8 +9,9 @@ from typing import Any
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
+from dunning.coltypes import utcnow
 from dunning.errors import ConfigError, RunDateError
-from dunning.models import Invoice, Run, utcnow
+from dunning.models import Invoice, Run
 from dunning.shards import Shard
 
 

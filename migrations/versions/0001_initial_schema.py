@@ -11,7 +11,7 @@ import sqlalchemy as sa
 import sqlmodel
 from alembic import op
 
-import dunning.models
+import dunning.coltypes
 
 
 revision = '0001'
@@ -29,20 +29,20 @@ def upgrade() -> None:
     sa.Column('phone', sqlmodel.sql.sqltypes.AutoString(), nullable=True),
     sa.Column('language', sqlmodel.sql.sqltypes.AutoString(length=8), nullable=False),
     sa.Column('country', sqlmodel.sql.sqltypes.AutoString(length=2), nullable=True),
-    sa.Column('credit_limit', dunning.models.Money(precision=18, scale=4), nullable=True),
+    sa.Column('credit_limit', dunning.coltypes.Money(precision=18, scale=4), nullable=True),
     sa.Column('segment', sqlmodel.sql.sqltypes.AutoString(), nullable=True),
     sa.Column('collector', sqlmodel.sql.sqltypes.AutoString(), nullable=True),
     sa.Column('hold_until', sa.Date(), nullable=True),
     sa.Column('hold_reason', sqlmodel.sql.sqltypes.AutoString(), nullable=True),
-    sa.Column('updated_at', dunning.models.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('updated_at', dunning.coltypes.UTCDateTime(timezone=True), nullable=False),
     sa.PrimaryKeyConstraint('id'),
     sa.UniqueConstraint('external_id')
     )
     op.create_table('run',
     sa.Column('id', sqlmodel.sql.sqltypes.AutoString(length=64), nullable=False),
     sa.Column('business_date', sa.Date(), nullable=False),
-    sa.Column('started_at', dunning.models.UTCDateTime(timezone=True), nullable=False),
-    sa.Column('finished_at', dunning.models.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('started_at', dunning.coltypes.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('finished_at', dunning.coltypes.UTCDateTime(timezone=True), nullable=True),
     sa.Column('status', sqlmodel.sql.sqltypes.AutoString(length=16), nullable=False),
     sa.Column('invoices_seen', sa.Integer(), nullable=False),
     sa.Column('rejected_rows', sa.Integer(), nullable=False),
@@ -69,9 +69,9 @@ def upgrade() -> None:
     sa.Column('retryable', sa.Boolean(), nullable=False),
     sa.Column('provider_id', sqlmodel.sql.sqltypes.AutoString(), nullable=True),
     sa.Column('last_error', sqlmodel.sql.sqltypes.AutoString(), nullable=True),
-    sa.Column('created_at', dunning.models.UTCDateTime(timezone=True), nullable=False),
-    sa.Column('updated_at', dunning.models.UTCDateTime(timezone=True), nullable=False),
-    sa.Column('sent_at', dunning.models.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('created_at', dunning.coltypes.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('updated_at', dunning.coltypes.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('sent_at', dunning.coltypes.UTCDateTime(timezone=True), nullable=True),
     sa.ForeignKeyConstraint(['customer_id'], ['customer.id'], ),
     sa.PrimaryKeyConstraint('id'),
     sa.UniqueConstraint('dedupe_key')
@@ -88,15 +88,15 @@ def upgrade() -> None:
     sa.Column('issue_date', sa.Date(), nullable=True),
     sa.Column('due_date', sa.Date(), nullable=False),
     sa.Column('currency', sqlmodel.sql.sqltypes.AutoString(length=3), nullable=False),
-    sa.Column('amount', dunning.models.Money(precision=18, scale=4), nullable=False),
-    sa.Column('amount_open', dunning.models.Money(precision=18, scale=4), nullable=False),
+    sa.Column('amount', dunning.coltypes.Money(precision=18, scale=4), nullable=False),
+    sa.Column('amount_open', dunning.coltypes.Money(precision=18, scale=4), nullable=False),
     sa.Column('stage', sqlmodel.sql.sqltypes.AutoString(length=64), nullable=True),
     sa.Column('stage_entered_on', sa.Date(), nullable=True),
     sa.Column('state', sqlmodel.sql.sqltypes.AutoString(length=16), nullable=False),
     sa.Column('state_reason', sqlmodel.sql.sqltypes.AutoString(), nullable=True),
     sa.Column('paused_until', sa.Date(), nullable=True),
     sa.Column('closed_on', sa.Date(), nullable=True),
-    sa.Column('updated_at', dunning.models.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('updated_at', dunning.coltypes.UTCDateTime(timezone=True), nullable=False),
     sa.ForeignKeyConstraint(['customer_id'], ['customer.id'], ),
     sa.PrimaryKeyConstraint('id'),
     sa.UniqueConstraint('external_id')
@@ -108,7 +108,7 @@ def upgrade() -> None:
     op.create_table('action_invoice',
     sa.Column('action_id', sa.Integer(), nullable=False),
     sa.Column('invoice_id', sa.Integer(), nullable=False),
-    sa.Column('amount_open', dunning.models.Money(precision=18, scale=4), nullable=False),
+    sa.Column('amount_open', dunning.coltypes.Money(precision=18, scale=4), nullable=False),
     sa.Column('days_overdue', sa.Integer(), nullable=False),
     sa.Column('reason', sqlmodel.sql.sqltypes.AutoString(), nullable=False),
     sa.Column('dropped_reason', sqlmodel.sql.sqltypes.AutoString(), nullable=True),
@@ -124,7 +124,7 @@ def upgrade() -> None:
     sa.Column('action_id', sa.Integer(), nullable=False),
     sa.Column('decision', sqlmodel.sql.sqltypes.AutoString(length=16), nullable=False),
     sa.Column('by', sqlmodel.sql.sqltypes.AutoString(length=100), nullable=False),
-    sa.Column('at', dunning.models.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('at', dunning.coltypes.UTCDateTime(timezone=True), nullable=False),
     sa.Column('comment', sqlmodel.sql.sqltypes.AutoString(), nullable=True),
     sa.ForeignKeyConstraint(['action_id'], ['action.id'], ),
     sa.PrimaryKeyConstraint('id')
@@ -140,7 +140,7 @@ def upgrade() -> None:
     sa.Column('to_stage', sqlmodel.sql.sqltypes.AutoString(), nullable=True),
     sa.Column('state', sqlmodel.sql.sqltypes.AutoString(length=16), nullable=False),
     sa.Column('business_date', sa.Date(), nullable=False),
-    sa.Column('at', dunning.models.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('at', dunning.coltypes.UTCDateTime(timezone=True), nullable=False),
     sa.Column('reason', sqlmodel.sql.sqltypes.AutoString(), nullable=False),
     sa.Column('detail', sqlmodel.sql.sqltypes.AutoString(), nullable=True),
     sa.Column('actor', sqlmodel.sql.sqltypes.AutoString(length=100), nullable=False),

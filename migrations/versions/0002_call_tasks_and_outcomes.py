@@ -11,7 +11,7 @@ import sqlalchemy as sa
 import sqlmodel
 from alembic import op
 
-import dunning.models
+import dunning.coltypes
 
 
 revision = '0002'
@@ -26,10 +26,10 @@ def upgrade() -> None:
     sa.Column('action_id', sa.Integer(), nullable=False),
     sa.Column('outcome', sqlmodel.sql.sqltypes.AutoString(length=20), nullable=False),
     sa.Column('by', sqlmodel.sql.sqltypes.AutoString(length=100), nullable=False),
-    sa.Column('at', dunning.models.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('at', dunning.coltypes.UTCDateTime(timezone=True), nullable=False),
     sa.Column('business_date', sa.Date(), nullable=False),
     sa.Column('until', sa.Date(), nullable=True),
-    sa.Column('amount', dunning.models.Money(precision=18, scale=4), nullable=True),
+    sa.Column('amount', dunning.coltypes.Money(precision=18, scale=4), nullable=True),
     sa.Column('note', sqlmodel.sql.sqltypes.AutoString(), nullable=True),
     sa.ForeignKeyConstraint(['action_id'], ['action.id'], ),
     sa.PrimaryKeyConstraint('id')

@@ -11,7 +11,7 @@ import sqlalchemy as sa
 import sqlmodel
 from alembic import op
 
-import dunning.models
+import dunning.coltypes
 
 
 revision = '0003'

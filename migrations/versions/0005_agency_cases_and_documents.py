@@ -11,7 +11,7 @@ import sqlalchemy as sa
 import sqlmodel
 from alembic import op
 
-import dunning.models
+import dunning.coltypes
 
 
 revision = '0005'
@@ -32,9 +32,9 @@ def upgrade() -> None:
         sa.Column('status', sqlmodel.sql.sqltypes.AutoString(length=20), nullable=False),
         sa.Column('opened_on', sa.Date(), nullable=False),
         sa.Column('closed_on', sa.Date(), nullable=True),
-        sa.Column('collected', dunning.models.Money(precision=18, scale=4), nullable=False),
+        sa.Column('collected', dunning.coltypes.Money(precision=18, scale=4), nullable=False),
         sa.Column('agency_status', sqlmodel.sql.sqltypes.AutoString(), nullable=True),
-        sa.Column('synced_at', dunning.models.UTCDateTime(), nullable=True),
+        sa.Column('synced_at', dunning.coltypes.UTCDateTime(), nullable=True),
         sa.ForeignKeyConstraint(['action_id'], ['action.id'], ),
         sa.ForeignKeyConstraint(['customer_id'], ['customer.id'], ),
         sa.PrimaryKeyConstraint('id'),
@@ -47,7 +47,7 @@ def upgrade() -> None:
         batch_op.add_column(sa.Column('document', sqlmodel.sql.sqltypes.AutoString(),
                                       nullable=True))
     with op.batch_alter_table('invoice', schema=None) as batch_op:
-        batch_op.add_column(sa.Column('agency_collected', dunning.models.Money(precision=18, scale=4), nullable=True))
+        batch_op.add_column(sa.Column('agency_collected', dunning.coltypes.Money(precision=18, scale=4), nullable=True))
 
 
 def downgrade() -> None:

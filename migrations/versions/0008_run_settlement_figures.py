@@ -11,7 +11,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-import dunning.models
+import dunning.coltypes
 
 revision = '0008'
 down_revision = '0007'
@@ -25,7 +25,7 @@ def upgrade() -> None:
         batch_op.add_column(sa.Column('settled_invoices', sa.Integer(), nullable=True))
         batch_op.add_column(sa.Column('settled_customers', sa.Integer(), nullable=True))
         batch_op.add_column(sa.Column('settled_amount',
-                                      dunning.models.Money(precision=18, scale=4),
+                                      dunning.coltypes.Money(precision=18, scale=4),
                                       nullable=True))
         batch_op.add_column(sa.Column('mass_settlement', sa.Boolean(), nullable=False,
                                       server_default=sa.false()))

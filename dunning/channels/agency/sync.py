@@ -14,10 +14,11 @@ from sqlalchemy.orm import Session
 
 from dunning.channels.agency.client import AgencyClient
 from dunning.channels.agency.models import CaseStatus
+from dunning.coltypes import utcnow
 from dunning.db import transaction
 from dunning.errors import DeliveryError
 from dunning.ledger import drop_from_undelivered, transition_row
-from dunning.models import ActionInvoice, Invoice, Transition, utcnow
+from dunning.models import ActionInvoice, Invoice, Transition
 from dunning.models import AgencyCase as CaseRow
 from dunning.pauses import pause
 from dunning.policy import Policy
