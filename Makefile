@@ -1,5 +1,6 @@
 # make demo: set up and run the sample portfolio over simulated business days (SQLite, ./outbox)
 # make test: the whole suite, on three workers (they wait on Prefect and subprocesses) (SQLite, and PostgreSQL at DUNNING_TEST_PG_URL or 127.0.0.1:5432/test)
+# make lint: ruff and mypy (CI runs it before the tests)
 # make lock: recompile requirements.lock from pyproject.toml's ranges (see the README, "Dependencies")
 # make messages: the templates' wording into locale/dunning.pot, then each language's catalog updated from it
 
@@ -26,8 +27,10 @@ demo: $(BIN)/dunning
 test: $(BIN)/dunning
 	$(BIN)/pytest -q -n 3
 
+# ruff, then mypy with the pydantic plugin over dunning, flows and tasks (pyproject.toml, [tool.mypy])
 lint: $(BIN)/dunning
 	$(BIN)/ruff check dunning flows tasks tests bench
+	$(BIN)/mypy
 
 # The newest versions pyproject.toml's ranges allow, for Linux x86_64 and Python 3.11 (this
 # project's machines); hatchling and editables are pinned too, since the editable install builds without isolation.
