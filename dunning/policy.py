@@ -171,6 +171,14 @@ class Phone(_Strict):
     max_attempts: int = Field(3, ge=1)  # calls without an answer before the task is given up
 
 
+class Contact(_Strict):
+    """How often a customer hears from us, whatever the number of its invoices (dunning/contact.py).
+    Steps a person asked for (an approved formal notice) are never held back by it."""
+
+    min_days_between: int = Field(7, ge=0)  # calendar days between two messages to a customer
+    max_per_month: int = Field(4, ge=1)  # messages to a customer in a calendar month
+
+
 class Pauses(_Strict):
     promise_grace_days: int = Field(3, ge=0)  # after a promised date, before it counts as broken
     payment_in_transit_days: int = Field(5, ge=0)  # after "I have paid", before we look again
@@ -206,6 +214,7 @@ class Policy(_Strict):
     law: Law = Law()
     letters: Letters = Letters()
     pauses: Pauses = Pauses()
+    contact: Contact = Contact()
     payment_days: int = Field(8, ge=0, description="days given to pay in firmer reminders")
     batch_size: int = Field(20_000, ge=1)
     # A snapshot that would settle more than this share of the open invoices or of the open
