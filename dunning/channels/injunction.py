@@ -71,7 +71,7 @@ def siren(legal_id: str | None) -> str:
             number = siren_number.validate(digits)
     except StdnumError as exc:
         raise ValueError(f"{legal_id!r} is not a valid SIREN, SIRET or French VAT number "
-                         f"({exc.message.lower().rstrip('.')})") from None
+                         f"({str(exc).lower().rstrip('.')})") from None
     return siren_number.format(number)
 
 
