@@ -5,7 +5,7 @@
 # strings (pydantic: "`Daily_DunningModel` is not fully defined; you should define `date`").
 import uuid
 from datetime import date
-from typing import Any
+from typing import Any, TypeVar, cast
 
 from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
@@ -30,6 +30,15 @@ from tasks.daily import (
     simulate,
 )
 
+T = TypeVar("T")
+
+
+def _unwalked(value: T) -> T:
+    """`value` in Prefect's quote(): Prefect would otherwise walk every row of it looking for
+    futures. The task receives `value` itself (Prefect unwraps the quote before calling it), but
+    Task.__call__'s signature does not say so: hence the cast, to the type the task receives."""
+    return cast(T, quote(value))
+
 
 @flow(name="daily-dunning", log_prints=False)
 def daily_dunning(as_of: date | None = None, dry_run: bool = False,
@@ -51,12 +60,12 @@ def daily_dunning(as_of: date | None = None, dry_run: bool = False,
         daily.check_date(ctx, as_of, part)
         snapshot = _pull(ctx, part, clock)
         with clock("evaluate"):
-            reconciled, evaluated, dispatched = simulate(ctx, quote(snapshot), as_of, run_id,
+            reconciled, evaluated, dispatched = simulate(ctx, _unwalked(snapshot), as_of, run_id,
                                                            accept_mass_settlement, part)
         with clock("report"):
             report = daily.build_report(ctx, run_id, as_of, True, snapshot, reconciled,
                                         evaluated, dispatched, shard=part)
-            publish_report(quote(report))
+            publish_report(_unwalked(report))
         return _done(report, clock)
 
     # One run of a shard at a time, the lock held to the end (dunning.runlock): a second run is
@@ -69,8 +78,7 @@ def daily_dunning(as_of: date | None = None, dry_run: bool = False,
         try:
             snapshot = _pull(ctx, part, clock)
             with clock("reconcile"):
-                # quote(): Prefect would otherwise walk every row looking for futures.
-                reconciled = reconcile(ctx, quote(snapshot), as_of, run_id,
+                reconciled = reconcile(ctx, _unwalked(snapshot), as_of, run_id,
                                        accept_mass_settlement, part)
         except BaseException:
             daily.forget(ctx, run_id)  # nothing was changed
@@ -95,7 +103,7 @@ def daily_dunning(as_of: date | None = None, dry_run: bool = False,
                 ctx, run_id, as_of, False, snapshot, reconciled, evaluated, dispatched,
                 letters, handed, filed, synced, shard=part, crashed=crashed)
             daily.finish(ctx, run_id, report)
-            publish_report(quote(report))
+            publish_report(_unwalked(report))
     return _done(report, clock)
 
 

@@ -30,20 +30,29 @@ MAX_LOCAL_SHARDS = 16  # threads (and database connections) of the subflow mode
 
 @task(name="shard", cache_policy=NO_CACHE, task_run_name="shard-{shard}")
 def run_shard(shard: str, as_of: date, dry_run: bool, accept_mass_settlement: bool,
-              deployment: str | None, parent: str | None) -> dict[str, Any]:
-    """One shard: a flow run of `deployment` (waited for), or the daily flow as a subflow."""
+              deployment: str | None, parent: str | None,
+              config: str | None = None) -> dict[str, Any]:
+    """One shard: a flow run of `deployment` (waited for), or the daily flow as a subflow.
+    `config`, the policy file, is passed on when given (a deployment otherwise keeps its own)."""
     if deployment is None:
         report = daily_dunning(as_of=as_of, dry_run=dry_run,
-                               accept_mass_settlement=accept_mass_settlement, shard=shard)
+                               accept_mass_settlement=accept_mass_settlement, shard=shard,
+                               config=config)
         return {"shard": shard, "state": "COMPLETED", "flow_run_id": report["run_id"],
                 "report": report}
     from prefect.client.schemas.objects import FlowRun
     from prefect.deployments import run_deployment
 
+    parameters: dict[str, Any] = {"as_of": as_of.isoformat(), "shard": shard,
+                                  "dry_run": dry_run,
+                                  "accept_mass_settlement": accept_mass_settlement}
+    if config is not None:
+        parameters["config"] = config
+    # Prefect types run_deployment (sync_compatible) as returning a coroutine or a FlowRun;
+    # called from synchronous code it returns the FlowRun.
     run: FlowRun = run_deployment(  # type: ignore[assignment]
         name=deployment,
-        parameters={"as_of": as_of.isoformat(), "shard": shard, "dry_run": dry_run,
-                    "accept_mass_settlement": accept_mass_settlement},
+        parameters=parameters,
         flow_run_name=f"dunning-{as_of.isoformat()}-shard-{shard.replace('/', '-of-')}",
         # A retried parent finds the shard's run instead of starting a second one.
         idempotency_key=f"{parent}:{shard}" if parent else None,
@@ -71,26 +80,31 @@ def _totals(reports: list[dict[str, Any]]) -> dict[str, Any]:
     return {"entered": dict(entered), "actions_created": dict(created), **sums}
 
 
+# Prefect's flow() expects a TaskRunner[PrefectFuture[Any]]; the generic is invariant, so its own
+# ThreadPoolTaskRunner (of PrefectConcurrentFuture) does not type-check as one.
 @flow(name="sharded-dunning", log_prints=False,
       task_runner=ThreadPoolTaskRunner(max_workers=MAX_LOCAL_SHARDS))  # type: ignore[arg-type]
 def sharded_dunning(as_of: date | None = None, shards: int = 2, deployment: str | None = None,
-                    dry_run: bool = False,
-                    accept_mass_settlement: bool = False) -> dict[str, Any]:
+                    dry_run: bool = False, accept_mass_settlement: bool = False,
+                    config: str | None = None) -> dict[str, Any]:
     """Run the daily flow as `shards` shard runs at once, for one business date (default:
     today in the policy's time zone, computed once so that every shard agrees).
 
     `deployment`: the daily flow's deployment to start per shard (on its work pool);
-    none: the shards run here as concurrent subflows."""
+    none: the shards run here as concurrent subflows. `config` is the policy file, as for the
+    daily flow (default: DUNNING_CONFIG, else ./config/policy.yaml, else the shipped one); each
+    shard is given it."""
     logger = get_run_logger()
     if shards < 1 or (deployment is None and shards > MAX_LOCAL_SHARDS):
         limit = "" if deployment else f" (at most {MAX_LOCAL_SHARDS} without a deployment)"
         raise ConfigError(f"shards: {shards} is not a number of shards ≥ 1{limit}")
-    as_of = as_of or daily.load_context().today()
+    as_of = as_of or daily.load_context(config).today()
     parent = str(flow_run.id) if flow_run.id else None
     names = [f"{k}/{shards}" for k in range(1, shards + 1)]
     logger.info("dunning %s in %d shards %s", as_of, shards,
                 f"on deployment {deployment}" if deployment else "as subflows")
-    futures = [run_shard.submit(name, as_of, dry_run, accept_mass_settlement, deployment, parent)
+    futures = [run_shard.submit(name, as_of, dry_run, accept_mass_settlement, deployment, parent,
+                                config)
                for name in names]
     outcomes: dict[str, dict[str, Any]] = {}
     for name, future in zip(names, futures, strict=True):

@@ -9,7 +9,8 @@ from typing import Any
 
 import pytest
 
-from dunning.demo.simulation import DEMO_TOKEN
+from dunning.db import get_engine, transaction
+from dunning.demo.simulation import DEMO_TOKEN, _tallies
 from tests.helpers import cli
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
@@ -39,6 +40,11 @@ def test_the_demo_shows_the_ladder_at_work(workdir: Path, monkeypatch: pytest.Mo
     assert DEMO_TOKEN not in json.dumps(parameters)
     again = cli("demo", "--days", "1")
     assert again.exit_code == 2 and "empty database" in again.stderr
+    # The printed summary shows plain words, not the enums the database's columns load as.
+    with transaction(get_engine(os.environ["DUNNING_DATABASE_URL"])) as session:
+        tallies = _tallies(session)
+    assert tallies["by_state"]["active"] > 0 and "InvoiceState" not in repr(tallies)
+    assert tallies["reached"]["phone_call"] == summary["reached"]["phone_call"]
 
 
 def _flow_runs() -> list[Any]:

@@ -12,7 +12,10 @@ from pathlib import Path
 import pytest
 import yaml
 from pypdf import PdfReader
+from stdnum.exceptions import InvalidFormat
+from stdnum.exceptions import ValidationError as StdnumError
 
+from dunning.channels import injunction
 from dunning.channels.injunction import siren
 from tests.conftest import Portfolio
 from tests.helpers import approve_pending, as_json, day, run
@@ -174,3 +177,17 @@ def test_siren_is_read_from_any_french_identifier(given: str, expected: str) -> 
 def test_a_wrong_siren_is_refused(given: str | None) -> None:
     with pytest.raises(ValueError):
         siren(given)
+
+
+@pytest.mark.parametrize("error", [StdnumError("the registry says no"),
+                                   InvalidFormat("the registry says no")])
+def test_a_refusal_says_what_the_validator_said(monkeypatch: pytest.MonkeyPatch,
+                                                error: StdnumError) -> None:
+    # stdnum's base ValidationError has no `message` attribute, and a message given to a subclass
+    # is in its args, not in the class's `message`: the reason is str(exc).
+    def refuse(number: str) -> str:
+        raise error
+
+    monkeypatch.setattr(injunction.siren_number, "validate", refuse)
+    with pytest.raises(ValueError, match=r"\(the registry says no\)"):
+        siren("732829320")

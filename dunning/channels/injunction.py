@@ -46,6 +46,7 @@ from dunning.files import safe_name
 from dunning.policy import Policy
 from dunning.resources import templates_dir
 from dunning.shards import Shard
+from dunning.statuses import TransitionEvent
 
 REQUEST = "1-requete-injonction-de-payer.pdf"
 INVOICES = "2-factures.csv"
@@ -71,7 +72,7 @@ def siren(legal_id: str | None) -> str:
             number = siren_number.validate(digits)
     except StdnumError as exc:
         raise ValueError(f"{legal_id!r} is not a valid SIREN, SIRET or French VAT number "
-                         f"({exc.message.lower().rstrip('.')})") from None
+                         f"({str(exc).lower().rstrip('.')})") from None
     return siren_number.format(number)
 
 
@@ -194,6 +195,10 @@ _OUTCOMES = {"promise": "promesse de paiement", "dispute": "contestation",
              "paid_claimed": "paiement annoncé", "callback": "rappel demandé"}
 
 
+_PAUSE_WORDS = {TransitionEvent.PAUSED: "suspension", TransitionEvent.RESUMED: "reprise",
+                TransitionEvent.RESOLVED: "fin de litige"}
+
+
 def _facts(events: list[Any], locale: Any) -> list[SimpleNamespace]:
     """The amicable recovery, as a lawyer reads it: each reminder sent, each call and what
     came of it, each pause (a dispute must not be hidden from the judge)."""
@@ -207,11 +212,9 @@ def _facts(events: list[Any], locale: Any) -> list[SimpleNamespace]:
             detail = e.description.split(",", 1)[1].strip() if "," in e.description else ""
             what = f"appel téléphonique ({_OUTCOMES.get(outcome.replace(' ', '_'), outcome)}" \
                    + (f" : {detail}" if detail else "") + ")"
-        elif e.event in ("paused", "resumed", "resolved"):
-            word = {"paused": "suspension", "resumed": "reprise",
-                    "resolved": "fin de litige"}[e.event]
-            what = f"{word} — facture {e.invoice_id} : « {e.description} »"
-        elif e.event == "collected":
+        elif e.event in _PAUSE_WORDS:
+            what = f"{_PAUSE_WORDS[e.event]} — facture {e.invoice_id} : « {e.description} »"
+        elif e.event == TransitionEvent.COLLECTED:
             what = f"encaissement partiel — facture {e.invoice_id} : {e.description}"
         else:
             continue

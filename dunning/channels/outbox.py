@@ -45,7 +45,7 @@ class Outbox:
         name = (email.from_name if email else None) or self.policy.creditor.name
         sender = formataddr((name, address)) if name.isascii() else \
             f"{encode_header(name)} <{address}>"
-        out = (f"From: {sender}",)
+        out: tuple[str, ...] = (f"From: {sender}",)
         if email and email.reply_to:
             out += (f"Reply-To: {email.reply_to}",)
         return out

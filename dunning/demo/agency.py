@@ -55,6 +55,8 @@ class AgencyDouble:
     def url(self) -> str:
         assert self.server is not None
         host, port = self.server.server_address[:2]
+        if not isinstance(host, str):  # an address given as bytes is reported as bytes
+            host = bytes(host).decode("ascii")
         return f"http://{host}:{port}/api"
 
     # -- behaviour -----------------------------------------------------------------------------

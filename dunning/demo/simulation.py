@@ -14,6 +14,8 @@ from typing import Any
 
 import yaml
 from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+from sqlmodel import col
 
 from dunning import daily, ledger
 from dunning.business_days import business_days
@@ -25,6 +27,7 @@ from dunning.errors import ConfigError
 from dunning.models import Action, Invoice, Run, Transition
 from dunning.policy import CsvSource, resolve_input
 from dunning.settings import given_secrets
+from dunning.statuses import ActionStatus, InvoiceState, TransitionEvent
 from dunning.views import action_list
 from flows.daily import daily_dunning
 
@@ -59,8 +62,9 @@ def _credit_manager(ctx: daily.Context, on: date) -> int:
     """The demo's credit manager approves every proposal of the day."""
     with transaction(ctx.engine) as session:
         pending = session.execute(
-            select(Action.id).where(Action.status == "pending_approval",
-                                    Action.kind.in_(APPROVED_STAGES)).order_by(Action.id)
+            select(col(Action.id)).where(col(Action.status) == ActionStatus.PENDING_APPROVAL,
+                                         col(Action.kind).in_(APPROVED_STAGES))
+            .order_by(col(Action.id))
         ).scalars().all()
         for action_id in pending:
             ledger.approve(session, ctx.policy, action_id, "Claire (demo credit manager)",
@@ -131,22 +135,16 @@ def run_demo(days: int = 40, as_json: bool = False) -> dict[str, Any]:
                  for case in agency.cases.values()}
 
     with transaction(ctx.engine) as session:
-        stages = dict(session.execute(
-            select(Invoice.stage, func.count()).where(Invoice.state == "active")
-            .group_by(Invoice.stage)).all())
-        states = dict(session.execute(
-            select(Invoice.state, func.count()).group_by(Invoice.state)).all())
-        reached = dict(session.execute(
-            select(Transition.to_stage, func.count(func.distinct(Transition.invoice_id)))
-            .where(Transition.event == "stage").group_by(Transition.to_stage)).all())
-        pending = action_list(session, "pending_approval")
+        tallies = _tallies(session)
+        pending = action_list(session, ActionStatus.PENDING_APPROVAL)
         calls = open_tasks(session, dates[-1])
     outbox = ctx.settings.outbox_dir
     summary = {
         "policy": str(policy_path),
         "days": [r["as_of"] for r in reports],
         "entered": sum((Counter(r["evaluation"]["entered"]) for r in reports), Counter()),
-        "reached": {stage.name: reached.get(stage.name, 0) for stage in ctx.policy.stages},
+        "reached": {stage.name: tallies["reached"].get(stage.name, 0)
+                    for stage in ctx.policy.stages},
         "emails_sent": sum(r["dispatch"]["sent"] for r in reports),
         "emails_failed": sum(r["dispatch"]["failed"] for r in reports),
         "outbox": str(outbox.resolve()),
@@ -157,8 +155,8 @@ def run_demo(days: int = 40, as_json: bool = False) -> dict[str, Any]:
                          for k, v in cases.items()],
         "agency_collected": _merged(r["agency_sync"].get("collected", {}) for r in reports),
         "injunction_files": [f for r in reports for f in r["injunctions"].get("files", [])],
-        "invoices_by_state": states,
-        "active_invoices_by_stage": {str(k): v for k, v in stages.items()},
+        "invoices_by_state": tallies["by_state"],
+        "active_invoices_by_stage": tallies["active_by_stage"],
         "awaiting_approval": [
             {"action_id": a["action_id"], "stage": a["stage"], "customer_id": a["customer_id"],
              "invoice_ids": a["invoice_ids"], "total_open": a["total_open"]}
@@ -173,6 +171,22 @@ def run_demo(days: int = 40, as_json: bool = False) -> dict[str, Any]:
     else:
         _print_summary(summary)
     return summary
+
+
+def _tallies(session: Session) -> dict[str, dict[str, int]]:
+    """Invoices by state, active invoices by stage, and the invoices that reached each stage,
+    keyed by plain strings (a state read from the database is an InvoiceState, whose repr would
+    show in the printed summary)."""
+    by_state = {state.value: n for state, n in session.execute(
+        select(col(Invoice.state), func.count()).group_by(col(Invoice.state)))}
+    active_by_stage = {str(stage): n for stage, n in session.execute(
+        select(col(Invoice.stage), func.count())
+        .where(col(Invoice.state) == InvoiceState.ACTIVE).group_by(col(Invoice.stage)))}
+    reached = {str(stage): n for stage, n in session.execute(
+        select(col(Transition.to_stage), func.count(func.distinct(col(Transition.invoice_id))))
+        .where(col(Transition.event) == TransitionEvent.STAGE)
+        .group_by(col(Transition.to_stage)))}
+    return {"by_state": by_state, "active_by_stage": active_by_stage, "reached": reached}
 
 
 def _merged(parts: Any) -> dict[str, str]:

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from dunning.policy import CsvSource, Policy, resolve_input
-from dunning.sources.snapshot import Snapshot
+from dunning.sources.snapshot import CustomerRow, Reject, Snapshot
 
 if TYPE_CHECKING:
     from sqlalchemy import Engine
@@ -77,7 +77,7 @@ def stage(policy: Policy, policy_path: Path, engine: Engine,
     if isinstance(source, CsvSource):
         from dunning.sources.csv import stream_csv_snapshot
 
-        def read_csv(loader: Loader) -> tuple[list, list, str]:  # type: ignore[type-arg]
+        def read_csv(loader: Loader) -> tuple[list[CustomerRow], list[Reject], str]:
             builder = stream_csv_snapshot(
                 resolve_input(policy_path, source.customers),
                 resolve_input(policy_path, source.invoices),
@@ -93,7 +93,7 @@ def stage(policy: Policy, policy_path: Path, engine: Engine,
     if shard is not None:
         snapshot = shard.split(snapshot)
 
-    def read_snapshot(loader: Loader) -> tuple[list, list, str]:  # type: ignore[type-arg]
+    def read_snapshot(loader: Loader) -> tuple[list[CustomerRow], list[Reject], str]:
         staging.load_snapshot(loader, snapshot)
         return snapshot.customers, snapshot.rejects, ""
 

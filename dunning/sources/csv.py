@@ -3,17 +3,26 @@
 from __future__ import annotations
 
 import csv
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, TypeVar, overload
 
 from dunning.errors import SnapshotError
 from dunning.sources.rows import CUSTOMER_REQUIRED, INVOICE_REQUIRED, SnapshotBuilder
 from dunning.sources.snapshot import InvoiceRow, Snapshot
 
+Row = TypeVar("Row")
+Records = Generator[tuple[int, Row], None, None]
 
+
+@overload
+def _records(path: Path, required: tuple[str, ...], cells: Literal[False] = False
+             ) -> Records[dict[str, str]]: ...
+@overload
+def _records(path: Path, required: tuple[str, ...], cells: Literal[True]
+             ) -> Records[list[str]]: ...
 def _records(path: Path, required: tuple[str, ...], cells: bool = False
-             ) -> Iterator[tuple[int, Any]]:
+             ) -> Records[Any]:
     """Yield (line number, row) with stripped values, the row as a dict (`cells`: as the list
     of cells, after a first item that is the list of column names); refuse a missing file or
     header first."""
@@ -198,9 +207,8 @@ def check_file(path: Path, required: tuple[str, ...]) -> None:
         raise _not_utf8(path)
 
 
-def _chain(
-    first: tuple[int, dict[str, str]] | None, rest: Iterator[tuple[int, dict[str, str]]]
-) -> Iterator[tuple[int, dict[str, str]]]:
+def _chain(first: tuple[int, Row] | None, rest: Iterator[tuple[int, Row]]
+           ) -> Iterator[tuple[int, Row]]:
     if first is not None:
         yield first
         yield from rest

@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import base64
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import date, datetime
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
 
 from sqlalchemy import Engine, insert, select
 from sqlalchemy.orm import Session
+from sqlmodel import col
 
 from dunning import law
 from dunning.channels.agency.models import (
@@ -32,6 +32,7 @@ from dunning.errors import DeliveryError, DunningError
 from dunning.models import Action, CallOutcome, Invoice, Transition
 from dunning.models import AgencyCase as CaseRow
 from dunning.policy import Policy
+from dunning.statuses import ActionStatus, CaseChannel, CaseStatus
 
 
 def build_case(message: Message, reference: str, policy: Policy, *, phone: str | None,
@@ -110,18 +111,19 @@ def history(session: Session, customer_id: int, invoice_refs: Sequence[str]) -> 
     transition, each message or task delivered, each call outcome."""
     entries: list[HistoryEntry] = []
     for transition, ref in session.execute(
-        select(Transition, Invoice.external_id)
-        .join(Invoice, Invoice.id == Transition.invoice_id)
-        .where(Invoice.external_id.in_(list(invoice_refs)))
-        .order_by(Transition.business_date, Transition.id)
+        select(Transition, col(Invoice.external_id))
+        .join(Invoice, col(Invoice.id) == col(Transition.invoice_id))
+        .where(col(Invoice.external_id).in_(list(invoice_refs)))
+        .order_by(col(Transition.business_date), col(Transition.id))
     ):
         text = transition.reason + (f" ({transition.detail})" if transition.detail else "")
         entries.append(HistoryEntry(date=transition.business_date, at=transition.at,
                                     event=transition.event, stage=transition.to_stage,
                                     invoice_id=ref, description=text, actor=transition.actor))
     for action in session.execute(
-        select(Action).where(Action.customer_id == customer_id, Action.status == "sent")
-        .order_by(Action.business_date, Action.id)
+        select(Action).where(col(Action.customer_id) == customer_id,
+                             col(Action.status) == ActionStatus.SENT)
+        .order_by(col(Action.business_date), col(Action.id))
     ).scalars():
         what = _CHANNEL_WORDS.get(action.kind, action.kind)
         via = f" ({action.provider_id})" if action.provider_id else ""
@@ -130,9 +132,10 @@ def history(session: Session, customer_id: int, invoice_refs: Sequence[str]) -> 
             if action.kind in ("email", "letter") else action.kind, stage=action.stage,
             description=f"{what} '{action.stage}' delivered{via}", actor="dunning"))
     for outcome, stage in session.execute(
-        select(CallOutcome, Action.stage).join(Action, Action.id == CallOutcome.action_id)
-        .where(Action.customer_id == customer_id)
-        .order_by(CallOutcome.business_date, CallOutcome.id)
+        select(CallOutcome, col(Action.stage))
+        .join(Action, col(Action.id) == col(CallOutcome.action_id))
+        .where(col(Action.customer_id) == customer_id)
+        .order_by(col(CallOutcome.business_date), col(CallOutcome.id))
     ):
         parts = [f"call outcome: {outcome.outcome.replace('_', ' ')}"]
         if outcome.until:
@@ -152,9 +155,9 @@ def latest_notice(session: Session, customer_id: int) -> Action | None:
     """The last formal notice delivered to this customer (its `document` is the PDF)."""
     return session.execute(
         select(Action)
-        .where(Action.customer_id == customer_id, Action.kind == "letter",
-               Action.status == "sent", Action.document.is_not(None))
-        .order_by(Action.sent_at.desc(), Action.id.desc()).limit(1)
+        .where(col(Action.customer_id) == customer_id, col(Action.kind) == "letter",
+               col(Action.status) == ActionStatus.SENT, col(Action.document).is_not(None))
+        .order_by(col(Action.sent_at).desc(), col(Action.id).desc()).limit(1)
     ).scalars().first()
 
 
@@ -176,11 +179,11 @@ class CaseBuilder:
                           phone=message.customer_phone, history=entries, notice=document)
 
     @staticmethod
-    def record(action: Claimed, action_id: int, reference: str, channel: str, as_of: date,
-               agency_case_id: str | None) -> Any:
+    def record(action: Claimed, action_id: int, reference: str, channel: CaseChannel,
+               as_of: date, agency_case_id: str | None) -> Callable[[Session], None]:
         def after(session: Session) -> None:
             session.execute(insert(CaseRow).values(
                 action_id=action_id, customer_id=action.customer_id, reference=reference,
-                agency_case_id=agency_case_id, channel=channel, status="open", opened_on=as_of,
-                collected=Decimal(0)))
+                agency_case_id=agency_case_id, channel=channel, status=CaseStatus.OPEN,
+                opened_on=as_of, collected=Decimal(0)))
         return after

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from datetime import date
 from typing import Any
+from urllib.parse import quote
 
 import requests
 from pydantic import ValidationError
@@ -24,6 +25,7 @@ from dunning.errors import ConfigError, DeliveryError
 from dunning.policy import Agency, Policy
 from dunning.settings import secret
 from dunning.shards import Shard
+from dunning.statuses import CaseChannel
 
 
 def _message(response: requests.Response) -> str:
@@ -48,14 +50,18 @@ def _case_id(body: Any) -> str | None:
     return None
 
 
+class NoAgencyApi(ConfigError):
+    """The policy names no agency API (`agency.url`): cases can only be handed over as files."""
+
+
 class AgencyClient:
     """The agency's HTTP API: `POST {url}/cases` and `GET {url}/cases/{id}`, with a bearer
     token from the environment, a timeout on every request and retries with backoff."""
 
     def __init__(self, settings: Agency) -> None:
         if not settings.url:
-            raise ConfigError("agency.url: not set; without an API, hand cases over with "
-                              "`dunning agency export --out DIR`")
+            raise NoAgencyApi("agency.url: not set; without an API, cases are handed over as "
+                              "files (an agency export)")
         token = secret(settings.token_env)
         if not token:
             raise ConfigError(f"agency.token_env: the environment variable {settings.token_env} "
@@ -108,7 +114,7 @@ class AgencyClient:
                             f"{_message(response)}", retryable=False)
 
     def case_status(self, case_id: str) -> CaseStatus:
-        response = self._request("GET", f"{self.url}/cases/{requests.utils.quote(case_id)}")
+        response = self._request("GET", f"{self.url}/cases/{quote(case_id)}")
         if response.status_code != 200:
             raise DeliveryError(f"agency case {case_id}: {response.status_code} "
                                 f"{_message(response)}", retryable=False)
@@ -134,7 +140,7 @@ class ApiChannel(CaseBuilder):
         case = self.case(action_id, action, message)
         case_id = self.client.open_case(case, action.dedupe_key)
         return Delivered(provider_id=f"agency:{case_id}",
-                         after=self.record(action, action_id, case.reference, "api",
+                         after=self.record(action, action_id, case.reference, CaseChannel.API,
                                            self.as_of, case_id))
 
 

@@ -19,6 +19,7 @@ from dunning.dispatch import DispatchResult, dispatch
 from dunning.errors import ConfigError
 from dunning.files import safe_name, write_atomically
 from dunning.policy import Policy
+from dunning.statuses import CaseChannel
 
 
 class ExportChannel(CaseBuilder):
@@ -40,8 +41,8 @@ class ExportChannel(CaseBuilder):
         write_atomically(path, case.model_dump_json(indent=2).encode("utf-8"))
         self.written.append(path)
         return Delivered(provider_id=f"export:{path.name}", document=str(path),
-                         after=self.record(action, action_id, case.reference, "export",
-                                           self.as_of, None))
+                         after=self.record(action, action_id, case.reference,
+                                           CaseChannel.EXPORT, self.as_of, None))
 
 
 CSV_COLUMNS = ("reference", "created_on", "customer_id", "debtor", "legal_id", "country",
@@ -91,7 +92,7 @@ def export(engine: Engine, policy: Policy, folder: Path, as_of: date) -> \
     """Write the approved cases not yet handed over as JSON files and `cases.csv`; returns
     what was dispatched, the files written, and the folder's other `.json` files, left alone."""
     if folder.exists() and not folder.is_dir():
-        raise ConfigError(f"--out {folder}: not a folder; nothing was exported")
+        raise ConfigError(f"export folder {folder}: not a folder; nothing was exported")
     channel = ExportChannel(engine, policy, folder, as_of)
     result = dispatch(engine, policy, channel, as_of, kind="agency")
     skipped: list[str] = []

@@ -8,13 +8,13 @@ from datetime import date as Date
 from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from dunning.resources import resource_dir
 
-SCHEMA_VERSION = "1"
+SCHEMA_VERSION: Final = "1"
 Amount = Annotated[str, Field(pattern=r"^-?\d+\.\d{2}$", description="decimal, two places")]
 
 

@@ -11,9 +11,10 @@ from typing import Any
 
 from sqlalchemy import Engine, insert, select, update
 from sqlalchemy.orm import Session
+from sqlmodel import col
 
 from dunning.channels.agency.client import AgencyClient
-from dunning.channels.agency.models import CaseStatus
+from dunning.channels.agency.models import CaseStatus as StatusReport
 from dunning.coltypes import utcnow
 from dunning.db import transaction
 from dunning.errors import DeliveryError
@@ -23,6 +24,7 @@ from dunning.models import AgencyCase as CaseRow
 from dunning.pauses import pause
 from dunning.policy import Policy
 from dunning.shards import Shard, in_shard
+from dunning.statuses import CaseChannel, CaseStatus, InvoiceState, TransitionEvent
 
 log = logging.getLogger("dunning.agency")
 AGENCY = "agency"  # the actor of what the agency reports
@@ -54,10 +56,11 @@ def sync(engine: Engine, policy: Policy, as_of: date, *, client: AgencyClient | 
         return result
     with transaction(engine) as session:
         cases = list(session.execute(
-            select(CaseRow.id, CaseRow.agency_case_id)
-            .where(CaseRow.status == "open", CaseRow.channel == "api",
-                   *in_shard(CaseRow.customer_id, shard))
-            .order_by(CaseRow.id)).all())
+            select(col(CaseRow.id), col(CaseRow.agency_case_id))
+            .where(col(CaseRow.status) == CaseStatus.OPEN,
+                   col(CaseRow.channel) == CaseChannel.API,
+                   *in_shard(col(CaseRow.customer_id), shard))
+            .order_by(col(CaseRow.id))).all())
     if not cases:
         return result
     client = client or AgencyClient(policy.agency)
@@ -79,16 +82,17 @@ def sync(engine: Engine, policy: Policy, as_of: date, *, client: AgencyClient | 
     return result
 
 
-def apply_status(session: Session, row_id: int, status: CaseStatus, as_of: date,
+def apply_status(session: Session, row_id: int, status: StatusReport, as_of: date,
                  run_id: str | None, result: SyncResult) -> bool:
     """Apply what the agency says about one case; returns whether anything changed."""
-    case = session.execute(select(CaseRow).where(CaseRow.id == row_id).with_for_update()
+    case = session.execute(select(CaseRow).where(col(CaseRow.id) == row_id).with_for_update()
                            ).scalar_one()
     invoices = {invoice.external_id: invoice for invoice in session.execute(
-        select(Invoice).join(ActionInvoice, ActionInvoice.invoice_id == Invoice.id)
-        .where(ActionInvoice.action_id == case.action_id,
-               ActionInvoice.dropped_reason.is_(None))
+        select(Invoice).join(ActionInvoice, col(ActionInvoice.invoice_id) == col(Invoice.id))
+        .where(col(ActionInvoice.action_id) == case.action_id,
+               col(ActionInvoice.dropped_reason).is_(None))
         .with_for_update(of=Invoice)).scalars()}
+    reported = CaseStatus(status.status)
     now = utcnow()
     changed = False
     transitions: list[dict[str, Any]] = []
@@ -114,22 +118,26 @@ def apply_status(session: Session, row_id: int, status: CaseStatus, as_of: date,
                                   "updated_at": now, "review_on": None}
         result.collected[invoice.currency] = result.collected.get(invoice.currency,
                                                                   Decimal(0)) + news
+        invoice_id = invoice.id
+        assert invoice_id is not None  # loaded from the database
         transitions.append(transition_row(
-            invoice.id, "collected", from_stage=invoice.stage,  # type: ignore[arg-type]
-            to_stage=invoice.stage, state="closed" if open_after == 0 else invoice.state,
+            invoice_id, TransitionEvent.COLLECTED, from_stage=invoice.stage,
+            to_stage=invoice.stage,
+            state=InvoiceState.CLOSED if open_after == 0 else invoice.state,
             on=as_of, at=now, reason="collected by the agency",
             detail=f"case {status.id}: {news:.2f} {invoice.currency} collected, "
                    f"{collected:.2f} in all; {open_after:.2f} still open",
             actor=AGENCY, run_id=run_id, action_id=case.action_id))
-        if open_after == 0 and invoice.state != "closed":
-            values |= {"state": "closed", "state_reason": "settled", "closed_on": as_of}
+        if open_after == 0 and invoice.state != InvoiceState.CLOSED:
+            values |= {"state": InvoiceState.CLOSED, "state_reason": "settled",
+                       "closed_on": as_of}
             transitions.append(transition_row(
-                invoice.id, "settled", from_stage=invoice.stage,  # type: ignore[arg-type]
-                to_stage=invoice.stage, state="closed", on=as_of, at=now, reason="settled",
-                detail=f"collected in full by the agency (case {status.id})",
+                invoice_id, TransitionEvent.SETTLED, from_stage=invoice.stage,
+                to_stage=invoice.stage, state=InvoiceState.CLOSED, on=as_of, at=now,
+                reason="settled", detail=f"collected in full by the agency (case {status.id})",
                 actor=AGENCY, run_id=run_id, action_id=case.action_id))
-            closing.append(invoice.id)  # type: ignore[arg-type]
-        session.execute(update(Invoice).where(Invoice.id == invoice.id).values(**values))
+            closing.append(invoice_id)
+        session.execute(update(Invoice).where(col(Invoice.id) == invoice_id).values(**values))
         changed = True
     if transitions:
         session.execute(insert(Transition), transitions)
@@ -140,13 +148,13 @@ def apply_status(session: Session, row_id: int, status: CaseStatus, as_of: date,
     case_values: dict[str, Any] = {"synced_at": now, "agency_status": word[:1000]}
     if status.invoices:
         case_values["collected"] = total
-    if status.status != "open":
-        case_values |= {"status": status.status, "closed_on": as_of}
+    if reported != CaseStatus.OPEN:
+        case_values |= {"status": reported, "closed_on": as_of}
         result.cases_closed += 1
         changed = True
-    if status.status == "unrecoverable":
-        still_open = [invoice for invoice in invoices.values() if invoice.state != "closed"
-                      and invoice.id not in closing]
+    if reported == CaseStatus.UNRECOVERABLE:
+        still_open = [invoice for invoice in invoices.values()
+                      if invoice.state != InvoiceState.CLOSED and invoice.id not in closing]
         for invoice in still_open:
             session.refresh(invoice)
         result.write_off_review += pause(
@@ -154,7 +162,7 @@ def apply_status(session: Session, row_id: int, status: CaseStatus, as_of: date,
             reason=f"agency case {status.id} closed as unrecoverable"
                    + (f": {status.note}" if status.note else "") + "; review for write-off",
             on=as_of, action_id=case.action_id)
-    session.execute(update(CaseRow).where(CaseRow.id == row_id).values(**case_values))
+    session.execute(update(CaseRow).where(col(CaseRow.id) == row_id).values(**case_values))
     return changed
 
 
@@ -170,7 +178,7 @@ def open_cases(session: Session) -> list[dict[str, Any]]:
          "collected": f"{case.collected:.2f}", "agency_status": case.agency_status,
          "action_id": case.action_id}
         for case, ref in session.execute(
-            select(CaseRow, Customer.external_id)
-            .join(Customer, Customer.id == CaseRow.customer_id)
-            .order_by(CaseRow.id.desc()))
+            select(CaseRow, col(Customer.external_id))
+            .join(Customer, col(Customer.id) == col(CaseRow.customer_id))
+            .order_by(col(CaseRow.id).desc()))
     ]
