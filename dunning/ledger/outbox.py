@@ -10,7 +10,7 @@ from sqlalchemy import CursorResult, select, update
 from sqlalchemy.orm import Session
 from sqlmodel import col
 
-from dunning.db import chunks
+from dunning.db import chunks, saved_id
 from dunning.models import Action, ActionInvoice, Invoice
 from dunning.statuses import UNDELIVERED, ActionStatus
 
@@ -40,8 +40,7 @@ def drop_from_undelivered(
                 select(col(Action.id))
                 .where(col(Action.id).in_(ids), col(Action.status).in_(UNDELIVERED))
             ).scalars()
-            # A primary key read back is never NULL; the model types it optional (unsaved rows).
-            undelivered.update(action_id for action_id in found if action_id is not None)
+            undelivered.update(map(saved_id, found))
         dropped = [{"action_id": a, "invoice_id": i, "dropped_reason": why}
                    for a, i in links if a in undelivered]
         if dropped:
