@@ -6,9 +6,9 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
-from sqlalchemy import Engine, create_engine, event, inspect, text
+from sqlalchemy import Engine, Table, create_engine, event, inspect, text
 from sqlalchemy.exc import ArgumentError, OperationalError
-from sqlmodel import Session
+from sqlmodel import Session, SQLModel
 
 from dunning.errors import ConfigError
 from dunning.resources import resource_dir
@@ -126,3 +126,20 @@ def chunks(items: Sequence[T], size: int = _CHUNK) -> Iterator[Sequence[T]]:
     """`items` in slices of `size`: ids for an IN (...) or rows for one executemany."""
     for start in range(0, len(items), size):
         yield items[start : start + size]
+
+
+def saved_id(row_id: int | None) -> int:
+    """A primary key read back from the database, which is never NULL, though the models type
+    it optional (a row not inserted yet has none)."""
+    if row_id is None:
+        raise ValueError("a primary key read back from the database is NULL")
+    return row_id
+
+
+def table_of(model: type[SQLModel]) -> Table:
+    """The Core table of a table model (for Core statements: executemany, INSERT ... SELECT).
+    SQLModel sets `__table__` on a table model but does not declare it to type checkers."""
+    table = getattr(model, "__table__", None)
+    if not isinstance(table, Table):
+        raise TypeError(f"{model.__name__} is not a table model")
+    return table

@@ -10,6 +10,7 @@ settle an invoice). Duplicated ids are found in SQL once the rows are in: the fi
 
 from __future__ import annotations
 
+import sqlite3
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -184,9 +185,15 @@ class Loader:
             self.connection.begin()
         raw = self.connection.connection.driver_connection
         if self.sqlite:
-            raw.executemany(self._sql, self.rows)  # type: ignore[union-attr]
+            if not isinstance(raw, sqlite3.Connection):
+                raise TypeError(f"staging on SQLite needs the sqlite3 driver, not {raw!r}")
+            raw.executemany(self._sql, self.rows)
         else:
-            with raw.cursor() as cursor, cursor.copy(self._sql) as copy:  # type: ignore[union-attr]
+            import psycopg  # imported by SQLAlchemy's PostgreSQL dialect anyway
+
+            if not isinstance(raw, psycopg.Connection):
+                raise TypeError(f"staging on PostgreSQL needs the psycopg driver, not {raw!r}")
+            with raw.cursor() as cursor, cursor.copy(self._sql) as copy:
                 for row in self.rows:
                     copy.write_row(row)
         self.count += len(self.rows)

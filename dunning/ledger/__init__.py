@@ -22,7 +22,7 @@ from dunning.ledger.evaluate import (
     review_cutoff,
     trusts_review_dates,
 )
-from dunning.ledger.outbox import UNDELIVERED, drop_from_undelivered, forget_review
+from dunning.ledger.outbox import drop_from_undelivered, forget_review
 from dunning.ledger.reconcile import ReconcileResult, reconcile, settlement_history
 from dunning.ledger.runs import (
     business_date,
@@ -35,6 +35,7 @@ from dunning.ledger.runs import (
     start_run,
 )
 from dunning.ledger.transitions import SYSTEM, transition_row
+from dunning.statuses import UNDELIVERED
 
 __all__ = [
     "NEVER", "SYSTEM", "UNDELIVERED", "BatchResult", "ReconcileResult", "approve", "business_date",

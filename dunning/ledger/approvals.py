@@ -7,6 +7,7 @@ from datetime import date
 
 from sqlalchemy import insert, select, update
 from sqlalchemy.orm import Session
+from sqlmodel import col
 
 from dunning.coltypes import utcnow
 from dunning.errors import ConflictError, NotFoundError
@@ -14,15 +15,16 @@ from dunning.ledger.outbox import drop_from_undelivered, forget_review
 from dunning.ledger.transitions import transition_row
 from dunning.models import Action, ActionInvoice, Approval, Invoice, Transition
 from dunning.policy import Policy
+from dunning.statuses import ActionStatus, Decision, InvoiceState, TransitionEvent
 
 
 def _pending_action(session: Session, action_id: int) -> Action:
     action = session.execute(
-        select(Action).where(Action.id == action_id).with_for_update()
+        select(Action).where(col(Action.id) == action_id).with_for_update()
     ).scalar_one_or_none()
     if action is None:
         raise NotFoundError(f"no action {action_id} (see `dunning actions`)")
-    if action.status != "pending_approval":
+    if action.status != ActionStatus.PENDING_APPROVAL:
         raise ConflictError(
             f"action {action_id} is {action.status}, not waiting for approval; nothing changed"
         )
@@ -34,9 +36,10 @@ def _links(session: Session, action_id: int) -> list[tuple[ActionInvoice, Invoic
         (link, invoice)
         for link, invoice in session.execute(
             select(ActionInvoice, Invoice)
-            .join(Invoice, Invoice.id == ActionInvoice.invoice_id)
-            .where(ActionInvoice.action_id == action_id, ActionInvoice.dropped_reason.is_(None))
-            .order_by(Invoice.id)
+            .join(Invoice, col(Invoice.id) == col(ActionInvoice.invoice_id))
+            .where(col(ActionInvoice.action_id) == action_id,
+                   col(ActionInvoice.dropped_reason).is_(None))
+            .order_by(col(Invoice.id))
         )
     ]
 
@@ -52,33 +55,35 @@ def approve(
     entering: list[tuple[ActionInvoice, Invoice]] = []
     stale: list[int] = []
     for link, invoice in _links(session, action_id):
-        if invoice.state == "active" and policy.stage_index(invoice.stage) < target:
+        if invoice.state == InvoiceState.ACTIVE and policy.stage_index(invoice.stage) < target:
             entering.append((link, invoice))
         else:
-            stale.append(invoice.id)  # type: ignore[arg-type]
+            stale.append(link.invoice_id)  # the invoice's id (the join's), never None
     if stale:
         drop_from_undelivered(session, stale, "no longer active at approval", now)
     if not entering:
-        action.status = "cancelled"
+        action.status = ActionStatus.CANCELLED
         action.last_error = "cancelled: none of its invoices can enter the stage any more"
     else:
-        action.status = "approved"
+        action.status = ActionStatus.APPROVED
         note = f"; approved by {by}" + (f": {comment}" if comment else "")
         session.execute(insert(Transition), [
-            transition_row(invoice.id, "stage",  # type: ignore[arg-type]
-                           from_stage=invoice.stage, to_stage=action.stage, state="active",
+            transition_row(link.invoice_id, TransitionEvent.STAGE,
+                           from_stage=invoice.stage, to_stage=action.stage,
+                           state=InvoiceState.ACTIVE,
                            on=on, at=now, reason=link.reason + note, actor=by,
                            action_id=action_id)
             for link, invoice in entering
         ])
         # review_on: a new stage, and the proposal that held them back is gone.
         session.execute(update(Invoice), [
-            {"id": invoice.id, "stage": action.stage, "stage_entered_on": on, "updated_at": now,
-             "review_on": None}
-            for _, invoice in entering
+            {"id": link.invoice_id, "stage": action.stage, "stage_entered_on": on,
+             "updated_at": now, "review_on": None}
+            for link, _ in entering
         ])
     action.updated_at = now
-    session.add(Approval(action_id=action_id, decision="approved", by=by, at=now, comment=comment))
+    session.add(Approval(action_id=action_id, decision=Decision.APPROVED, by=by, at=now,
+                         comment=comment))
     session.flush()
     return action
 
@@ -88,20 +93,21 @@ def reject(session: Session, action_id: int, by: str, reason: str, on: date) -> 
     again for these invoices."""
     action = _pending_action(session, action_id)
     now = utcnow()
-    action.status = "rejected"
+    action.status = ActionStatus.REJECTED
     action.updated_at = now
-    session.add(Approval(action_id=action_id, decision="rejected", by=by, at=now, comment=reason))
+    session.add(Approval(action_id=action_id, decision=Decision.REJECTED, by=by, at=now,
+                         comment=reason))
     rows = _links(session, action_id)
     # The stage is now rejected for them and no longer pending: the ladder looks again.
-    forget_review(session, [invoice.id for _, invoice in rows])  # type: ignore[misc]
+    forget_review(session, [link.invoice_id for link, _ in rows])
     if rows:
         session.execute(insert(Transition), [
-            transition_row(invoice.id, "rejected",  # type: ignore[arg-type]
+            transition_row(link.invoice_id, TransitionEvent.REJECTED,
                            from_stage=invoice.stage, to_stage=invoice.stage,
                            state=invoice.state, on=on, at=now,
                            reason=f"{action.stage} rejected by {by}: {reason}", actor=by,
                            action_id=action_id)
-            for _, invoice in rows
+            for link, invoice in rows
         ])
     session.flush()
     return action

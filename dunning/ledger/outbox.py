@@ -6,13 +6,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import select, update
+from sqlalchemy import CursorResult, select, update
 from sqlalchemy.orm import Session
+from sqlmodel import col
 
-from dunning.db import chunks
+from dunning.db import chunks, saved_id
 from dunning.models import Action, ActionInvoice, Invoice
+from dunning.statuses import UNDELIVERED, ActionStatus
 
-UNDELIVERED = ("pending_approval", "approved", "queued", "failed")
+__all__ = ["UNDELIVERED", "drop_from_undelivered", "forget_review"]
 
 
 def drop_from_undelivered(
@@ -26,35 +28,42 @@ def drop_from_undelivered(
     touched: set[int] = set()
     for batch in chunks(invoice_ids):
         links = session.execute(
-            select(ActionInvoice.action_id, ActionInvoice.invoice_id)
-            .where(ActionInvoice.invoice_id.in_(batch), ActionInvoice.dropped_reason.is_(None))
+            select(col(ActionInvoice.action_id), col(ActionInvoice.invoice_id))
+            .where(col(ActionInvoice.invoice_id).in_(batch),
+                   col(ActionInvoice.dropped_reason).is_(None))
         ).all()
         if not links:
             continue
         undelivered: set[int] = set()
         for ids in chunks(sorted({action_id for action_id, _ in links})):
-            undelivered.update(session.execute(
-                select(Action.id).where(Action.id.in_(ids), Action.status.in_(UNDELIVERED))
-            ).scalars())
+            found = session.execute(
+                select(col(Action.id))
+                .where(col(Action.id).in_(ids), col(Action.status).in_(UNDELIVERED))
+            ).scalars()
+            undelivered.update(map(saved_id, found))
         dropped = [{"action_id": a, "invoice_id": i, "dropped_reason": why}
                    for a, i in links if a in undelivered]
         if dropped:
             session.execute(update(ActionInvoice), dropped)
             touched.update(undelivered)
             # A proposal it left no longer holds it back: the ladder looks at it again.
-            forget_review(session, sorted({link["invoice_id"] for link in dropped}))
+            forget_review(session, sorted({i for a, i in links if a in undelivered}))
     cancelled = 0
     for batch in chunks(sorted(touched)):
-        still_open = select(ActionInvoice.action_id).where(
-            ActionInvoice.action_id == Action.id, ActionInvoice.dropped_reason.is_(None)
+        still_open = select(col(ActionInvoice.action_id)).where(
+            col(ActionInvoice.action_id) == col(Action.id),
+            col(ActionInvoice.dropped_reason).is_(None),
         ).exists()
-        cancelled += session.execute(
+        result = session.execute(
             update(Action)
-            .where(Action.id.in_(batch), Action.status.in_(UNDELIVERED), ~still_open)
-            .values(status="cancelled", last_error=f"cancelled: every invoice {why}",
+            .where(col(Action.id).in_(batch), col(Action.status).in_(UNDELIVERED), ~still_open)
+            .values(status=ActionStatus.CANCELLED, last_error=f"cancelled: every invoice {why}",
                     updated_at=now)
             .execution_options(synchronize_session=False)
-        ).rowcount
+        )
+        # Session.execute is typed as returning a Result; an UPDATE's is a CursorResult.
+        assert isinstance(result, CursorResult)
+        cancelled += result.rowcount
     return cancelled
 
 
@@ -62,6 +71,5 @@ def forget_review(session: Session, invoice_ids: Sequence[int]) -> None:
     """The facts of these invoices changed: the next run evaluates them, whatever their review
     date said."""
     for batch in chunks(invoice_ids):
-        session.execute(update(Invoice).where(Invoice.id.in_(batch)).values(review_on=None)
+        session.execute(update(Invoice).where(col(Invoice.id).in_(batch)).values(review_on=None)
                         .execution_options(synchronize_session=False))
-

@@ -25,10 +25,11 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.orm import Session
+from sqlmodel import col
 
 from dunning.business_days import business_days_between
 from dunning.coltypes import Money, UTCDateTime, utcnow
-from dunning.db import chunks
+from dunning.db import chunks, saved_id, table_of
 from dunning.errors import MassSettlement
 from dunning.ledger.outbox import drop_from_undelivered
 from dunning.ledger.transitions import transition_row
@@ -39,6 +40,7 @@ from dunning.shards import Shard, in_shard
 from dunning.sources.snapshot import CustomerRow, Snapshot
 from dunning.staging import Staged, stage_snapshot, staged_table
 from dunning.staging import drop as drop_staged
+from dunning.statuses import InvoiceState, TransitionEvent
 
 
 @dataclass
@@ -104,8 +106,8 @@ def reconcile(session: Session, snapshot: Snapshot | Staged, as_of: date, run_id
     result.settled = len(changes.settle)
     result.actions_cancelled += _settle(session, changes.settle, as_of, run_id, now)
     result.reopened = len(changes.reopen)
-    _set_state(session, changes.reopen, "reopened", "active", as_of, run_id, now,
-               reason="reopened")
+    _set_state(session, changes.reopen, TransitionEvent.REOPENED, InvoiceState.ACTIVE, as_of,
+               run_id, now, reason="reopened")
     result.resumed = _resume_expired_pauses(session, as_of, run_id, now, shard)
     return result
 
@@ -125,8 +127,8 @@ class _Changes:
 
 def _read_known_invoices(session: Session, s: Table, now: datetime) -> _Changes:
     """Known invoices that changed, read before the new ones are added (which they cannot be)."""
-    i = Invoice.__table__  # type: ignore[attr-defined]
-    c = Customer.__table__  # type: ignore[attr-defined]
+    i = table_of(Invoice)
+    c = table_of(Customer)
     # What the agency collected may not be booked yet, so it still counts as paid: the
     # ledger's open amount is at most amount - collected.
     left = type_coerce(s.c.amount - i.c.agency_collected, Money())
@@ -148,8 +150,8 @@ def _read_known_invoices(session: Session, s: Table, now: datetime) -> _Changes:
                s.c.currency, s.c.amount, s.c.amount_open.label("snapshot_open"),
                open_now.label("amount_open"), changed.label("changed"))
         .select_from(known)
-        .where(s.c.valid, or_(changed, and_(i.c.state != "closed", open_now == 0),
-                              and_(i.c.state == "closed", open_now != 0)))
+        .where(s.c.valid, or_(changed, and_(i.c.state != InvoiceState.CLOSED, open_now == 0),
+                              and_(i.c.state == InvoiceState.CLOSED, open_now != 0)))
         .order_by(s.c.line)
     ):
         if row.changed:
@@ -161,12 +163,12 @@ def _read_known_invoices(session: Session, s: Table, now: datetime) -> _Changes:
                 "updated_at": now, "review_on": None})
             if row.old_customer != row.customer_id:
                 changes.moved.append(row.id)
-        if row.state != "closed" and row.amount_open == 0:
+        if row.state != InvoiceState.CLOSED and row.amount_open == 0:
             changes.settle.append((row.id, row.stage, "nothing open in the snapshot"
                                    if row.snapshot_open == 0 else "collected by the agency"))
             changes.settled_customers.add(row.old_customer)
             changes.settled_amount += row.ledger_open
-        elif row.state == "closed" and row.amount_open != 0:
+        elif row.state == InvoiceState.CLOSED and row.amount_open != 0:
             changes.reopen.append((row.id, row.stage, f"back in the snapshot with "
                                    f"{row.snapshot_open} {row.currency} open"))
     return changes
@@ -174,8 +176,8 @@ def _read_known_invoices(session: Session, s: Table, now: datetime) -> _Changes:
 
 def _add_new_invoices(session: Session, s: Table, as_of: date, now: datetime) -> int:
     """Insert the snapshot's invoices we do not know yet; returns how many."""
-    i = Invoice.__table__  # type: ignore[attr-defined]
-    c = Customer.__table__  # type: ignore[attr-defined]
+    i = table_of(Invoice)
+    c = table_of(Customer)
     # Straight from the staging table, customer by customer: the customer indexes then grow at
     # their end instead of at random places (3x faster at a million rows on SQLite), and a
     # batch of customers finds its invoices side by side.
@@ -183,7 +185,7 @@ def _add_new_invoices(session: Session, s: Table, as_of: date, now: datetime) ->
     new = (
         select(s.c.external_id, c.c.id, s.c.number, s.c.issue_date, s.c.due_date, s.c.currency,
                s.c.amount, s.c.amount_open,
-               case((nothing_open, "closed"), else_="active"),
+               case((nothing_open, InvoiceState.CLOSED.value), else_=InvoiceState.ACTIVE.value),
                case((nothing_open, "settled"), else_=None),
                case((nothing_open, literal(as_of, Date())), else_=None),
                literal(now, UTCDateTime()))
@@ -207,7 +209,7 @@ def _update_invoices(session: Session, updates: list[dict[str, Any]]) -> int:
     """Write the changed invoices' new facts; returns how many."""
     if updates:
         # Core executemany: the SET clause is the columns each parameter set names.
-        i = Invoice.__table__  # type: ignore[attr-defined]
+        i = table_of(Invoice)
         session.connection().execute(update(i).where(i.c.id == bindparam("b_id")), updates)
     return len(updates)
 
@@ -217,10 +219,10 @@ def _read_absent_invoices(session: Session, s: Table, shard: Shard | None,
     """Add to `changes.settle` the open invoices (of the shard) no line of the export names."""
     # Rejected rows and other shards' invoices count as present: a bad row must never settle
     # an invoice.
-    i = Invoice.__table__  # type: ignore[attr-defined]
+    i = table_of(Invoice)
     for invoice_id, stage, customer_id, amount_open in session.execute(
             select(i.c.id, i.c.stage, i.c.customer_id, i.c.amount_open)
-            .where(i.c.state != "closed", *in_shard(i.c.customer_id, shard),
+            .where(i.c.state != InvoiceState.CLOSED, *in_shard(i.c.customer_id, shard),
                    ~select(s.c.line).where(s.c.external_id == i.c.external_id).exists())
             .order_by(i.c.id)):
         changes.settle.append((invoice_id, stage, "absent from the snapshot"))
@@ -250,7 +252,7 @@ def _record_settled(session: Session, run_id: str | None, today: Settled,
                     confirmed: bool) -> None:
     """Keep the run's settled figures on its row: the guard's history for the next runs."""
     if run_id is not None:
-        session.execute(update(Run).where(Run.id == run_id).values(
+        session.execute(update(Run).where(col(Run.id) == run_id).values(
             settled_invoices=today.invoices, settled_customers=today.customers,
             settled_amount=today.amount, mass_settlement=confirmed))
 
@@ -258,9 +260,10 @@ def _record_settled(session: Session, run_id: str | None, today: Settled,
 def _open_book(session: Session, shard: Shard | None) -> Book:
     """The open invoices (of the shard) before reconcile changes anything."""
     invoices, customers, amount = session.execute(
-        select(func.count(), func.count(Invoice.customer_id.distinct()),
-               type_coerce(func.coalesce(func.sum(Invoice.amount_open), 0), Money()))
-        .where(Invoice.state != "closed", *in_shard(Invoice.customer_id, shard))).one()
+        select(func.count(), func.count(col(Invoice.customer_id).distinct()),
+               type_coerce(func.coalesce(func.sum(col(Invoice.amount_open)), 0), Money()))
+        .where(col(Invoice.state) != InvoiceState.CLOSED,
+               *in_shard(col(Invoice.customer_id), shard))).one()
     return Book(int(invoices), int(customers), amount or Decimal(0))
 
 
@@ -272,24 +275,29 @@ def settlement_history(session: Session, as_of: date, shard: Shard | None,
     # twice counts once, by its busiest run; runs from before migration 0008 have no figures.
     days = policy.settlement_guard.history
     country = policy.creditor.country
-    scope = Run.shard.is_(None) if shard is None else Run.shard == str(shard)
+    shard_of = col(Run.shard)
+    scope = shard_of.is_(None) if shard is None else shard_of == str(shard)
+    business_date = col(Run.business_date)
     dates = list(session.execute(
-        select(Run.business_date).distinct()
-        .where(scope, Run.business_date < as_of)
-        .order_by(Run.business_date.desc()).limit(days + 1)).scalars())
+        select(business_date).distinct()
+        .where(scope, business_date < as_of)
+        .order_by(business_date.desc()).limit(days + 1)).scalars())
 
     def gathered(day: date) -> int:
         earlier = [d for d in dates if d < day]
         return max(1, business_days_between(earlier[0], day, country)) if earlier else 1
 
     rows = session.execute(
-        select(Run.business_date, Run.settled_invoices, Run.settled_customers,
-               Run.settled_amount, Run.mass_settlement)
-        .where(scope, Run.business_date < as_of, Run.business_date >= dates[-1],
-               Run.settled_customers.is_not(None))
-        .order_by(Run.business_date.desc(), Run.settled_customers.desc())) if dates else []
+        select(business_date, col(Run.settled_invoices), col(Run.settled_customers),
+               col(Run.settled_amount), col(Run.mass_settlement))
+        .where(scope, business_date < as_of, business_date >= dates[-1],
+               col(Run.settled_customers).is_not(None))
+        .order_by(business_date.desc(), col(Run.settled_customers).desc())
+    ).all() if dates else []
     history: dict[date, Settled] = {}
     for business_day, invoices, customers, amount, confirmed in rows:
+        if invoices is None or customers is None:
+            continue  # no figures: a run from before migration 0008 (left out by the query)
         if business_day not in history and len(history) < days:
             history[business_day] = Settled(invoices, customers, amount or Decimal(0),
                                             gathered(business_day), bool(confirmed))
@@ -302,8 +310,8 @@ def _reconcile_customers(
     known: dict[str, Any] = {
         row.external_id: row
         for row in session.execute(
-            select(Customer.id, Customer.external_id,
-                   *[getattr(Customer, f) for f in _CUSTOMER_FIELDS])
+            select(col(Customer.id), col(Customer.external_id),
+                   *[col(getattr(Customer, f)) for f in _CUSTOMER_FIELDS])
         )
     }
     inserts: list[dict[str, Any]] = []
@@ -326,8 +334,8 @@ def _reconcile_customers(
 def _set_state(
     session: Session,
     changes: list[tuple[int, str | None, str]],
-    event: str,
-    state: str,
+    event: TransitionEvent,
+    state: InvoiceState,
     as_of: date,
     run_id: str | None,
     now: datetime,
@@ -338,30 +346,32 @@ def _set_state(
     if not changes:
         return
     values: dict[str, Any] = {"state": state, "updated_at": now, "review_on": None}
-    if state == "closed":
+    if state == InvoiceState.CLOSED:
         # A paused invoice remembers its pause ("settled:dispute", paused_until kept), so that
         # if it comes back open it is still disputed, held or promised.
         values |= {"closed_on": as_of, "state_reason": case(
-            (Invoice.state == "paused", "settled:" + func.coalesce(Invoice.state_reason, "")),
+            (col(Invoice.state) == InvoiceState.PAUSED,
+             "settled:" + func.coalesce(col(Invoice.state_reason), "")),
             else_="settled")}
-    elif event == "reopened":
-        was_paused = Invoice.state_reason.like("settled:%")
+    elif event == TransitionEvent.REOPENED:
+        was_paused = col(Invoice.state_reason).like("settled:%")
         values |= {"closed_on": None,
-                   "state": case((was_paused, "paused"), else_="active"),
-                   "state_reason": case((was_paused, func.substr(Invoice.state_reason, 9)),
+                   "state": case((was_paused, InvoiceState.PAUSED.value),
+                                 else_=InvoiceState.ACTIVE.value),
+                   "state_reason": case((was_paused, func.substr(col(Invoice.state_reason), 9)),
                                         else_=None),
-                   "paused_until": case((was_paused, Invoice.paused_until), else_=None)}
+                   "paused_until": case((was_paused, col(Invoice.paused_until)), else_=None)}
     else:
         values |= {"state_reason": None, "closed_on": None, "paused_until": None}
     for batch in chunks(changes):
         ids = [invoice_id for invoice_id, _, _ in batch]
-        session.execute(update(Invoice).where(Invoice.id.in_(ids)).values(**values)
+        session.execute(update(Invoice).where(col(Invoice.id).in_(ids)).values(**values)
                         .execution_options(synchronize_session=False))
-    if event == "reopened":
-        states = dict(session.execute(select(Invoice.id, Invoice.state).where(
-            Invoice.id.in_([i for i, _, _ in changes]))).all())
-    else:
-        states = {}
+    states: dict[int, InvoiceState] = {}
+    if event == TransitionEvent.REOPENED:
+        states = {saved_id(invoice_id): now_in for invoice_id, now_in in session.execute(
+            select(col(Invoice.id), col(Invoice.state))
+            .where(col(Invoice.id).in_([i for i, _, _ in changes])))}
     session.execute(insert(Transition), [
         transition_row(invoice_id, event, from_stage=stage, to_stage=stage,
                        state=states.get(invoice_id, state), on=as_of, at=now, reason=reason,
@@ -378,7 +388,8 @@ def _settle(
     now: datetime,
 ) -> int:
     """Close settled invoices and take them out of every undelivered action (settlement wins)."""
-    _set_state(session, changes, "settled", "closed", as_of, run_id, now, reason="settled")
+    _set_state(session, changes, TransitionEvent.SETTLED, InvoiceState.CLOSED, as_of, run_id,
+               now, reason="settled")
     ids = [invoice_id for invoice_id, _, _ in changes]
     return drop_from_undelivered(session, ids, f"settled on {as_of}", now)
 
@@ -387,25 +398,27 @@ def _resume_expired_pauses(session: Session, as_of: date, run_id: str | None, no
                            shard: Shard | None = None) -> int:
     """Pauses with an end date resume the day after it; a promise still open then is broken."""
     rows = session.execute(
-        select(Invoice.id, Invoice.stage, Invoice.paused_until, Invoice.state_reason,
-               Invoice.amount_open, Invoice.currency)
-        .where(Invoice.state == "paused", Invoice.paused_until.is_not(None),
-               Invoice.paused_until < as_of, *in_shard(Invoice.customer_id, shard))
+        select(col(Invoice.id), col(Invoice.stage), col(Invoice.paused_until),
+               col(Invoice.state_reason), col(Invoice.amount_open), col(Invoice.currency))
+        .where(col(Invoice.state) == InvoiceState.PAUSED, col(Invoice.paused_until).is_not(None),
+               col(Invoice.paused_until) < as_of, *in_shard(col(Invoice.customer_id), shard))
     ).all()
-    by_event: dict[tuple[str, str], list[tuple[int, str | None, str]]] = defaultdict(list)
+    by_event: dict[tuple[TransitionEvent, str], list[tuple[int, str | None, str]]] = \
+        defaultdict(list)
     for invoice_id, stage, until, kind, amount_open, currency in rows:
         still = f"{amount_open} {currency} still open"
         if kind == "promise":
-            key = ("promise_broken", "promise to pay broken")
+            key = (TransitionEvent.PROMISE_BROKEN, "promise to pay broken")
             detail = f"promised by {until} (grace included); {still}"
         elif kind == "paid_claimed":
-            key = ("resumed", "claimed payment not received")
+            key = (TransitionEvent.RESUMED, "claimed payment not received")
             detail = f"payment expected by {until}; {still}"
         else:
-            key = ("resumed", "pause ended")
+            key = (TransitionEvent.RESUMED, "pause ended")
             detail = f"{kind or 'pause'} ended on {until}"
-        by_event[key].append((invoice_id, stage, detail))
+        by_event[key].append((saved_id(invoice_id), stage, detail))
     for (event, reason), changes in by_event.items():
-        _set_state(session, changes, event, "active", as_of, run_id, now, reason=reason)
+        _set_state(session, changes, event, InvoiceState.ACTIVE, as_of, run_id, now,
+                   reason=reason)
     return len(rows)
 

@@ -8,20 +8,22 @@ from typing import Any
 
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
+from sqlmodel import col
 
 from dunning.coltypes import utcnow
 from dunning.errors import ConfigError, RunDateError
 from dunning.models import Invoice, Run
 from dunning.shards import Shard
+from dunning.statuses import InvoiceState, RunStatus
 
 
 def last_run_date(session: Session, shard: Shard | None = None) -> date | None:
     """The latest run's business date; for a shard, that of the latest run that covered some
     of its customers (an unsharded run, the same shard, or a shard of another N)."""
     if shard is None:
-        return session.execute(select(func.max(Run.business_date))).scalar()
+        return session.execute(select(func.max(col(Run.business_date)))).scalar()
     dates = [last for name, last in session.execute(
-        select(Run.shard, func.max(Run.business_date)).group_by(Run.shard))
+        select(col(Run.shard), func.max(col(Run.business_date))).group_by(col(Run.shard)))
         if shard.overlaps(Shard.of(name))]
     return max(dates, default=None)
 
@@ -47,10 +49,10 @@ def check_stages(session: Session, stage_names: set[str]) -> None:
     """Refuse to run while open invoices sit at stages the policy no longer has: the ladder
     cannot tell where they stand (a renamed stage would start them over)."""
     unknown = session.execute(
-        select(Invoice.stage, func.count())
-        .where(Invoice.state != "closed", Invoice.stage.is_not(None),
-               Invoice.stage.not_in(stage_names))
-        .group_by(Invoice.stage)
+        select(col(Invoice.stage), func.count())
+        .where(col(Invoice.state) != InvoiceState.CLOSED, col(Invoice.stage).is_not(None),
+               col(Invoice.stage).not_in(stage_names))
+        .group_by(col(Invoice.stage))
     ).all()
     if unknown:
         listed = ", ".join(f"{stage} ({n} invoices)" for stage, n in unknown)
@@ -61,7 +63,7 @@ def check_stages(session: Session, stage_names: set[str]) -> None:
 
 def start_run(session: Session, run_id: str, as_of: date, shard: Shard | None = None) -> Run:
     check_run_date(session, as_of, shard)
-    run = Run(id=run_id, business_date=as_of, status="running",
+    run = Run(id=run_id, business_date=as_of, status=RunStatus.RUNNING,
               shard=None if shard is None else str(shard))
     session.add(run)
     session.flush()
@@ -73,24 +75,26 @@ def mark_crashed(session: Session, shard: Shard | None = None) -> list[dict[str,
     the caller holds the shard's run lock died without finishing: mark them `crashed`."""
     label = None if shard is None else str(shard)
     dead = session.execute(
-        select(Run.id, Run.business_date, Run.started_at)
-        .where(Run.status == "running",
-               Run.shard.is_(None) if label is None else Run.shard == label)
-        .order_by(Run.started_at)).all()
+        select(col(Run.id), col(Run.business_date), col(Run.started_at))
+        .where(col(Run.status) == RunStatus.RUNNING,
+               col(Run.shard).is_(None) if label is None else col(Run.shard) == label)
+        .order_by(col(Run.started_at))).all()
     if dead:
-        session.execute(update(Run).where(Run.id.in_([row.id for row in dead]))
-                        .values(status="crashed", finished_at=utcnow()))
+        session.execute(update(Run).where(col(Run.id).in_([row.id for row in dead]))
+                        .values(status=RunStatus.CRASHED, finished_at=utcnow()))
     return [{"run_id": row.id, "as_of": row.business_date.isoformat(),
              "started_at": row.started_at.astimezone(UTC).isoformat()} for row in dead]
 
 
 def forget_run(session: Session, run_id: str) -> None:
     """Remove the row of a run that stopped before it changed anything (a snapshot refused)."""
-    session.execute(delete(Run).where(Run.id == run_id, Run.status == "running"))
+    session.execute(delete(Run).where(col(Run.id) == run_id,
+                                      col(Run.status) == RunStatus.RUNNING))
 
 
-def finish_run(session: Session, run_id: str, status: str, counts: dict[str, int]) -> None:
+def finish_run(session: Session, run_id: str, status: RunStatus,
+               counts: dict[str, int]) -> None:
     values: dict[str, Any] = {"status": status, "finished_at": utcnow()}
     values.update({key: value for key, value in counts.items() if hasattr(Run, key)})
-    session.execute(update(Run).where(Run.id == run_id).values(**values))
+    session.execute(update(Run).where(col(Run.id) == run_id).values(**values))
 

@@ -6,11 +6,13 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import Any
 
+from dunning.statuses import InvoiceState, TransitionEvent
+
 SYSTEM = "dunning"  # the actor of the pipeline's own changes
 
 
-def transition_row(invoice_id: int, event: str, *, from_stage: str | None,
-                   to_stage: str | None, state: str, on: date, at: datetime, reason: str,
+def transition_row(invoice_id: int, event: TransitionEvent, *, from_stage: str | None,
+                   to_stage: str | None, state: InvoiceState, on: date, at: datetime, reason: str,
                    actor: str = SYSTEM, detail: str | None = None, run_id: str | None = None,
                    action_id: int | None = None) -> dict[str, Any]:
     """A `transition` row for a bulk insert; `state` is the invoice's state after the change."""
