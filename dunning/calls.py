@@ -11,7 +11,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 from sqlmodel import col
 
-from dunning.errors import CallOutcomeError, ConflictError, NotFoundError
+from dunning.errors import CallOutcomeError, ConflictError, NotFoundError, OutcomePart
 from dunning.models import (
     Action,
     ActionInvoice,
@@ -130,6 +130,20 @@ def _history(session: Session, customer_ids: list[int]) -> dict[int, list[str]]:
     return out
 
 
+def _refusal(outcome: str, until: date | None, reason: str | None) -> \
+        tuple[str, OutcomePart] | None:
+    """What an outcome lacks before anything is read (None: nothing)."""
+    if outcome not in OUTCOMES:
+        return f"the outcome {outcome!r} is not one of {', '.join(OUTCOMES)}", "outcome"
+    if outcome == "promise" and until is None:
+        return "a promise needs the date the customer will pay by", "promise_date"
+    if outcome == "callback" and until is None:
+        return "a callback needs the date to call again", "callback_date"
+    if outcome == "dispute" and not reason:
+        return "a dispute needs the reason the customer gives", "reason"
+    return None
+
+
 def record_outcome(
     session: Session, policy: Policy, task_id: int, *, by: str, outcome: str, on: date,
     until: date | None = None, amount: Decimal | None = None, reason: str | None = None,
@@ -137,18 +151,10 @@ def record_outcome(
 ) -> dict[str, Any]:
     """Record a call's outcome and what it changes on the ladder. `until` is the date a promise
     pays by, or the date to call back."""
-    if outcome not in OUTCOMES:
-        raise CallOutcomeError(f"the outcome {outcome!r} is not one of {', '.join(OUTCOMES)}",
-                               outcome=outcome, part="outcome")
-    if outcome == "promise" and until is None:
-        raise CallOutcomeError("a promise needs the date the customer will pay by",
-                               outcome=outcome, part="promise_date")
-    if outcome == "callback" and until is None:
-        raise CallOutcomeError("a callback needs the date to call again",
-                               outcome=outcome, part="callback_date")
-    if outcome == "dispute" and not reason:
-        raise CallOutcomeError("a dispute needs the reason the customer gives",
-                               outcome=outcome, part="reason")
+    refused = _refusal(outcome, until, reason)
+    if refused is not None:
+        message, part = refused
+        raise CallOutcomeError(f"{message}; nothing was recorded.", outcome=outcome, part=part)
     task = session.execute(
         select(Action).where(col(Action.id) == task_id, col(Action.kind) == "phone")
         .with_for_update()
@@ -163,7 +169,8 @@ def record_outcome(
         if unknown:
             raise CallOutcomeError(
                 f"{'invoice' if len(unknown) == 1 else 'invoices'} "
-                f"{', '.join(sorted(unknown))} not in call task {task_id}",
+                f"{', '.join(sorted(unknown))} not in call task {task_id}; nothing was "
+                "recorded.",
                 outcome=outcome, part="invoices")
         invoices = [i for i in invoices if i.external_id in invoice_refs]
 
