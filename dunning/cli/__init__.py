@@ -19,7 +19,7 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import date
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, TypeVar, overload
 
 import typer
 
@@ -91,6 +91,12 @@ def who(by: str) -> str:
     if not by.strip():
         raise ConfigError("--by: give the name of the person")
     return by.strip()
+
+
+@overload
+def parse_date(value: str, option: str) -> date: ...
+@overload
+def parse_date(value: str | None, option: str) -> date | None: ...
 
 
 def parse_date(value: str | None, option: str) -> date | None:

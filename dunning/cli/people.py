@@ -212,7 +212,6 @@ def hold(
     from dunning import pauses
 
     end = parse_date(until, "--until")
-    assert end is not None
     if not reason.strip():
         raise ConfigError("--reason: say why the customer is on hold")
     with ledger_day() as (_, session, on):
