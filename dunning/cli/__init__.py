@@ -61,6 +61,7 @@ def handles_errors(command: F) -> F:
         except DunningError as exc:
             raise fail(" ".join([str(exc), *_hints(exc)]), exc.exit_code) from None
 
+    # functools.wraps types the wrapper as _Wrapped, not as the command it wraps.
     return wrapper  # type: ignore[return-value]
 
 
