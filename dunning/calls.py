@@ -9,9 +9,9 @@ from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
+from sqlmodel import col
 
-from dunning.errors import ConfigError, ConflictError, NotFoundError
-from dunning.ledger import UNDELIVERED
+from dunning.errors import CallOutcomeError, ConflictError, NotFoundError, OutcomePart
 from dunning.models import (
     Action,
     ActionInvoice,
@@ -23,18 +23,20 @@ from dunning.models import (
 )
 from dunning.pauses import pause
 from dunning.policy import Policy
+from dunning.statuses import READY, UNDELIVERED, ActionStatus, TransitionEvent
 
-OPEN = ("queued", "approved")
+OPEN = READY  # a call task still to make: queued, or approved
 OUTCOMES = ("promise", "dispute", "no-answer", "wrong-contact", "paid-claimed", "callback")
 
 
 def _invoices(session: Session, action_ids: list[int]) -> dict[int, list[Invoice]]:
     out: dict[int, list[Invoice]] = defaultdict(list)
     for action_id, invoice in session.execute(
-        select(ActionInvoice.action_id, Invoice)
-        .join(Invoice, Invoice.id == ActionInvoice.invoice_id)
-        .where(ActionInvoice.action_id.in_(action_ids), ActionInvoice.dropped_reason.is_(None))
-        .order_by(Invoice.due_date, Invoice.id)
+        select(col(ActionInvoice.action_id), Invoice)
+        .join(Invoice, col(Invoice.id) == ActionInvoice.invoice_id)
+        .where(col(ActionInvoice.action_id).in_(action_ids),
+               col(ActionInvoice.dropped_reason).is_(None))
+        .order_by(col(Invoice.due_date), col(Invoice.id))
     ):
         out[action_id].append(invoice)
     return out
@@ -43,16 +45,17 @@ def _invoices(session: Session, action_ids: list[int]) -> dict[int, list[Invoice
 def open_tasks(session: Session, as_of: date, assignee: str | None = None) -> \
         list[dict[str, Any]]:
     """Open call tasks, most overdue money first (open amount weighted by days overdue)."""
-    query = (select(Action, Customer).join(Customer, Customer.id == Action.customer_id)
-             .where(Action.kind == "phone", Action.status.in_(OPEN)))
+    query = (select(Action, Customer).join(Customer, col(Customer.id) == Action.customer_id)
+             .where(col(Action.kind) == "phone", col(Action.status).in_(OPEN)))
     if assignee is not None:
-        query = query.where(Action.assignee == assignee)
-    rows = session.execute(query).all()
-    invoices = _invoices(session, [a.id for a, _ in rows])  # type: ignore[misc]
-    history = _history(session, [c.id for _, c in rows])  # type: ignore[misc]
-    tasks = []
-    for action, customer in rows:
-        lines = invoices[action.id]  # type: ignore[index]
+        query = query.where(col(Action.assignee) == assignee)
+    rows = [(_key(action.id), action, _key(customer.id), customer)
+            for action, customer in session.execute(query)]
+    invoices = _invoices(session, [action_id for action_id, _, _, _ in rows])
+    history = _history(session, [customer_id for _, _, customer_id, _ in rows])
+    tasks: list[dict[str, Any]] = []
+    for action_id, action, customer_id, customer in rows:
+        lines = invoices[action_id]
         if not lines:
             continue
         totals: dict[str, Decimal] = defaultdict(Decimal)
@@ -76,7 +79,7 @@ def open_tasks(session: Session, as_of: date, assignee: str | None = None) -> \
             "assignee": action.assignee,
             "due_on": action.due_on.isoformat() if action.due_on else None,
             "attempts": action.attempts,
-            "history": history.get(customer.id, []),  # type: ignore[arg-type]
+            "history": history.get(customer_id, []),
             "_weight": weight,
         })
     tasks.sort(key=lambda t: (-t["_weight"], t["task_id"]))
@@ -85,37 +88,60 @@ def open_tasks(session: Session, as_of: date, assignee: str | None = None) -> \
     return tasks
 
 
+def _key(row_id: int | None) -> int:
+    """The primary key of a row read from the database (only a row not yet flushed has none)."""
+    if row_id is None:
+        raise ValueError("a row read from the database has no id")
+    return row_id
+
+
 def _history(session: Session, customer_ids: list[int]) -> dict[int, list[str]]:
     """What the customer already heard from us, and what they said: one line each."""
     out: dict[int, list[str]] = defaultdict(list)
     if not customer_ids:
         return out
     for customer_id, business_date, kind, stage, status in session.execute(
-        select(Action.customer_id, Action.business_date, Action.kind, Action.stage,
-               Action.status)
-        .where(Action.customer_id.in_(customer_ids), Action.status.in_(("sent", "failed")))
-        .order_by(Action.business_date, Action.id)
+        select(col(Action.customer_id), col(Action.business_date), col(Action.kind),
+               col(Action.stage), col(Action.status))
+        .where(col(Action.customer_id).in_(customer_ids),
+               col(Action.status).in_((ActionStatus.SENT, ActionStatus.FAILED)))
+        .order_by(col(Action.business_date), col(Action.id))
     ):
         out[customer_id].append(f"{business_date} {stage} ({kind}, {status})")
     for customer_id, business_date, outcome, by, note in session.execute(
-        select(Action.customer_id, CallOutcome.business_date, CallOutcome.outcome,
-               CallOutcome.by, CallOutcome.note)
-        .join(Action, Action.id == CallOutcome.action_id)
-        .where(Action.customer_id.in_(customer_ids))
-        .order_by(CallOutcome.at)
+        select(col(Action.customer_id), col(CallOutcome.business_date),
+               col(CallOutcome.outcome), col(CallOutcome.by), col(CallOutcome.note))
+        .join(Action, col(Action.id) == CallOutcome.action_id)
+        .where(col(Action.customer_id).in_(customer_ids))
+        .order_by(col(CallOutcome.at))
     ):
         out[customer_id].append(f"{business_date} call: {outcome} ({by})"
                                 + (f": {note}" if note else ""))
     for customer_id, business_date, event, reason in session.execute(
-        select(Invoice.customer_id, Transition.business_date, Transition.event,
-               Transition.reason)
-        .join(Invoice, Invoice.id == Transition.invoice_id)
-        .where(Invoice.customer_id.in_(customer_ids),
-               Transition.event.in_(("paused", "promise_broken", "resolved")))
-        .order_by(Transition.at)
+        select(col(Invoice.customer_id), col(Transition.business_date), col(Transition.event),
+               col(Transition.reason))
+        .join(Invoice, col(Invoice.id) == Transition.invoice_id)
+        .where(col(Invoice.customer_id).in_(customer_ids),
+               col(Transition.event).in_((TransitionEvent.PAUSED, TransitionEvent.PROMISE_BROKEN,
+                                          TransitionEvent.RESOLVED)))
+        .order_by(col(Transition.at))
     ):
         out[customer_id].append(f"{business_date} {event}: {reason}")
     return out
+
+
+def _refusal(outcome: str, until: date | None, reason: str | None) -> \
+        tuple[str, OutcomePart] | None:
+    """What an outcome lacks before anything is read (None: nothing)."""
+    if outcome not in OUTCOMES:
+        return f"the outcome {outcome!r} is not one of {', '.join(OUTCOMES)}", "outcome"
+    if outcome == "promise" and until is None:
+        return "a promise needs the date the customer will pay by", "promise_date"
+    if outcome == "callback" and until is None:
+        return "a callback needs the date to call again", "callback_date"
+    if outcome == "dispute" and not reason:
+        return "a dispute needs the reason the customer gives", "reason"
+    return None
 
 
 def record_outcome(
@@ -123,16 +149,15 @@ def record_outcome(
     until: date | None = None, amount: Decimal | None = None, reason: str | None = None,
     invoice_refs: list[str] | None = None,
 ) -> dict[str, Any]:
-    """Record a call's outcome and what it changes on the ladder."""
-    if outcome not in OUTCOMES:
-        raise ConfigError(f"--outcome: {outcome!r} is not one of {', '.join(OUTCOMES)}")
-    if outcome in ("promise", "callback") and until is None:
-        raise ConfigError(f"--outcome {outcome} needs "
-                          f"{'--until DATE' if outcome == 'promise' else '--on DATE'}")
-    if outcome == "dispute" and not reason:
-        raise ConfigError("--outcome dispute needs --reason TEXT")
+    """Record a call's outcome and what it changes on the ladder. `until` is the date a promise
+    pays by, or the date to call back."""
+    refused = _refusal(outcome, until, reason)
+    if refused is not None:
+        message, part = refused
+        raise CallOutcomeError(f"{message}; nothing was recorded.", outcome=outcome, part=part)
     task = session.execute(
-        select(Action).where(Action.id == task_id, Action.kind == "phone").with_for_update()
+        select(Action).where(col(Action.id) == task_id, col(Action.kind) == "phone")
+        .with_for_update()
     ).scalar_one_or_none()
     if task is None:
         raise NotFoundError(f"no call task {task_id} (see `dunning calls`)")
@@ -142,8 +167,11 @@ def record_outcome(
     if invoice_refs:
         unknown = set(invoice_refs) - {i.external_id for i in invoices}
         if unknown:
-            raise ConfigError(f"--invoice: {', '.join(sorted(unknown))} not in call task "
-                              f"{task_id}")
+            raise CallOutcomeError(
+                f"{'invoice' if len(unknown) == 1 else 'invoices'} "
+                f"{', '.join(sorted(unknown))} not in call task {task_id}; nothing was "
+                "recorded.",
+                outcome=outcome, part="invoices")
         invoices = [i for i in invoices if i.external_id in invoice_refs]
 
     now = utcnow()
@@ -154,17 +182,17 @@ def record_outcome(
     if outcome == "no-answer":
         task.attempts += 1
         if task.attempts >= policy.phone.max_attempts:
-            task.status, task.retryable = "failed", False
+            task.status, task.retryable = ActionStatus.FAILED, False
             task.last_error = f"no answer after {task.attempts} calls; escalation goes on"
         else:
             task.due_on = on + timedelta(days=1)
     elif outcome == "callback":
         task.due_on = until
     elif outcome == "wrong-contact":
-        task.status, task.retryable = "failed", False
+        task.status, task.retryable = ActionStatus.FAILED, False
         task.last_error = f"wrong contact (reported by {by}): fix the customer's phone number"
     else:
-        task.status, task.sent_at = "sent", now
+        task.status, task.sent_at = ActionStatus.SENT, now
         session.flush()  # the task is delivered before its invoices leave undelivered actions
         if outcome == "promise":
             assert until is not None

@@ -11,6 +11,7 @@ from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
+from sqlmodel import col
 
 from dunning import ledger, runlock
 from dunning.channels.email import transport
@@ -25,6 +26,7 @@ from dunning.shards import Shard, in_shard
 from dunning.sources import Snapshot, stage
 from dunning.staging import Staged
 from dunning.staging import drop as drop_staged
+from dunning.statuses import READY, RunStatus
 
 __all__ = ["Context", "load_context"]
 
@@ -169,7 +171,7 @@ def simulate(ctx: Context, snapshot: Snapshot | Staged, as_of: date, run_id: str
             dispatched = DispatchResult(channel="email")
             dispatched.would_send = session.execute(
                 select(func.count()).select_from(Action).where(
-                    Action.kind == "email", Action.status.in_(("queued", "approved")),
+                    col(Action.kind) == "email", col(Action.status).in_(READY),
                     *in_shard(Action.customer_id, shard))
             ).scalar_one()
         finally:
@@ -188,7 +190,8 @@ def snapshot_counts(snapshot: Snapshot | Staged) -> dict[str, int]:
 DELIVERIES = ("dispatch", "letters", "agency", "injunctions")
 
 
-def finish(ctx: Context, run_id: str, report: dict[str, Any], status: str = "completed") -> None:
+def finish(ctx: Context, run_id: str, report: dict[str, Any],
+           status: RunStatus = RunStatus.COMPLETED) -> None:
     with transaction(ctx.engine) as session:
         ledger.finish_run(session, run_id, status, {
             "invoices_seen": report["snapshot"]["invoices"],
@@ -202,7 +205,7 @@ def finish(ctx: Context, run_id: str, report: dict[str, Any], status: str = "com
 
 def fail(ctx: Context, run_id: str) -> None:
     with transaction(ctx.engine) as session:
-        ledger.finish_run(session, run_id, "failed", {})
+        ledger.finish_run(session, run_id, RunStatus.FAILED, {})
 
 
 def build_report(

@@ -13,6 +13,7 @@ from typing import Any
 
 from sqlalchemy import Engine, and_, func, or_, select, update
 from sqlalchemy.orm import Session
+from sqlmodel import col
 
 from dunning.channels.email import MessageChannel
 from dunning.channels.message import Line, Message
@@ -26,6 +27,7 @@ from dunning.ledger import chunks
 from dunning.models import Action, ActionInvoice, Customer, Invoice
 from dunning.policy import Policy
 from dunning.shards import Shard, in_shard
+from dunning.statuses import READY, UNDELIVERED, ActionStatus
 
 log = logging.getLogger("dunning.dispatch")
 CLAIM_CHUNK = 100
@@ -63,13 +65,13 @@ class DispatchResult:
 def _claimable(policy: Policy, kind: str, as_of: date) -> Any:
     max_attempts = policy.email.max_attempts if policy.email else 5
     return and_(
-        Action.kind == kind,
+        col(Action.kind) == kind,
         or_(
-            Action.status.in_(("queued", "approved")),
+            col(Action.status).in_(READY),
             # A failure is retried by a later business day, never by a rerun of the same one.
-            and_(Action.status == "failed", Action.retryable.is_(True),
-                 Action.attempts < max_attempts,
-                 or_(Action.attempted_on.is_(None), Action.attempted_on < as_of)),
+            and_(col(Action.status) == ActionStatus.FAILED, col(Action.retryable).is_(True),
+                 col(Action.attempts) < max_attempts,
+                 or_(col(Action.attempted_on).is_(None), col(Action.attempted_on) < as_of)),
         ),
     )
 
@@ -84,22 +86,24 @@ def _messages(
     out: dict[int, tuple[Claimed, Message | None]] = {}
     with transaction(engine) as session:
         rows = session.execute(
-            select(Action.id, Action.customer_id, Action.dedupe_key, Action.kind, Action.stage,
-                   Action.template, Customer.external_id, Customer.name, Customer.language,
-                   Customer.country, Customer.email, Customer.address, Customer.legal_id,
-                   Customer.phone)
-            .join(Customer, Customer.id == Action.customer_id)
-            .where(Action.id.in_(ids))
+            select(col(Action.id), col(Action.customer_id), col(Action.dedupe_key),
+                   col(Action.kind), col(Action.stage), col(Action.template),
+                   col(Customer.external_id), col(Customer.name), col(Customer.language),
+                   col(Customer.country), col(Customer.email), col(Customer.address),
+                   col(Customer.legal_id), col(Customer.phone))
+            .join(Customer, col(Customer.id) == Action.customer_id)
+            .where(col(Action.id).in_(ids))
         ).all()
         lines: dict[int, list[Line]] = defaultdict(list)
         for (action_id, number, external_id, issue_date, due_date, currency, amount,
              amount_open) in session.execute(
-            select(ActionInvoice.action_id, Invoice.number, Invoice.external_id,
-                   Invoice.issue_date, Invoice.due_date, Invoice.currency, Invoice.amount,
-                   Invoice.amount_open)
-            .join(Invoice, Invoice.id == ActionInvoice.invoice_id)
-            .where(ActionInvoice.action_id.in_(ids), ActionInvoice.dropped_reason.is_(None))
-            .order_by(ActionInvoice.action_id, Invoice.due_date, Invoice.id)
+            select(col(ActionInvoice.action_id), col(Invoice.number), col(Invoice.external_id),
+                   col(Invoice.issue_date), col(Invoice.due_date), col(Invoice.currency),
+                   col(Invoice.amount), col(Invoice.amount_open))
+            .join(Invoice, col(Invoice.id) == ActionInvoice.invoice_id)
+            .where(col(ActionInvoice.action_id).in_(ids),
+                   col(ActionInvoice.dropped_reason).is_(None))
+            .order_by(col(ActionInvoice.action_id), col(Invoice.due_date), col(Invoice.id))
         ):
             lines[action_id].append(Line(
                 number=number or external_id, issue_date=issue_date, due_date=due_date,
@@ -110,10 +114,11 @@ def _messages(
     if any(row.kind != "email" for row in rows):
         with transaction(engine) as session:
             for customer_id, when, stage in session.execute(
-                select(Action.customer_id, Action.business_date, Action.stage)
-                .where(Action.customer_id.in_({row.customer_id for row in rows}),
-                       Action.status == "sent", Action.kind.in_(("email", "phone")))
-                .order_by(Action.business_date, Action.id)
+                select(col(Action.customer_id), col(Action.business_date), col(Action.stage))
+                .where(col(Action.customer_id).in_({row.customer_id for row in rows}),
+                       col(Action.status) == ActionStatus.SENT,
+                       col(Action.kind).in_(("email", "phone")))
+                .order_by(col(Action.business_date), col(Action.id))
             ):
                 reminders[customer_id].append((when, stage))
     for (action_id, customer_id, dedupe_key, kind, stage, template, customer_ref, name,
@@ -145,17 +150,18 @@ def _claim(engine: Engine, claimable: Any, as_of: date, ids: list[int]) -> Itera
     def take(session: Any, chunk: Sequence[int]) -> list[int]:
         # Conditional: a row no longer claimable (another dispatcher's) is left alone.
         return list(session.execute(
-            update(Action).where(Action.id.in_(chunk), claimable)
-            .values(status="sending", attempts=Action.attempts + 1, attempted_on=as_of,
-                    updated_at=utcnow())
-            .returning(Action.id).execution_options(synchronize_session=False)
+            update(Action).where(col(Action.id).in_(chunk), claimable)
+            .values(status=ActionStatus.SENDING, attempts=col(Action.attempts) + 1,
+                    attempted_on=as_of, updated_at=utcnow())
+            .returning(col(Action.id)).execution_options(synchronize_session=False)
         ).scalars())
 
     if engine.dialect.name == "postgresql":
         while True:
             with transaction(engine) as session:
                 locked = list(session.execute(
-                    select(Action.id).where(claimable).order_by(Action.id).limit(CLAIM_CHUNK)
+                    select(col(Action.id)).where(claimable).order_by(col(Action.id))
+                    .limit(CLAIM_CHUNK)
                     .with_for_update(skip_locked=True, of=Action)).scalars())
                 claimed = take(session, locked) if locked else []
             if not claimed:
@@ -180,16 +186,17 @@ def dispatch(
     claimable = and_(_claimable(policy, kind, as_of), *in_shard(Action.customer_id, shard))
     with transaction(engine) as session:
         ids = list(session.execute(
-            select(Action.id).where(claimable).order_by(Action.id)).scalars())
+            select(col(Action.id)).where(claimable).order_by(col(Action.id))).scalars())
         result.in_flight = session.execute(
             select(func.count()).select_from(Action)
-            .where(Action.kind == kind, Action.status == "sending",
+            .where(col(Action.kind) == kind, col(Action.status) == ActionStatus.SENDING,
                    *in_shard(Action.customer_id, shard))).scalar_one()
     if dry_run or transport is None:
         result.would_send = len(ids)
         return result
-    channel: Channel = transport if hasattr(transport, "deliver") else MessageChannel(
-        kind, transport, policy, letters_dir)  # type: ignore[arg-type]
+    # An email transport delivers through the messages' channel; anything else is a channel.
+    channel: Channel = MessageChannel(kind, transport, policy, letters_dir) \
+        if isinstance(transport, (Outbox, SendGrid)) else transport
 
     # Emails and letters record their outcomes a claimed chunk at a time (one transaction per
     # hundred messages rather than per message). A crash in between leaves that chunk `sending`:
@@ -199,14 +206,14 @@ def dispatch(
     for claimed in _claim(engine, claimable, as_of, ids):
         for action_id, (action, message) in sorted(_messages(engine, claimed, as_of).items()):
             if message is None:
-                outcomes.add(action_id, status="cancelled",
+                outcomes.add(action_id, status=ActionStatus.CANCELLED,
                              last_error="cancelled: no invoice left to mention")
                 result.cancelled += 1
                 continue
             try:
                 delivered = channel.deliver(action_id, action, message)
             except DeliveryError as exc:
-                outcomes.add(action_id, status="failed", last_error=str(exc),
+                outcomes.add(action_id, status=ActionStatus.FAILED, last_error=str(exc),
                              retryable=exc.retryable)
                 result.failed += 1
                 result.errors.append({"action_id": action_id, "customer_id": message.customer_ref,
@@ -215,13 +222,13 @@ def dispatch(
                 continue
             except Exception as exc:  # a bug must not stop the other customers' messages
                 log.exception("action %s failed unexpectedly", action_id)
-                outcomes.add(action_id, status="failed", last_error=f"internal error: {exc!r}",
-                             retryable=True)
+                outcomes.add(action_id, status=ActionStatus.FAILED,
+                             last_error=f"internal error: {exc!r}", retryable=True)
                 result.failed += 1
                 result.errors.append({"action_id": action_id, "customer_id": message.customer_ref,
                                       "error": brief(repr(exc))})
                 continue
-            outcomes.add(action_id, delivered.after, status="sent",
+            outcomes.add(action_id, delivered.after, status=ActionStatus.SENT,
                          provider_id=delivered.provider_id, document=delivered.document,
                          sent_at=utcnow(), last_error=None, retryable=True)
             result.sent += 1
@@ -270,10 +277,10 @@ def waiting_by_channel(engine: Engine, shard: Shard | None = None) -> dict[str, 
     out: dict[str, dict[str, int]] = defaultdict(dict)
     with transaction(engine) as session:
         for kind, status, n in session.execute(
-            select(Action.kind, Action.status, func.count())
-            .where(Action.status.in_(("pending_approval", "approved", "queued", "failed",
-                                      "sending")), *in_shard(Action.customer_id, shard))
-            .group_by(Action.kind, Action.status)
+            select(col(Action.kind), col(Action.status), func.count())
+            .where(col(Action.status).in_((*UNDELIVERED, ActionStatus.SENDING)),
+                   *in_shard(Action.customer_id, shard))
+            .group_by(col(Action.kind), col(Action.status))
         ):
             out[kind][status] = n
     return dict(out)

@@ -2,6 +2,7 @@
 
     DunningError              anything dunning refuses or fails to do (exit 1)
     ├── ConfigError           bad policy, option or database URL (exit 2)
+    │   ├── CallOutcomeError  a call outcome unknown or missing what it needs (exit 2)
     │   ├── RunDateError      a run dated before the last one (exit 2)
     │   ├── RunInProgress     another run of the same shard holds the run lock (exit 2)
     │   └── SnapshotError     a snapshot that cannot be read or trusted (missing file, bad
@@ -16,6 +17,12 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
+# What a call outcome can lack: the outcome itself (unknown), the date a promise pays by, the date
+# to call back, the reason of a dispute, or invoices that belong to the call task.
+OutcomePart = Literal["outcome", "promise_date", "callback_date", "reason", "invoices"]
+
 
 class DunningError(Exception):
     """Base class: something dunning refused or failed to do."""
@@ -27,6 +34,16 @@ class ConfigError(DunningError):
     """The configuration or the command line is wrong; the message says where."""
 
     exit_code = 2
+
+
+class CallOutcomeError(ConfigError):
+    """A call's outcome cannot be recorded as given: `part` says what is wrong or missing, so
+    that the command line can name its own option for it; nothing was changed."""
+
+    def __init__(self, message: str, *, outcome: str, part: OutcomePart) -> None:
+        super().__init__(message)
+        self.outcome = outcome
+        self.part = part
 
 
 class RunDateError(ConfigError):

@@ -31,6 +31,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 
 from dunning.errors import ConfigError, RunInProgress
 from dunning.shards import Shard
+from dunning.statuses import RunStatus
 
 _NAMESPACE = 0x64756E72  # "dunr": the first key of every run lock (two-key advisory locks)
 # Without these, PostgreSQL notices a holder whose machine vanished (power cut, network gone)
@@ -150,8 +151,8 @@ def _holder(engine: Engine, shard: Shard | None) -> tuple[str, str, object] | No
         if engine.dialect.name == "postgresql":
             shard_test = shard_test.replace("?", "%s")
         cursor.execute(
-            "SELECT id, business_date, started_at FROM run WHERE status = 'running' AND "
-            f"{shard_test} ORDER BY started_at DESC LIMIT 1",
+            f"SELECT id, business_date, started_at FROM run WHERE status = '{RunStatus.RUNNING}' "
+            f"AND {shard_test} ORDER BY started_at DESC LIMIT 1",
             () if shard is None else (str(shard),))
         row = cursor.fetchone()
     except Exception:  # e.g. an older schema: the refusal still stands, unnamed

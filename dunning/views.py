@@ -8,10 +8,11 @@ from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
+from sqlmodel import col
 
 from dunning.errors import NotFoundError
-from dunning.ledger import UNDELIVERED
 from dunning.models import Action, ActionInvoice, Customer, Invoice, Transition
+from dunning.statuses import UNDELIVERED
 
 
 def _money(value: Any) -> str | None:
@@ -22,22 +23,22 @@ def invoice_status(session: Session, as_of: date, customer: str | None = None) -
         list[dict[str, Any]]:
     """Every known invoice with its stage, state and undelivered action (if any)."""
     query = (
-        select(Invoice, Customer.external_id)
-        .join(Customer, Customer.id == Invoice.customer_id)
-        .order_by(Customer.external_id, Invoice.due_date, Invoice.external_id)
+        select(Invoice, col(Customer.external_id))
+        .join(Customer, col(Customer.id) == Invoice.customer_id)
+        .order_by(col(Customer.external_id), col(Invoice.due_date), col(Invoice.external_id))
     )
     if customer is not None:
         found = session.execute(
-            select(Customer.id).where(Customer.external_id == customer)).scalar()
+            select(col(Customer.id)).where(col(Customer.external_id) == customer)).scalar()
         if found is None:
             raise NotFoundError(f"no customer {customer!r} in the ledger")
-        query = query.where(Invoice.customer_id == found)
+        query = query.where(col(Invoice.customer_id) == found)
     pending: dict[int, int] = {}
     for invoice_id, action_id in session.execute(
-        select(ActionInvoice.invoice_id, ActionInvoice.action_id)
-        .join(Action, Action.id == ActionInvoice.action_id)
-        .where(Action.status.in_(UNDELIVERED), ActionInvoice.dropped_reason.is_(None))
-        .order_by(ActionInvoice.action_id)
+        select(col(ActionInvoice.invoice_id), col(ActionInvoice.action_id))
+        .join(Action, col(Action.id) == ActionInvoice.action_id)
+        .where(col(Action.status).in_(UNDELIVERED), col(ActionInvoice.dropped_reason).is_(None))
+        .order_by(col(ActionInvoice.action_id))
     ):
         pending[invoice_id] = action_id
     return [
@@ -53,7 +54,7 @@ def invoice_status(session: Session, as_of: date, customer: str | None = None) -
             "amount": _money(invoice.amount),
             "amount_open": _money(invoice.amount_open),
             "days_overdue": (as_of - invoice.due_date).days,
-            "pending_action": pending.get(invoice.id),  # type: ignore[arg-type]
+            "pending_action": None if invoice.id is None else pending.get(invoice.id),
         }
         for invoice, customer_ref in session.execute(query)
     ]
@@ -61,7 +62,7 @@ def invoice_status(session: Session, as_of: date, customer: str | None = None) -
 
 def invoice_history(session: Session, external_id: str) -> list[dict[str, Any]]:
     invoice_id = session.execute(
-        select(Invoice.id).where(Invoice.external_id == external_id)).scalar()
+        select(col(Invoice.id)).where(col(Invoice.external_id) == external_id)).scalar()
     if invoice_id is None:
         raise NotFoundError(f"no invoice {external_id!r} in the ledger")
     return [
@@ -79,29 +80,32 @@ def invoice_history(session: Session, external_id: str) -> list[dict[str, Any]]:
             "action_id": t.action_id,
         }
         for t in session.execute(
-            select(Transition).where(Transition.invoice_id == invoice_id)
-            .order_by(Transition.at, Transition.id)
+            select(Transition).where(col(Transition.invoice_id) == invoice_id)
+            .order_by(col(Transition.at), col(Transition.id))
         ).scalars()
     ]
 
 
 def action_list(session: Session, status: str | None = None) -> list[dict[str, Any]]:
-    query = (select(Action, Customer.external_id)
-             .join(Customer, Customer.id == Action.customer_id).order_by(Action.id))
+    query = (select(Action, col(Customer.external_id))
+             .join(Customer, col(Customer.id) == Action.customer_id).order_by(col(Action.id)))
     if status is not None:
-        query = query.where(Action.status == status)
-    rows = session.execute(query).all()
+        query = query.where(col(Action.status) == status)
+    # Read rows always have their ids (the check only narrows `int | None`).
+    rows = [(action.id, action, customer_ref) for action, customer_ref in session.execute(query)
+            if action.id is not None]
     invoices: dict[int, list[str]] = defaultdict(list)
     dropped: dict[int, list[str]] = defaultdict(list)
     totals: dict[int, dict[str, Any]] = defaultdict(dict)
-    ids = [action.id for action, _ in rows]
+    ids = [action_id for action_id, _, _ in rows]
     for start in range(0, len(ids), 2000):
         for action_id, external_id, reason, amount, currency in session.execute(
-            select(ActionInvoice.action_id, Invoice.external_id, ActionInvoice.dropped_reason,
-                   ActionInvoice.amount_open, Invoice.currency)
-            .join(Invoice, Invoice.id == ActionInvoice.invoice_id)
-            .where(ActionInvoice.action_id.in_(ids[start:start + 2000]))
-            .order_by(Invoice.external_id)
+            select(col(ActionInvoice.action_id), col(Invoice.external_id),
+                   col(ActionInvoice.dropped_reason), col(ActionInvoice.amount_open),
+                   col(Invoice.currency))
+            .join(Invoice, col(Invoice.id) == ActionInvoice.invoice_id)
+            .where(col(ActionInvoice.action_id).in_(ids[start:start + 2000]))
+            .order_by(col(Invoice.external_id))
         ):
             if reason is None:
                 invoices[action_id].append(external_id)
@@ -110,13 +114,13 @@ def action_list(session: Session, status: str | None = None) -> list[dict[str, A
                 dropped[action_id].append(external_id)
     return [
         {
-            "action_id": action.id,
+            "action_id": action_id,
             "kind": action.kind,
             "stage": action.stage,
             "customer_id": customer_ref,
-            "invoice_ids": invoices[action.id],  # type: ignore[index]
-            "dropped_invoice_ids": dropped[action.id],  # type: ignore[index]
-            "total_open": {cur: _money(v) for cur, v in totals[action.id].items()},  # type: ignore[index]
+            "invoice_ids": invoices[action_id],
+            "dropped_invoice_ids": dropped[action_id],
+            "total_open": {cur: _money(v) for cur, v in totals[action_id].items()},
             "status": action.status,
             "created_at": action.created_at.isoformat(),
             "business_date": action.business_date.isoformat(),
@@ -125,5 +129,5 @@ def action_list(session: Session, status: str | None = None) -> list[dict[str, A
             "document": action.document,
             "last_error": action.last_error,
         }
-        for action, customer_ref in rows
+        for action_id, action, customer_ref in rows
     ]

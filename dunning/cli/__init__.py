@@ -19,7 +19,7 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import date
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, TypeVar, overload
 
 import typer
 
@@ -36,8 +36,10 @@ app = typer.Typer(
 
 F = TypeVar("F", bound=Callable[..., Any])
 # The domain's refusals name what is wrong, not the command's options: the option that answers
-# each is the command line's own hint.
-HINTS: dict[type[DunningError], str] = {
+# each is the command line's own hint, a sentence or, when it depends on what the error says,
+# a function of the error (None: no hint). Commands add theirs (see dunning/cli/people.py).
+Hint = str | Callable[[DunningError], str | None]
+HINTS: dict[type[DunningError], Hint] = {
     RunDateError: "The business date is --as-of (default: today in the policy's time zone).",
     MassSettlement: "To confirm them, run again with --accept-mass-settlement.",
 }
@@ -57,10 +59,21 @@ def handles_errors(command: F) -> F:
         try:
             return command(*args, **kwargs)
         except DunningError as exc:
-            hints = [hint for kind, hint in HINTS.items() if isinstance(exc, kind)]
-            raise fail(" ".join([str(exc), *hints]), exc.exit_code) from None
+            raise fail(" ".join([str(exc), *_hints(exc)]), exc.exit_code) from None
 
+    # functools.wraps types the wrapper as _Wrapped, not as the command it wraps.
     return wrapper  # type: ignore[return-value]
+
+
+def _hints(exc: DunningError) -> list[str]:
+    """The command line's hints for an error, in the order of HINTS."""
+    out = []
+    for kind, hint in HINTS.items():
+        if isinstance(exc, kind):
+            text = hint if isinstance(hint, str) else hint(exc)
+            if text:
+                out.append(text)
+    return out
 
 
 def print_json(data: Any) -> None:
@@ -79,6 +92,12 @@ def who(by: str) -> str:
     if not by.strip():
         raise ConfigError("--by: give the name of the person")
     return by.strip()
+
+
+@overload
+def parse_date(value: str, option: str) -> date: ...
+@overload
+def parse_date(value: str | None, option: str) -> date | None: ...
 
 
 def parse_date(value: str | None, option: str) -> date | None:

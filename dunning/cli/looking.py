@@ -16,6 +16,9 @@ from dunning.cli import (
     print_table,
 )
 from dunning.errors import ConfigError
+from dunning.statuses import ActionStatus
+
+KNOWN_STATUSES = tuple(status.value for status in ActionStatus)
 
 
 @app.command()
@@ -57,18 +60,15 @@ def history(invoice_id: str, as_json: JsonOption = False) -> None:
 @app.command()
 @handles_errors
 def actions(
-    status: Annotated[str | None, typer.Option("--status", help="pending_approval, approved, "
-                                               "rejected, queued, sending, sent, failed or "
-                                               "cancelled.")] = None,
+    status: Annotated[str | None, typer.Option(
+        "--status", help=f"{', '.join(KNOWN_STATUSES[:-1])} or {KNOWN_STATUSES[-1]}.")] = None,
     as_json: JsonOption = False,
 ) -> None:
     """The actions (messages and tasks) the ladder created, and what happened to them."""
     from dunning.views import action_list
 
-    known = ("pending_approval", "approved", "rejected", "queued", "sending", "sent", "failed",
-             "cancelled")
-    if status is not None and status not in known:
-        raise ConfigError(f"--status: {status!r} is not one of {', '.join(known)}")
+    if status is not None and status not in KNOWN_STATUSES:
+        raise ConfigError(f"--status: {status!r} is not one of {', '.join(KNOWN_STATUSES)}")
     with open_session() as session:
         rows = action_list(session, status)
     if as_json:

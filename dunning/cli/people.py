@@ -7,6 +7,7 @@ from typing import Annotated, Any
 import typer
 
 from dunning.cli import (
+    HINTS,
     JsonOption,
     app,
     emit,
@@ -17,7 +18,7 @@ from dunning.cli import (
     print_table,
     who,
 )
-from dunning.errors import ConfigError
+from dunning.errors import CallOutcomeError, ConfigError, DunningError
 
 
 def _decide_on(action_id: int, by: str, approve: bool, text: str | None) -> dict[str, Any]:
@@ -100,6 +101,22 @@ def calls(
                            "total_open", "assignee", "due_on"], f"{len(rows)} calls to make")
 
 
+def _outcome_hint(exc: DunningError) -> str | None:
+    """The option of `dunning call-done` that answers a refused call outcome."""
+    if not isinstance(exc, CallOutcomeError):
+        return None
+    return {
+        "outcome": "Give --outcome as one of them.",
+        "promise_date": f"--outcome {exc.outcome} needs --until DATE.",
+        "callback_date": f"--outcome {exc.outcome} needs --on DATE.",
+        "reason": f"--outcome {exc.outcome} needs --reason TEXT.",
+        "invoices": "--invoice takes the task's own invoices (see `dunning calls`).",
+    }[exc.part]
+
+
+HINTS[CallOutcomeError] = _outcome_hint
+
+
 @app.command("call-done")
 @handles_errors
 def call_done(
@@ -113,8 +130,8 @@ def call_done(
                                                "promised.")] = None,
     reason: Annotated[str | None, typer.Option("--reason", help="dispute: what is "
                                                "disputed.")] = None,
-    on: Annotated[str | None, typer.Option("--on", metavar="YYYY-MM-DD",
-                                           help="callback: when to call again.")] = None,
+    call_on: Annotated[str | None, typer.Option("--on", metavar="YYYY-MM-DD",
+                                                help="callback: when to call again.")] = None,
     invoice: Annotated[list[str] | None, typer.Option("--invoice", help="Only these invoices "
                                                       "of the task (repeat).")] = None,
     as_json: JsonOption = False,
@@ -124,8 +141,9 @@ def call_done(
     for the payment-in-transit days; no-answer keeps the task for another try."""
     from dunning.calls import record_outcome
 
+    # The domain takes one date: a promise's pay-by date, or a callback's (--on, or --until).
     date_given = parse_date(until, "--until") if outcome != "callback" else \
-        parse_date(on or until, "--on")
+        parse_date(call_on or until, "--on")
     with ledger_day() as (ctx, session, on):
         result = record_outcome(
             session, ctx.policy, task_id, by=who(by), outcome=outcome,
@@ -194,7 +212,6 @@ def hold(
     from dunning import pauses
 
     end = parse_date(until, "--until")
-    assert end is not None
     if not reason.strip():
         raise ConfigError("--reason: say why the customer is on hold")
     with ledger_day() as (_, session, on):
