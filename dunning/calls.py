@@ -160,7 +160,7 @@ def record_outcome(
         .with_for_update()
     ).scalar_one_or_none()
     if task is None:
-        raise NotFoundError(f"no call task {task_id} (see `dunning calls`)")
+        raise NotFoundError(f"no call task {task_id}.", "call task")
     if task.status not in OPEN:
         raise ConflictError(f"call task {task_id} is {task.status}, not open; nothing changed")
     invoices = _invoices(session, [task_id])[task_id]

@@ -64,14 +64,23 @@ class MassSettlement(SnapshotError):
     run goes through once a person confirms that they are real."""
 
 
+class NoAgencyApi(ConfigError):
+    """The policy names no agency API (`agency.url`): cases can only be handed over as files."""
+
+
 class SourceUnavailable(DunningError):
     """The source failed after its retries: the pull is abandoned and nothing changes."""
 
 
 class NotFoundError(DunningError):
-    """An id given on the command line does not exist."""
+    """An id given by a person does not exist; `what` says of which kind ("action", "call
+    task", "invoice", "customer"), for the command line to say where to look."""
 
     exit_code = 2
+
+    def __init__(self, message: str, what: str | None = None) -> None:
+        super().__init__(message)
+        self.what = what
 
 
 class DeliveryError(DunningError):

@@ -30,19 +30,19 @@ class Shard:
     count: int
 
     @classmethod
-    def parse(cls, text: str, option: str = "--shard") -> Shard:
+    def parse(cls, text: str, label: str = "shard") -> Shard:
         match = _SHAPE.fullmatch(text)
         if match is None:
-            raise ConfigError(f"{option}: {text!r} is not K/N (e.g. 1/4: the first of four "
+            raise ConfigError(f"{label}: {text!r} is not K/N (e.g. 1/4: the first of four "
                               "shards)")
         index, count = int(match[1]), int(match[2])
         if count < 1 or not 1 <= index <= count:
-            raise ConfigError(f"{option}: {text!r}: K must be between 1 and N (N ≥ 1)")
+            raise ConfigError(f"{label}: {text!r}: K must be between 1 and N (N ≥ 1)")
         return cls(index, count)
 
     @classmethod
-    def of(cls, text: str | None, option: str = "--shard") -> Shard | None:
-        return None if text is None else cls.parse(text, option)
+    def of(cls, text: str | None, label: str = "shard") -> Shard | None:
+        return None if text is None else cls.parse(text, label)
 
     def __str__(self) -> str:
         return f"{self.index}/{self.count}"

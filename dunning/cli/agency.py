@@ -7,7 +7,8 @@ from typing import Annotated
 
 import typer
 
-from dunning.cli import (
+from dunning.cli.common import (
+    HINTS,
     JsonOption,
     app,
     emit,
@@ -16,12 +17,13 @@ from dunning.cli import (
     policy_context,
     print_json,
 )
-from dunning.errors import ConfigError
+from dunning.errors import ConfigError, NoAgencyApi
 
 agency_app = typer.Typer(
     help="Cases handed to the collection agency: pull their status, or export them as files.",
     no_args_is_help=True)
 app.add_typer(agency_app, name="agency")
+HINTS[NoAgencyApi] = "Hand the cases over as files with `dunning agency export --out DIR`."
 
 
 @agency_app.command("sync")

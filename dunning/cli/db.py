@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from dunning.cli import app, handles_errors
+from dunning.cli.common import app, handles_errors
 
 db_app = typer.Typer(help="The dunning database.", no_args_is_help=True)
 app.add_typer(db_app, name="db")

@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from dunning.cli import (
+from dunning.cli.common import (
     JsonOption,
     app,
     handles_errors,

@@ -6,7 +6,7 @@ from typing import Annotated, Any
 
 import typer
 
-from dunning.cli import (
+from dunning.cli.common import (
     HINTS,
     JsonOption,
     app,

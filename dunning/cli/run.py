@@ -6,7 +6,7 @@ from typing import Annotated, Any
 
 import typer
 
-from dunning.cli import (
+from dunning.cli.common import (
     JsonOption,
     app,
     handles_errors,
@@ -43,7 +43,7 @@ def run(
     from dunning.sources import preflight
 
     business_date = parse_date(as_of, "--as-of")
-    part = Shard.of(shard)
+    part = Shard.of(shard, "--shard")
     ctx = policy_context()
     # A bad file is refused here, in a second, before the pipeline and Prefect are imported.
     preflight(ctx.policy, ctx.policy_path)

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from dunning.cli import JsonOption, app, handles_errors, quiet_prefect
+from dunning.cli.common import JsonOption, app, handles_errors, quiet_prefect
 
 
 @app.command()

@@ -23,7 +23,7 @@ def _pending_action(session: Session, action_id: int) -> Action:
         select(Action).where(col(Action.id) == action_id).with_for_update()
     ).scalar_one_or_none()
     if action is None:
-        raise NotFoundError(f"no action {action_id} (see `dunning actions`)")
+        raise NotFoundError(f"no action {action_id}.", "action")
     if action.status != ActionStatus.PENDING_APPROVAL:
         raise ConflictError(
             f"action {action_id} is {action.status}, not waiting for approval; nothing changed"

@@ -21,7 +21,7 @@ from dunning.channels.agency.models import AgencyCase, CaseStatus
 from dunning.channels.message import Message
 from dunning.channels.protocol import Claimed, Delivered
 from dunning.dispatch import DispatchResult, dispatch
-from dunning.errors import ConfigError, DeliveryError
+from dunning.errors import ConfigError, DeliveryError, NoAgencyApi
 from dunning.policy import Agency, Policy
 from dunning.settings import secret
 from dunning.shards import Shard
@@ -48,10 +48,6 @@ def _case_id(body: Any) -> str | None:
             if body.get(key) not in (None, ""):
                 return str(body[key])
     return None
-
-
-class NoAgencyApi(ConfigError):
-    """The policy names no agency API (`agency.url`): cases can only be handed over as files."""
 
 
 class AgencyClient:
