@@ -239,14 +239,18 @@ class Renderer:
         by_currency: dict[str, Decimal] = {}
         invoices = []
         for line in message.lines:
-            currency = line.currency
-            by_currency[currency] = by_currency.get(currency, Decimal(0)) + line.amount_open
+            currency, amount, amount_open = line.currency, line.amount, line.amount_open
+            by_currency[currency] = by_currency.get(currency, Decimal(0)) + amount_open
+            amount_text = money(amount, currency, locale)
             invoices.append(SimpleNamespace(
                 number=line.number,
                 issue_date=day(line.issue_date, locale) if line.issue_date else "",
                 due_date=day(line.due_date, locale),
-                amount=money(line.amount, currency, locale),
-                open=money(line.amount_open, currency, locale),
+                amount=amount_text,
+                # most invoices are open for their whole amount: formatted once (same sign)
+                open=amount_text if amount_open == amount
+                and amount_open.is_signed() == amount.is_signed()
+                else money(amount_open, currency, locale),
                 currency=currency,
                 days_overdue=line.days_overdue,
                 days_until_due=-line.days_overdue,
