@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import io
-import re
+from collections.abc import MutableMapping
 from datetime import timedelta
 from decimal import Decimal
 from functools import lru_cache
@@ -25,15 +25,14 @@ from jinja2 import (
     Template,
     TemplateNotFound,
     TemplatesNotFound,
-    nodes,
     pass_eval_context,
 )
 from jinja2.bccache import Bucket
 from jinja2.nodes import EvalContext
-from jinja2.visitor import NodeTransformer
 from markupsafe import Markup
 
 from dunning.channels.formatting import day, locale_for, money, totals
+from dunning.channels.inline import COMPILED, Translate, plural_rules
 from dunning.channels.message import Attachment, Message, Rendered
 from dunning.channels.outbox import Outbox
 from dunning.channels.protocol import Claimed, Delivered
@@ -108,101 +107,29 @@ def translations(root: str, language: str) -> NullTranslations:
     return found
 
 
-_COMPILED = "inline-1"  # change when _Translate compiles messages differently
-_PLACEHOLDER = re.compile(r"%\((\w+)\)s|%%|%")
-
-
-class _Translate(NodeTransformer):
-    """Puts each message with a constant text (`_("…")`, `{% trans %}` without a plural) into the
-    compiled template in its translation, as Jinja's new-style gettext would at each rendering
-    (in HTML the text is marked safe and its variables escaped): calls from a template cost
-    microseconds each, and an email has about 40 messages. Plurals stay calls.
-
-    A message written out (`{{ _(…) }}`, `{% trans %}`) becomes the template data and outputs it
-    would have been written as inline, so that it renders as fast as a template in one language
-    (formatting it with `%` at each rendering cost about 0.1 ms a message); elsewhere, the
-    translation formatted with its variables."""
-
-    def __init__(self, wording: NullTranslations) -> None:
-        self.wording = wording
-
-    def _translation(self, node: nodes.Node) -> tuple[str, dict[str, nodes.Expr]] | None:
-        """The translated text of a constant message, and its variables; None for anything
-        else (a plural, a text computed at rendering)."""
-        if not (isinstance(node, nodes.Call) and isinstance(node.node, nodes.Name)):
-            return None
-        name = node.node.name
-        texts = [a.value for a in node.args
-                 if isinstance(a, nodes.Const) and isinstance(a.value, str)]
-        if (name not in ("_", "gettext", "pgettext") or node.dyn_args or node.dyn_kwargs
-                or len(texts) != len(node.args) or len(texts) != (2 if name == "pgettext" else 1)):
-            return None
-        variables: dict[str, nodes.Expr] = {v.key: self.visit(v.value) for v in node.kwargs}
-        if name == "pgettext":
-            variables = {"context": nodes.Const(texts[0])} | variables
-            return str(self.wording.pgettext(*texts)), variables
-        return self.wording.gettext(texts[0]), variables
-
-    def _inline(self, text: str, variables: dict[str, nodes.Expr],
-                lineno: int) -> list[nodes.Node] | None:
-        """`text` as template data and outputs; None when it holds a placeholder other than
-        `%(name)s` and `%%`, or a name without a value (left to `%`, which says what is wrong)."""
-        parts: list[nodes.Node] = []
-        start = 0
-        for match in _PLACEHOLDER.finditer(text):
-            data = text[start:match.start()]
-            start = match.end()
-            if match.group(0) == "%%":
-                data += "%"
-            elif match.group(1) in variables:
-                if data:
-                    parts.append(nodes.TemplateData(data, lineno=lineno))
-                parts.append(variables[match.group(1)])
-                continue
-            else:
-                return None
-            if data:
-                parts.append(nodes.TemplateData(data, lineno=lineno))
-        if text[start:]:
-            parts.append(nodes.TemplateData(text[start:], lineno=lineno))
-        return parts
-
-    def visit_Output(self, node: nodes.Output) -> nodes.Node:  # noqa: N802 (NodeTransformer's)
-        children: list[nodes.Node] = []
-        for child in node.nodes:
-            found = self._translation(child)
-            parts = None if found is None else self._inline(*found, lineno=child.lineno)
-            if parts is None:
-                children.append(self.visit(child))
-            else:
-                children.extend(parts)
-        node.nodes = children
-        return node
-
-    def visit_Call(self, node: nodes.Call) -> nodes.Node:  # noqa: N802 (NodeTransformer's name)
-        found = self._translation(node)
-        if found is None:
-            return self.generic_visit(node)
-        text, variables = found
-        translated = nodes.MarkSafeIfAutoescape(nodes.Const(text), lineno=node.lineno)
-        return nodes.Mod(translated, nodes.Dict(
-            [nodes.Pair(nodes.Const(k), v) for k, v in variables.items()]), lineno=node.lineno)
-
-
 class _Environment(Environment):
-    """Templates compiled with one language's wording (see `_Translate`)."""
+    """Templates compiled with one language's wording (see `inline.Translate`), with the
+    filters of its plural rules."""
 
     def __init__(self, wording: NullTranslations, **options: Any) -> None:
         super().__init__(**options)
         self.wording = wording
         _install_gettext(self, wording)
+        self.filters.update(plural_rules(wording))
 
     def compile(self, source: Any, name: str | None = None, filename: str | None = None,
                 raw: bool = False, defer_init: bool = False) -> Any:
         if isinstance(source, str):
             source = self.parse(source, name, filename)
-        source = _Translate(self.wording).visit(source)
+        source = Translate(self.wording).visit(source)
         return super().compile(source, name, filename, raw, defer_init)  # type: ignore[call-overload]
+
+    def make_globals(self, d: MutableMapping[str, Any] | None) -> MutableMapping[str, Any]:
+        """A template's globals as one dict, not Jinja's `ChainMap` over the environment's:
+        every rendering copies them into its context, key by key through the `ChainMap` (a
+        `KeyError` caught for each global: about 10 µs a template, 11 globals with gettext's).
+        The environment's globals are all set in `__init__`, before any template is loaded."""
+        return {**self.globals, **(d or {})}
 
 
 @lru_cache(maxsize=16)
@@ -210,9 +137,9 @@ def environment(root: str, language: str | None = None) -> Environment:
     """The templates of a folder, with the wording of `language` (its message catalogs)."""
     if language:
         wording = translations(root, language)
-        # The way messages are compiled in (`_Translate`) is part of the key: bytecode cached
+        # The way messages are compiled in (`inline.Translate`) is part of the key: bytecode cached
         # by an earlier version would otherwise be used after an upgrade.
-        digest = hashlib.sha1(f"{_COMPILED}:{language}".encode())
+        digest = hashlib.sha1(f"{COMPILED}:{language}".encode())
         for path in _catalog_files(root, language):
             digest.update(path.read_bytes())
         key = digest.hexdigest()[:16]
@@ -236,8 +163,8 @@ def environment(root: str, language: str | None = None) -> Environment:
 
 def _install_gettext(environment: Environment, wording: NullTranslations) -> None:
     """Jinja's new-style gettext (in HTML the translation is marked safe and its variables are
-    escaped; a literal % is written %%) for the messages left to rendering (plurals), in one call
-    where Jinja's own makes three."""
+    escaped; a literal % is written %%) for the messages left to rendering (those `inline.Translate`
+    cannot compile in), in one call where Jinja's own makes three."""
 
     def fill(eval_ctx: EvalContext, text: str, variables: dict[str, Any]) -> str:
         return (Markup(text) if eval_ctx.autoescape else text) % variables
@@ -312,14 +239,18 @@ class Renderer:
         by_currency: dict[str, Decimal] = {}
         invoices = []
         for line in message.lines:
-            currency = line.currency
-            by_currency[currency] = by_currency.get(currency, Decimal(0)) + line.amount_open
+            currency, amount, amount_open = line.currency, line.amount, line.amount_open
+            by_currency[currency] = by_currency.get(currency, Decimal(0)) + amount_open
+            amount_text = money(amount, currency, locale)
             invoices.append(SimpleNamespace(
                 number=line.number,
                 issue_date=day(line.issue_date, locale) if line.issue_date else "",
                 due_date=day(line.due_date, locale),
-                amount=money(line.amount, currency, locale),
-                open=money(line.amount_open, currency, locale),
+                amount=amount_text,
+                # most invoices are open for their whole amount: formatted once (same sign)
+                open=amount_text if amount_open == amount
+                and amount_open.is_signed() == amount.is_signed()
+                else money(amount_open, currency, locale),
                 currency=currency,
                 days_overdue=line.days_overdue,
                 days_until_due=-line.days_overdue,
