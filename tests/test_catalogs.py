@@ -16,9 +16,10 @@ from babel.messages.frontend import parse_mapping_cfg
 from babel.messages.pofile import read_po
 from jinja2 import Environment, nodes
 
-from dunning.channels.email import Renderer, translations
+from dunning.channels.email import Renderer
 from dunning.channels.letter import letter_context, notice_html, stage_label
 from dunning.channels.message import Line, Message
+from dunning.channels.templating import translations
 from dunning.errors import DeliveryError
 from dunning.policy import LANGUAGES, load_policy
 

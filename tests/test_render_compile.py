@@ -12,10 +12,11 @@ from typing import Any
 import pytest
 from jinja2 import DictLoader, Environment, FileSystemLoader, StrictUndefined, Template
 
-from dunning.channels.email import Renderer, _Environment, environment, translations
+from dunning.channels.email import Renderer
 from dunning.channels.inline import COMPILED
 from dunning.channels.letter import letter_context
 from dunning.channels.message import Line, Message
+from dunning.channels.templating import _Environment, environment, translations
 from dunning.policy import LANGUAGES, load_policy
 from dunning.resources import templates_dir
 

@@ -11,8 +11,9 @@ from babel.numbers import format_currency
 from jinja2 import DictLoader, Environment
 from jinja2.bccache import bc_magic
 
-from dunning.channels.email import Renderer, _BytecodeCache, render
+from dunning.channels.email import Renderer, render
 from dunning.channels.message import Line, Message
+from dunning.channels.templating import _BytecodeCache
 from dunning.errors import DeliveryError
 from dunning.policy import LANGUAGES, load_policy
 

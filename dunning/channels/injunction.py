@@ -34,11 +34,11 @@ from stdnum.fr import tva as tva_number
 
 from dunning import law, spreadsheet
 from dunning.channels.agency.cases import history, latest_notice
-from dunning.channels.email import environment
 from dunning.channels.formatting import day, locale_for
 from dunning.channels.letter import letter_context, stage_label
 from dunning.channels.message import Message
 from dunning.channels.protocol import Claimed, Delivered
+from dunning.channels.templating import environment
 from dunning.db import transaction
 from dunning.dispatch import DispatchResult, dispatch
 from dunning.errors import DeliveryError, DunningError

@@ -17,9 +17,9 @@ from babel.numbers import format_decimal
 from jinja2 import TemplatesNotFound
 
 from dunning import law
-from dunning.channels.email import environment, translations
 from dunning.channels.formatting import day, locale_for, money, totals
 from dunning.channels.message import Message
+from dunning.channels.templating import environment, translations
 from dunning.errors import DeliveryError, DunningError
 from dunning.files import safe_name, write_atomically
 from dunning.policy import Policy
