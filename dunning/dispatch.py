@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, and_, func, or_, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased
 from sqlmodel import col
 
 from dunning.channels.email import MessageChannel
@@ -24,10 +24,10 @@ from dunning.coltypes import utcnow
 from dunning.db import transaction
 from dunning.errors import DeliveryError
 from dunning.ledger import chunks
-from dunning.models import Action, ActionInvoice, Customer, Invoice
+from dunning.models import Action, ActionInvoice, Customer, Invoice, Transition
 from dunning.policy import Policy
 from dunning.shards import Shard, in_shard
-from dunning.statuses import READY, UNDELIVERED, ActionStatus
+from dunning.statuses import READY, UNDELIVERED, ActionStatus, TransitionEvent
 
 log = logging.getLogger("dunning.dispatch")
 CLAIM_CHUNK = 100
@@ -76,8 +76,19 @@ def _claimable(policy: Policy, kind: str, as_of: date) -> Any:
     )
 
 
+def _section(days_overdue: int, from_stage: str | None, policy: Policy) -> str:
+    """Where an email lists an invoice: due soon (not yet due), now overdue (its first overdue
+    reminder: before it, at most a pre-due one), already reminded."""
+    if days_overdue < 0:
+        return "due_soon"
+    if from_stage is None or policy.stage_index(from_stage) < 0 \
+            or policy.stages[policy.stage_index(from_stage)].days_after_due < 0:
+        return "now_overdue"
+    return "already_reminded"
+
+
 def _messages(
-    engine: Engine, ids: list[int], as_of: date
+    engine: Engine, ids: list[int], as_of: date, policy: Policy,
 ) -> dict[int, tuple[Claimed, Message | None]]:
     """The claimed actions with what their messages say (None: no invoice left to mention).
 
@@ -94,33 +105,52 @@ def _messages(
             .join(Customer, col(Customer.id) == Action.customer_id)
             .where(col(Action.id).in_(ids))
         ).all()
+        emails = {row.id for row in rows if row.kind == "email"}
+        # The stage each invoice left when its message was decided (its transition with this
+        # action), for the email's sections: found through transition's invoice_id index.
+        came_from = (select(col(Transition.from_stage))
+                     .where(col(Transition.invoice_id) == ActionInvoice.invoice_id,
+                            col(Transition.action_id) == ActionInvoice.action_id,
+                            col(Transition.event) == TransitionEvent.STAGE)
+                     .order_by(col(Transition.id)).limit(1).scalar_subquery())
         lines: dict[int, list[Line]] = defaultdict(list)
         for (action_id, number, external_id, issue_date, due_date, currency, amount,
-             amount_open) in session.execute(
+             amount_open, from_stage) in session.execute(
             select(col(ActionInvoice.action_id), col(Invoice.number), col(Invoice.external_id),
                    col(Invoice.issue_date), col(Invoice.due_date), col(Invoice.currency),
-                   col(Invoice.amount), col(Invoice.amount_open))
+                   col(Invoice.amount), col(Invoice.amount_open), came_from)
             .join(Invoice, col(Invoice.id) == ActionInvoice.invoice_id)
             .where(col(ActionInvoice.action_id).in_(ids),
                    col(ActionInvoice.dropped_reason).is_(None))
             .order_by(col(ActionInvoice.action_id), col(Invoice.due_date), col(Invoice.id))
         ):
+            days_overdue = (as_of - due_date).days
             lines[action_id].append(Line(
                 number=number or external_id, issue_date=issue_date, due_date=due_date,
                 currency=currency, amount=amount, amount_open=amount_open,
-                days_overdue=(as_of - due_date).days, invoice_ref=external_id,
+                days_overdue=days_overdue, invoice_ref=external_id,
+                section=_section(days_overdue, from_stage, policy)
+                if action_id in emails else "",
             ))
     reminders: dict[int, list[tuple[date, str]]] = defaultdict(list)
-    if any(row.kind != "email" for row in rows):
+    others = sorted({row.id for row in rows} - emails)
+    if others:
+        # What was sent before about the invoices of this action (a formal notice recalls the
+        # reminders of the invoices it is about, not every message the customer received).
+        mine, theirs = aliased(ActionInvoice), aliased(ActionInvoice)
         with transaction(engine) as session:
-            for customer_id, when, stage in session.execute(
-                select(col(Action.customer_id), col(Action.business_date), col(Action.stage))
-                .where(col(Action.customer_id).in_({row.customer_id for row in rows}),
+            for action_id, _, when, stage in session.execute(
+                select(col(mine.action_id), col(Action.id), col(Action.business_date),
+                       col(Action.stage))
+                .join(theirs, col(theirs.invoice_id) == col(mine.invoice_id))
+                .join(Action, col(Action.id) == col(theirs.action_id))
+                .where(col(mine.action_id).in_(others), col(mine.dropped_reason).is_(None),
                        col(Action.status) == ActionStatus.SENT,
                        col(Action.kind).in_(("email", "phone")))
-                .order_by(col(Action.business_date), col(Action.id))
+                .distinct()
+                .order_by(col(mine.action_id), col(Action.business_date), col(Action.id))
             ):
-                reminders[customer_id].append((when, stage))
+                reminders[action_id].append((when, stage))
     for (action_id, customer_id, dedupe_key, kind, stage, template, customer_ref, name,
          language, country, email, address, legal_id, phone) in rows:
         action = Claimed(action_id, customer_id, dedupe_key, kind, stage)
@@ -132,7 +162,7 @@ def _messages(
             customer_ref=customer_ref, customer_name=name, language=language, country=country,
             recipients=recipients, stage=stage, template=template or stage, as_of=as_of,
             lines=tuple(lines[action_id]), customer_address=address, customer_legal_id=legal_id,
-            reminders=tuple(reminders[customer_id]), customer_phone=phone,
+            reminders=tuple(reminders[action_id]), customer_phone=phone,
         ))
     return out
 
@@ -204,7 +234,8 @@ def dispatch(
     # recorded one by one, with the rows they add.
     outcomes = _Outcomes(engine, 1 if kind in ("agency", "injunction") else CLAIM_CHUNK)
     for claimed in _claim(engine, claimable, as_of, ids):
-        for action_id, (action, message) in sorted(_messages(engine, claimed, as_of).items()):
+        messages = _messages(engine, claimed, as_of, policy)
+        for action_id, (action, message) in sorted(messages.items()):
             if message is None:
                 outcomes.add(action_id, status=ActionStatus.CANCELLED,
                              last_error="cancelled: no invoice left to mention")

@@ -212,10 +212,13 @@ def _moved(invoice: InvoiceFacts, stage: str | None, entered: date | None,
 
 
 def fingerprint(policy: Policy) -> str:
-    """A digest of what decide() reads from the policy: review dates computed under another
-    fingerprint mean nothing."""
+    """A digest of what decide() reads from the policy, and the contact rules that pace its
+    decisions (dunning/contact.py): review dates computed under another fingerprint mean
+    nothing."""
     ladder = {
         "currency": policy.currency,
+        "contact": [policy.contact.min_days_between, policy.contact.max_per_month,
+                    policy.letters.deadline_days],
         "stages": [[s.name, s.days_after_due, s.min_days_since_previous,
                     format(s.min_amount.normalize(), "f"), s.requires_approval]
                    for s in policy.stages],

@@ -10,18 +10,25 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 from sqlmodel import col
 
+from dunning.contact import CustomerContact, pace
+from dunning.db import saved_id
 from dunning.errors import NotFoundError
+from dunning.ladder import Decision, InvoiceFacts, decide
+from dunning.ledger.voice import contacts
 from dunning.models import Action, ActionInvoice, Customer, Invoice, Transition
-from dunning.statuses import UNDELIVERED
+from dunning.policy import Policy
+from dunning.statuses import UNDELIVERED, ActionStatus, InvoiceState
 
 
 def _money(value: Any) -> str | None:
     return None if value is None else f"{value:.2f}"
 
 
-def invoice_status(session: Session, as_of: date, customer: str | None = None) -> \
-        list[dict[str, Any]]:
-    """Every known invoice with its stage, state and undelivered action (if any)."""
+def invoice_status(session: Session, as_of: date, customer: str | None = None,
+                   policy: Policy | None = None) -> list[dict[str, Any]]:
+    """Every known invoice with its stage, state and undelivered action (if any); with the
+    policy, `waiting`: why an active invoice does not move on `as_of` (the ladder's reason, or
+    the customer's: the contact cadence, an open formal notice)."""
     query = (
         select(Invoice, col(Customer.external_id))
         .join(Customer, col(Customer.id) == Invoice.customer_id)
@@ -41,6 +48,8 @@ def invoice_status(session: Session, as_of: date, customer: str | None = None) -
         .order_by(col(ActionInvoice.action_id))
     ):
         pending[invoice_id] = action_id
+    rows = session.execute(query).all()
+    why = _waiting(session, [invoice for invoice, _ in rows], as_of, policy) if policy else {}
     return [
         {
             "invoice_id": invoice.external_id,
@@ -55,9 +64,50 @@ def invoice_status(session: Session, as_of: date, customer: str | None = None) -
             "amount_open": _money(invoice.amount_open),
             "days_overdue": (as_of - invoice.due_date).days,
             "pending_action": None if invoice.id is None else pending.get(invoice.id),
+            "waiting": why.get(invoice.id) if invoice.id is not None else None,
         }
-        for invoice, customer_ref in session.execute(query)
+        for invoice, customer_ref in rows
     ]
+
+
+def _waiting(session: Session, invoices: list[Invoice], as_of: date,
+             policy: Policy) -> dict[int, str]:
+    """Why each active invoice does not move on `as_of`, as the run would say it."""
+    active = [i for i in invoices if i.state == InvoiceState.ACTIVE and i.id is not None]
+    holds = dict(session.execute(
+        select(col(Customer.id), col(Customer.hold_until))
+        .where(col(Customer.id).in_({i.customer_id for i in active}),
+               col(Customer.hold_until).is_not(None))).all()) if active else {}
+    rejected: dict[int, set[str]] = defaultdict(set)
+    pending: dict[int, str] = {}
+    for invoice_id, stage, status in session.execute(
+        select(col(ActionInvoice.invoice_id), col(Action.stage), col(Action.status))
+        .join(Action, col(Action.id) == ActionInvoice.action_id)
+        .where(col(Action.status).in_((ActionStatus.PENDING_APPROVAL, ActionStatus.REJECTED)),
+               col(ActionInvoice.dropped_reason).is_(None))):
+        if status == ActionStatus.REJECTED:
+            rejected[invoice_id].add(stage)
+        else:
+            pending[invoice_id] = stage
+    facts = [InvoiceFacts(invoice_id=saved_id(i.id), customer_id=i.customer_id,
+                          due_date=i.due_date, amount=i.amount, amount_open=i.amount_open,
+                          stage=i.stage, stage_entered_on=i.stage_entered_on, state=i.state,
+                          rejected_stages=frozenset(rejected.get(saved_id(i.id), ())),
+                          pending_stage=pending.get(saved_id(i.id)),
+                          hold_until=holds.get(i.customer_id), currency=i.currency)
+             for i in active]
+    decided = [(f, decide(f, policy, as_of)) for f in facts]
+    known = contacts(session, {f.customer_id for f, _ in decided}, as_of, policy)
+    out: dict[int, str] = {}
+    by_customer: dict[int, list[tuple[InvoiceFacts, Decision]]] = {}
+    for pair in decided:
+        by_customer.setdefault(pair[0].customer_id, []).append(pair)
+    for customer_id, members in by_customer.items():
+        for invoice, decision in pace(members, known.get(customer_id, CustomerContact()),
+                                      policy, as_of):
+            out[invoice.invoice_id] = (f"due: {decision.stage}" if decision.stage
+                                       else decision.reason)
+    return out
 
 
 def invoice_history(session: Session, external_id: str) -> list[dict[str, Any]]:

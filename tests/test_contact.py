@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dunning.contact import Opening, opening, pace
+from dunning.contact import CustomerContact, Opening, one_voice, opening, pace
 from dunning.ladder import InvoiceFacts, decide
 from dunning.policy import Contact, Policy, load_policy
 
@@ -86,12 +86,12 @@ def test_pace_holds_back_written_steps_only() -> None:
         )
     ]
     assert [d.stage for _, d in members] == ["friendly_reminder", "phone_call", "formal_notice"]
-    paced = pace(members, ago(2), POLICY, D)
+    paced = pace(members, CustomerContact(tuple(ago(2))), POLICY, D)
     assert [d.stage for _, d in paced] == [None, "phone_call", "formal_notice"]
     waiting = paced[0][1]
     assert waiting.reason == "waiting for friendly_reminder: customer written to 2 days ago < 7"
     assert waiting.review_on == D + timedelta(days=5)
-    assert pace(members, ago(7), POLICY, D) == members
+    assert pace(members, CustomerContact(tuple(ago(7))), POLICY, D) == members
 
 
 def simulate(policy: Policy, dues: list[date], start: date, days: int
@@ -105,7 +105,7 @@ def simulate(policy: Policy, dues: list[date], start: date, days: int
     for day in (start + timedelta(days=k) for k in range(days)):
         members = [(i, decide(i, policy, day)) for i in invoices.values()]
         wrote = False
-        for invoice, decision in pace(members, written, policy, day):
+        for invoice, decision in pace(members, CustomerContact(tuple(written)), policy, day):
             if decision.stage is None:
                 continue
             stage = policy.stage(decision.stage)
@@ -160,3 +160,52 @@ def test_the_default_cadence_on_a_busy_customer() -> None:
     assert len(written_unpaced) > len(written) * 1.5
     assert all((b - a).days >= 7 for a, b in zip(written, written[1:], strict=False))
     assert all(stages[-1] == "phone_call" for stages in entered.values())
+
+
+def test_under_formal_notice_no_softer_step_and_no_second_notice() -> None:
+    """While a notice runs (through its deadline), the customer's other invoices get no reminder
+    and no new notice; the call still goes on. The day after the deadline, they move again."""
+    deadline = D + timedelta(days=3)
+    contact = CustomerContact(written=tuple(ago(10)), notice_until=deadline,
+                              notice_stage="formal_notice")
+    members = [
+        (i, decide(i, POLICY, D)) for i in (
+            facts(1, D - timedelta(days=3)),  # friendly reminder
+            facts(2, D + timedelta(days=2)),  # pre-due reminder
+            facts(3, D - timedelta(days=15), "second_reminder", D - timedelta(days=5)),  # call
+            facts(4, D - timedelta(days=31), "phone_call", D - timedelta(days=16)),  # notice
+        )
+    ]
+    assert [d.stage for _, d in members] == ["friendly_reminder", "pre_due_reminder",
+                                             "phone_call", "formal_notice"]
+    paced = pace(members, contact, POLICY, D)
+    assert [d.stage for _, d in paced] == [None, None, "phone_call", None]
+    assert paced[0][1].reason == (f"waiting for friendly_reminder: customer under formal notice "
+                                  f"until {deadline}: no friendly_reminder")
+    assert paced[3][1].reason.endswith("a new formal notice only after it")
+    assert {d.review_on for _, d in paced if d.stage is None} == {deadline + timedelta(days=1)}
+    after = deadline + timedelta(days=1)
+    later = [(i, decide(i, POLICY, after)) for i, _ in members]
+    assert pace(later, contact, POLICY, after) == later
+
+
+def test_with_the_agency_no_reminder_and_no_notice() -> None:
+    contact = CustomerContact(with_agency=True, agency_stage="collection_agency")
+    members = [(i, decide(i, POLICY, D)) for i in (
+        facts(1, D - timedelta(days=3)),
+        facts(4, D - timedelta(days=31), "phone_call", D - timedelta(days=16)))]
+    paced = pace(members, contact, POLICY, D)
+    assert [d.stage for _, d in paced] == [None, None]
+    assert all("its case is with the collection agency" in d.reason for _, d in paced)
+    assert {d.review_on for _, d in paced} == {D + timedelta(days=7)}
+
+
+def test_one_voice_is_the_firmest_email_step() -> None:
+    members = [(i, decide(i, POLICY, D)) for i in (
+        facts(1, D + timedelta(days=2)),  # pre-due
+        facts(2, D - timedelta(days=12), "friendly_reminder", D - timedelta(days=8)),  # second
+        facts(3, D - timedelta(days=3)),  # friendly
+        facts(4, D - timedelta(days=15), "second_reminder", D - timedelta(days=5)))]  # call
+    assert one_voice(members, POLICY) == "second_reminder"
+    assert one_voice(members[3:], POLICY) is None
+    assert one_voice(members[:1], POLICY) == "pre_due_reminder"

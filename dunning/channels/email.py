@@ -18,7 +18,7 @@ from jinja2 import (
 
 from dunning.channels.formatting import day, locale_for, money, totals
 from dunning.channels.letter import keep, render_pdf
-from dunning.channels.message import Attachment, Message, Rendered
+from dunning.channels.message import SECTIONS, Attachment, Message, Rendered
 from dunning.channels.outbox import Outbox
 from dunning.channels.protocol import Claimed, Delivered
 from dunning.channels.sendgrid import SendGrid
@@ -85,12 +85,19 @@ class Renderer:
                 currency=currency,
                 days_overdue=line.days_overdue,
                 days_until_due=-line.days_overdue,
+                section=line.section,
             ))
+        sections = _sections(invoices)
+        invoices = [inv for section in sections for inv in section.invoices]
+        # An email speaks of the invoices overdue when it lists some (those due soon have a
+        # section of their own); of all of them otherwise.
+        overdue = sum(1 for inv in invoices if inv.days_overdue >= 0)
         context: dict[str, Any] = {
             "customer": SimpleNamespace(name=message.customer_name, id=message.customer_ref),
             "creditor": self.creditor,
             "invoices": invoices,
-            "count": len(invoices),
+            "sections": sections,
+            "count": overdue or len(invoices),
             "total": totals(by_currency, locale),
             "as_of": day(message.as_of, locale, "long"),
             "pay_by": day(message.as_of + self.pay_within, locale, "long"),
@@ -108,6 +115,16 @@ class Renderer:
             raise DeliveryError(f"no template {exc.name} in {self.root}", retryable=False) from None
         return Rendered(subject=subject, text=text, html=html, recipients=message.recipients,
                         attachments=attachments)
+
+
+def _sections(invoices: list[SimpleNamespace]) -> list[SimpleNamespace]:
+    """The invoices in their sections (SECTIONS' order; a document without sections: one)."""
+    by_key: dict[str, list[SimpleNamespace]] = {}
+    for inv in invoices:
+        by_key.setdefault(inv.section, []).append(inv)
+    order = {key: n for n, key in enumerate(SECTIONS)}
+    return [SimpleNamespace(key=key, invoices=by_key[key])
+            for key in sorted(by_key, key=lambda k: order.get(k, -1))]
 
 
 def render(message: Message, policy: Policy, extra: dict[str, Any] | None = None,

@@ -19,6 +19,13 @@ class Line:
     amount_open: Decimal
     days_overdue: int
     invoice_ref: str = ""  # the invoice's id in the accounting system
+    # Where an email lists it (SECTIONS): already reminded, now overdue, due soon; "" in a
+    # document without sections (a formal notice, an agency case).
+    section: str = ""
+
+
+# The sections of a customer's email, in the order it lists them.
+SECTIONS = ("already_reminded", "now_overdue", "due_soon")
 
 
 @dataclass(frozen=True)

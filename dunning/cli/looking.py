@@ -27,18 +27,20 @@ def status(
     customer: Annotated[str | None, typer.Option("--customer", help="Only this customer.")] = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Every known invoice: stage, state, open amount, days overdue, pending action.
+    """Every known invoice: stage, state, open amount, days overdue, pending action, and why an
+    active one waits (the ladder's reason, or the customer's: the contact cadence, an open
+    formal notice).
 
-    Days overdue are counted on the last run's business date."""
+    Days overdue and the reasons are those of the last run's business date."""
     from dunning.views import invoice_status
 
-    with ledger_day() as (_, session, on):
-        rows = invoice_status(session, on, customer)
+    with ledger_day() as (ctx, session, on):
+        rows = invoice_status(session, on, customer, ctx.policy)
     if as_json:
         print_json(rows)
     else:
         print_table(rows, ["invoice_id", "customer_id", "stage", "state", "amount_open",
-                           "currency", "days_overdue", "pending_action"],
+                           "currency", "days_overdue", "pending_action", "waiting"],
                     f"{len(rows)} invoices")
 
 

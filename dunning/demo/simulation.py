@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import statistics
 import sys
 from collections import Counter
 from datetime import date, timedelta
@@ -136,6 +137,7 @@ def run_demo(days: int = 40, as_json: bool = False) -> dict[str, Any]:
 
     with transaction(ctx.engine) as session:
         tallies = _tallies(session)
+        voices = messages_per_customer(session)
         pending = action_list(session, ActionStatus.PENDING_APPROVAL)
         calls = open_tasks(session, dates[-1])
     outbox = ctx.settings.outbox_dir
@@ -149,6 +151,7 @@ def run_demo(days: int = 40, as_json: bool = False) -> dict[str, Any]:
         "emails_failed": sum(r["dispatch"]["failed"] for r in reports),
         "outbox": str(outbox.resolve()),
         "outbox_files": len(list(outbox.glob("*.eml"))) if outbox.exists() else 0,
+        "messages_per_customer": voices,
         "letters": [f for r in reports for f in r["letters"].get("files", [])],
         "agency_cases": [{"agency_case_id": k, "debtor": v[2], "status": v[0],
                           "collected": {ref: f"{amount:.2f}" for ref, amount in v[1].items()}}
@@ -171,6 +174,20 @@ def run_demo(days: int = 40, as_json: bool = False) -> dict[str, Any]:
     else:
         _print_summary(summary)
     return summary
+
+
+def messages_per_customer(session: Session) -> dict[str, Any]:
+    """How many messages (emails and letters sent) each customer written to received: the
+    fewest, the median, the most."""
+    counts = sorted(n for _, n in session.execute(
+        select(col(Action.customer_id), func.count())
+        .where(col(Action.kind).in_(("email", "letter")),
+               col(Action.status) == ActionStatus.SENT)
+        .group_by(col(Action.customer_id))))
+    if not counts:
+        return {"customers": 0, "min": 0, "median": 0, "max": 0}
+    return {"customers": len(counts), "min": counts[0], "median": statistics.median(counts),
+            "max": counts[-1]}
 
 
 def _tallies(session: Session) -> dict[str, dict[str, int]]:
@@ -231,6 +248,10 @@ def _print_summary(summary: dict[str, Any]) -> None:
     print(f"Emails written to {summary['outbox']}: {summary['outbox_files']} "
           f"({summary['emails_failed']} deliveries failed: see `dunning actions --status "
           "failed`)")
+    voices = summary["messages_per_customer"]
+    if voices["customers"]:
+        print(f"Messages per customer written to ({voices['customers']} customers, emails and "
+              f"letters): min {voices['min']}, median {voices['median']}, max {voices['max']}")
     print(f"Invoices by state: {summary['invoices_by_state']}")
     calls = summary["calls"]
     print(f"Open call tasks: {len(calls)} (most overdue money first; `dunning calls`)")

@@ -22,7 +22,7 @@ from dunning.ledger.evaluate import (
     review_cutoff,
     trusts_review_dates,
 )
-from dunning.ledger.outbox import drop_from_undelivered, forget_review
+from dunning.ledger.outbox import drop_from_undelivered, forget_customers, forget_review
 from dunning.ledger.reconcile import ReconcileResult, reconcile, settlement_history
 from dunning.ledger.runs import (
     business_date,
@@ -40,7 +40,8 @@ from dunning.statuses import UNDELIVERED
 __all__ = [
     "NEVER", "SYSTEM", "UNDELIVERED", "BatchResult", "ReconcileResult", "approve", "business_date",
     "check_run_date", "check_stages", "chunks", "dedupe_key", "drop_from_undelivered",
-    "evaluate_batch", "facts_for", "finish_run", "forget_review", "forget_run", "last_run_date",
+    "evaluate_batch", "facts_for", "finish_run", "forget_customers", "forget_review", "forget_run",
+    "last_run_date",
     "mark_crashed", "plan_batches", "reconcile", "reject", "review_cutoff", "settlement_history",
     "start_run", "transition_row", "trusts_review_dates",
 ]

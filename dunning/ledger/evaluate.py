@@ -8,6 +8,7 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable, Set
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
+from itertools import groupby
 from typing import Any
 
 from sqlalchemy import func, select, union_all, update
@@ -15,9 +16,11 @@ from sqlalchemy.orm import Session
 from sqlmodel import col
 
 from dunning.coltypes import utcnow
+from dunning.contact import CustomerContact, one_voice, pace
 from dunning.db import chunks, saved_id, table_of
 from dunning.ladder import Decision, InvoiceFacts, decide, fingerprint, review_after
 from dunning.ledger.transitions import transition_row
+from dunning.ledger.voice import contacts
 from dunning.models import Action, ActionInvoice, Customer, Invoice, Run, Transition
 from dunning.policy import Policy
 from dunning.shards import Shard, in_shard
@@ -25,6 +28,7 @@ from dunning.statuses import ActionStatus, InvoiceState, RunStatus, TransitionEv
 
 # invoice.review_on of an invoice the ladder will not move before its facts change.
 NEVER = date.max
+NO_CONTACT = CustomerContact()
 
 
 @dataclass
@@ -196,7 +200,7 @@ def evaluate_batch(
     _record_ladder(session, run_id, policy)
     facts = facts_for(session, low, high, shard, due)
     result.invoices = len(facts)
-    groups, review_of = _decide(facts, policy, as_of, run_id)
+    groups, review_of = _decide(session, facts, policy, as_of, run_id)
     if not groups:
         _write_moves(session, {}, review_of, as_of, None)
         return result
@@ -223,20 +227,33 @@ def _record_ladder(session: Session, run_id: str | None, policy: Policy) -> None
                         .values(ladder_fingerprint=fingerprint(policy)))
 
 
-def _decide(facts: list[InvoiceFacts], policy: Policy, as_of: date,
+def _decide(session: Session, facts: list[InvoiceFacts], policy: Policy, as_of: date,
             run_id: str | None) -> tuple[Members, dict[int, date | None]]:
-    """The ladder's decisions grouped by customer and stage, and each invoice's review date."""
+    """The ladder's decisions, paced customer by customer (dunning/contact.py), grouped into
+    actions: one email a customer a day, at the firmest email step its invoices take; one
+    action per customer and stage otherwise. And each invoice's review date."""
+    decided = [(invoice, decide(invoice, policy, as_of)) for invoice in facts]
+    moving = {invoice.customer_id for invoice, decision in decided if decision.stage is not None}
+    known = contacts(session, moving, as_of, policy)
     groups: Members = defaultdict(list)
     review_of: dict[int, date | None] = {}
-    for invoice in facts:
-        decision = decide(invoice, policy, as_of)
-        if decision.stage is not None:
-            groups[(invoice.customer_id, decision.stage)].append((invoice, decision))
-        if run_id is None:
-            review = None  # outside a run, no fingerprint would say which ladder computed it
-        else:
-            review = review_after(invoice, decision, policy, as_of) or NEVER
-        review_of[invoice.invoice_id] = review
+    # facts come ordered by customer: each customer's invoices are side by side.
+    for customer_id, members in groupby(decided, key=lambda pair: pair[0].customer_id):
+        mine, email = list(members), None
+        if customer_id in moving:
+            mine = pace(mine, known.get(customer_id, NO_CONTACT), policy, as_of)
+            email = one_voice(mine, policy)
+        for invoice, decision in mine:
+            if decision.stage is not None:
+                stage = policy.stage(decision.stage)
+                mail = stage.channel == "email" and not stage.requires_approval
+                groups[(customer_id, email if mail and email else decision.stage)].append(
+                    (invoice, decision))
+            if run_id is None:
+                review = None  # outside a run, no fingerprint would say which ladder computed it
+            else:
+                review = review_after(invoice, decision, policy, as_of) or NEVER
+            review_of[invoice.invoice_id] = review
     return groups, review_of
 
 
@@ -313,14 +330,16 @@ def _record_members(groups: Members, action_of: dict[tuple[int, str], int], poli
     links: list[dict[str, Any]] = []
     transitions: list[dict[str, Any]] = []
     stage_of: dict[int, str] = {}
-    for (customer_id, stage_name), members in groups.items():
-        action_id = action_of[(customer_id, stage_name)]
-        approval = policy.stage(stage_name).requires_approval
+    for key, members in groups.items():
+        action_id = action_of[key]
         for invoice, decision in members:
+            # An invoice enters its own stage, whatever the stage of the customer's message.
+            stage_name = decision.stage
+            assert stage_name is not None
             links.append({"action_id": action_id, "invoice_id": invoice.invoice_id,
                           "amount_open": invoice.amount_open,
                           "days_overdue": decision.days_overdue, "reason": decision.reason})
-            if approval:
+            if policy.stage(stage_name).requires_approval:
                 result.proposed[stage_name] += 1
                 continue
             result.entered[stage_name] += 1

@@ -6,13 +6,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import CursorResult, select, update
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 from sqlmodel import col
 
 from dunning.db import chunks, saved_id
 from dunning.models import Action, ActionInvoice, Invoice
-from dunning.statuses import UNDELIVERED, ActionStatus
+from dunning.statuses import UNDELIVERED, ActionStatus, InvoiceState
 
 __all__ = ["UNDELIVERED", "drop_from_undelivered", "forget_review"]
 
@@ -54,17 +54,37 @@ def drop_from_undelivered(
             col(ActionInvoice.action_id) == col(Action.id),
             col(ActionInvoice.dropped_reason).is_(None),
         ).exists()
-        result = session.execute(
+        gone = session.execute(
             update(Action)
             .where(col(Action.id).in_(batch), col(Action.status).in_(UNDELIVERED), ~still_open)
             .values(status=ActionStatus.CANCELLED, last_error=f"cancelled: every invoice {why}",
                     updated_at=now)
+            .returning(col(Action.customer_id), col(Action.kind))
             .execution_options(synchronize_session=False)
-        )
-        # Session.execute is typed as returning a Result; an UPDATE's is a CursorResult.
-        assert isinstance(result, CursorResult)
-        cancelled += result.rowcount
+        ).all()
+        cancelled += len(gone)
+        # A message that will not go out no longer holds the customer's other invoices back
+        # (the contact cadence, a notice or an agency case in the making): they are looked at
+        # again, rather than on the day the message would have allowed.
+        forget_customers(session, sorted({customer for customer, kind in gone
+                                          if kind in CONTACT_KINDS}))
     return cancelled
+
+
+# The actions that hold a customer's other invoices back (dunning/contact.py).
+CONTACT_KINDS = frozenset({"email", "letter", "agency"})
+
+
+def forget_customers(session: Session, customer_ids: Sequence[int]) -> None:
+    """What these customers were told (or will be) changed: the next run evaluates their
+    active invoices, whatever their review dates said."""
+    for batch in chunks(customer_ids):
+        session.execute(update(Invoice)
+                        .where(col(Invoice.customer_id).in_(batch),
+                               col(Invoice.state) == InvoiceState.ACTIVE,
+                               col(Invoice.review_on).is_not(None))
+                        .values(review_on=None)
+                        .execution_options(synchronize_session=False))
 
 
 def forget_review(session: Session, invoice_ids: Sequence[int]) -> None:

@@ -18,7 +18,7 @@ from dunning.channels.agency.models import CaseStatus as StatusReport
 from dunning.coltypes import utcnow
 from dunning.db import transaction
 from dunning.errors import DeliveryError
-from dunning.ledger import drop_from_undelivered, transition_row
+from dunning.ledger import drop_from_undelivered, forget_customers, transition_row
 from dunning.models import ActionInvoice, Invoice, Transition
 from dunning.models import AgencyCase as CaseRow
 from dunning.pauses import pause
@@ -152,6 +152,8 @@ def apply_status(session: Session, row_id: int, status: StatusReport, as_of: dat
         case_values |= {"status": reported, "closed_on": as_of}
         result.cases_closed += 1
         changed = True
+        # The case no longer holds the customer's other invoices back (dunning/contact.py).
+        forget_customers(session, [case.customer_id])
     if reported == CaseStatus.UNRECOVERABLE:
         still_open = [invoice for invoice in invoices.values()
                       if invoice.state != InvoiceState.CLOSED and invoice.id not in closing]
