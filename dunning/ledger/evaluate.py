@@ -21,7 +21,7 @@ from dunning.ledger.transitions import transition_row
 from dunning.models import Action, ActionInvoice, Customer, Invoice, Run, Transition
 from dunning.policy import Policy
 from dunning.shards import Shard, in_shard
-from dunning.statuses import ActionStatus, InvoiceState, RunStatus, TransitionEvent
+from dunning.statuses import READY, ActionStatus, InvoiceState, RunStatus, TransitionEvent
 
 # invoice.review_on of an invoice the ladder will not move before its facts change.
 NEVER = date.max
@@ -202,6 +202,7 @@ def evaluate_batch(
         return result
     now = utcnow()
     waiting = _waiting_proposals(session, low, high)
+    waiting |= _open_call_tasks(session, policy, low, high)
     action_of = _add_actions(session, policy, groups, waiting, as_of, run_id, now, result)
     grown = _grow_proposals(session, groups, waiting, now)
     links, transitions, stage_of = _record_members(groups, action_of, policy, as_of, run_id,
@@ -253,6 +254,28 @@ def _waiting_proposals(session: Session, low: int, high: int) -> dict[tuple[int,
                    col(Action.status) == ActionStatus.PENDING_APPROVAL)
             .order_by(col(Action.id)))
     }
+
+
+def _open_call_tasks(session: Session, policy: Policy, low: int,
+                     high: int) -> dict[tuple[int, str], int]:
+    """The open call task of each of customers `low`..`high` that has one (the oldest), under
+    every phone stage that needs no approval."""
+    # One open call task per customer: an invoice reaching a phone stage joins the task the
+    # collector already has (its due date stays), rather than a second call about the same
+    # customer. A stage needing approval keeps its own proposal: an open task is past approval.
+    stages = [s.name for s in policy.stages if s.channel == "phone" and not s.requires_approval]
+    if not stages:
+        return {}
+    task_of: dict[int, int] = {}
+    for action_id, customer_id in session.execute(
+        select(col(Action.id), col(Action.customer_id))
+        .where(col(Action.customer_id).between(low, high), col(Action.kind) == "phone",
+               col(Action.status).in_(READY))
+        .order_by(col(Action.id).desc())
+    ):
+        task_of[saved_id(customer_id)] = saved_id(action_id)
+    return {(customer_id, stage): task_id for customer_id, task_id in task_of.items()
+            for stage in stages}
 
 
 def _add_actions(session: Session, policy: Policy, groups: Members,
