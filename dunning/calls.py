@@ -44,7 +44,8 @@ def _invoices(session: Session, action_ids: list[int]) -> dict[int, list[Invoice
 
 def open_tasks(session: Session, as_of: date, assignee: str | None = None) -> \
         list[dict[str, Any]]:
-    """Open call tasks, most overdue money first (open amount weighted by days overdue)."""
+    """Open call tasks: those past their due date first (the latest first), then the most
+    overdue money (open amount weighted by days overdue)."""
     query = (select(Action, Customer).join(Customer, col(Customer.id) == Action.customer_id)
              .where(col(Action.kind) == "phone", col(Action.status).in_(OPEN)))
     if assignee is not None:
@@ -63,6 +64,7 @@ def open_tasks(session: Session, as_of: date, assignee: str | None = None) -> \
         for invoice in lines:
             totals[invoice.currency] += invoice.amount_open
             weight += invoice.amount_open * max((as_of - invoice.due_date).days, 0)
+        days_late = max((as_of - action.due_on).days, 0) if action.due_on else 0
         tasks.append({
             "task_id": action.id,
             "customer_id": customer.external_id,
@@ -78,11 +80,13 @@ def open_tasks(session: Session, as_of: date, assignee: str | None = None) -> \
             "total_open": " + ".join(f"{v:.2f} {k}" for k, v in sorted(totals.items())),
             "assignee": action.assignee,
             "due_on": action.due_on.isoformat() if action.due_on else None,
+            "overdue": days_late > 0,
+            "days_late": days_late,
             "attempts": action.attempts,
             "history": history.get(customer_id, []),
             "_weight": weight,
         })
-    tasks.sort(key=lambda t: (-t["_weight"], t["task_id"]))
+    tasks.sort(key=lambda t: (-t["days_late"], -t["_weight"], t["task_id"]))
     for task in tasks:
         del task["_weight"]
     return tasks
@@ -130,9 +134,10 @@ def _history(session: Session, customer_ids: list[int]) -> dict[int, list[str]]:
     return out
 
 
-def _refusal(outcome: str, until: date | None, reason: str | None) -> \
+def _refusal(outcome: str, until: date | None, reason: str | None, on: date) -> \
         tuple[str, OutcomePart] | None:
-    """What an outcome lacks before anything is read (None: nothing)."""
+    """What an outcome lacks, or a date of it already past, before anything is read (None:
+    nothing)."""
     if outcome not in OUTCOMES:
         return f"the outcome {outcome!r} is not one of {', '.join(OUTCOMES)}", "outcome"
     if outcome == "promise" and until is None:
@@ -141,6 +146,29 @@ def _refusal(outcome: str, until: date | None, reason: str | None) -> \
         return "a callback needs the date to call again", "callback_date"
     if outcome == "dispute" and not reason:
         return "a dispute needs the reason the customer gives", "reason"
+    if outcome == "promise" and until is not None and until < on:
+        return (f"the promised date {until} is before the business date {on}",
+                "early_promise_date")
+    if outcome == "callback" and until is not None and until < on:
+        return (f"the callback date {until} is before the business date {on}",
+                "early_callback_date")
+    return None
+
+
+def _amount_refusal(task_id: int, amount: Decimal, invoices: list[Invoice]) -> str | None:
+    """Why a promised amount cannot stand against the invoices it is about (None: it can)."""
+    totals: dict[str, Decimal] = defaultdict(Decimal)
+    for invoice in invoices:
+        totals[invoice.currency] += invoice.amount_open
+    if len(totals) > 1:
+        # One figure cannot say how it splits between currencies, nor be compared to a total.
+        return (f"the invoices of call task {task_id} are in several currencies "
+                f"({', '.join(sorted(totals))}): record the amount for the invoices of one "
+                "currency at a time, or the promise without an amount")
+    ((currency, total),) = totals.items()
+    if amount > total:
+        return (f"the promised amount {amount} is above the {total:.2f} {currency} open on "
+                f"call task {task_id}'s invoices")
     return None
 
 
@@ -151,7 +179,7 @@ def record_outcome(
 ) -> dict[str, Any]:
     """Record a call's outcome and what it changes on the ladder. `until` is the date a promise
     pays by, or the date to call back."""
-    refused = _refusal(outcome, until, reason)
+    refused = _refusal(outcome, until, reason, on)
     if refused is not None:
         message, part = refused
         raise CallOutcomeError(f"{message}; nothing was recorded.", outcome=outcome, part=part)
@@ -173,6 +201,11 @@ def record_outcome(
                 "recorded.",
                 outcome=outcome, part="invoices")
         invoices = [i for i in invoices if i.external_id in invoice_refs]
+    if amount is not None and invoices:
+        too_much = _amount_refusal(task_id, amount, invoices)
+        if too_much is not None:
+            raise CallOutcomeError(f"{too_much}; nothing was recorded.", outcome=outcome,
+                                   part="amount")
 
     now = utcnow()
     session.add(CallOutcome(action_id=task_id, outcome=outcome, by=by, at=now, business_date=on,

@@ -19,9 +19,12 @@ from __future__ import annotations
 
 from typing import Literal
 
-# What a call outcome can lack: the outcome itself (unknown), the date a promise pays by, the date
-# to call back, the reason of a dispute, or invoices that belong to the call task.
-OutcomePart = Literal["outcome", "promise_date", "callback_date", "reason", "invoices"]
+# What is wrong with a call outcome: the outcome itself (unknown), the date a promise pays by or
+# the date to call back (missing, or before the business date), the amount promised (above what
+# is open, or over several currencies), the reason of a dispute, or invoices that belong to the
+# call task.
+OutcomePart = Literal["outcome", "promise_date", "callback_date", "early_promise_date",
+                      "early_callback_date", "amount", "reason", "invoices"]
 
 
 class DunningError(Exception):

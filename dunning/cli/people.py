@@ -88,8 +88,9 @@ def calls(
                                                  "calls.")] = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Open call tasks, most overdue money first: who to call, about what, and what they were
-    already told."""
+    """Open call tasks, one per customer (a customer's invoices reaching the phone stage later
+    join the open task): those past their due date first, flagged with their days late, then
+    the most overdue money. Who to call, about what, and what they were already told."""
     from dunning.calls import open_tasks
 
     with ledger_day() as (_, session, on):
@@ -97,8 +98,11 @@ def calls(
     if as_json:
         print_json(rows)
     else:
+        late = sum(1 for row in rows if row["overdue"])
         print_table(rows, ["task_id", "customer_id", "customer_name", "phone", "invoice_ids",
-                           "total_open", "assignee", "due_on"], f"{len(rows)} calls to make")
+                           "total_open", "assignee", "due_on", "days_late"],
+                    f"{len(rows)} calls to make" + (f", {late} past their due date" if late
+                                                    else ""))
 
 
 def _outcome_hint(exc: DunningError) -> str | None:
@@ -109,6 +113,11 @@ def _outcome_hint(exc: DunningError) -> str | None:
         "outcome": "Give --outcome as one of them.",
         "promise_date": f"--outcome {exc.outcome} needs --until DATE.",
         "callback_date": f"--outcome {exc.outcome} needs --on DATE.",
+        "early_promise_date": "Give --until the date they will pay by, from the business date "
+                              "on.",
+        "early_callback_date": "Give --on the date to call again, from the business date on.",
+        "amount": "--amount is what they promised of the open total shown by `dunning calls` "
+                  "(use --invoice for one currency's invoices, or leave --amount out).",
         "reason": f"--outcome {exc.outcome} needs --reason TEXT.",
         "invoices": "--invoice takes the task's own invoices (see `dunning calls`).",
     }[exc.part]
@@ -138,7 +147,8 @@ def call_done(
 ) -> None:
     """Record what a call gave. A promise pauses the invoices until the date plus the grace
     days; a dispute pauses the disputed invoices until `dunning resolve`; paid-claimed pauses
-    for the payment-in-transit days; no-answer keeps the task for another try."""
+    for the payment-in-transit days; no-answer keeps the task for another try. A promise or
+    callback date before the business date, and an amount above what is open, are refused."""
     from dunning.calls import record_outcome
 
     # The domain takes one date: a promise's pay-by date, or a callback's (--on, or --until).

@@ -24,7 +24,7 @@ from dunning.ledger.voice import contacts
 from dunning.models import Action, ActionInvoice, Customer, Invoice, Run, Transition
 from dunning.policy import Policy
 from dunning.shards import Shard, in_shard
-from dunning.statuses import ActionStatus, InvoiceState, RunStatus, TransitionEvent
+from dunning.statuses import READY, ActionStatus, InvoiceState, RunStatus, TransitionEvent
 
 # invoice.review_on of an invoice the ladder will not move before its facts change.
 NEVER = date.max
@@ -206,6 +206,7 @@ def evaluate_batch(
         return result
     now = utcnow()
     waiting = _waiting_proposals(session, low, high)
+    waiting |= _open_call_tasks(session, policy, groups)
     action_of = _add_actions(session, policy, groups, waiting, as_of, run_id, now, result)
     grown = _grow_proposals(session, groups, waiting, now)
     links, transitions, stage_of = _record_members(groups, action_of, policy, as_of, run_id,
@@ -270,6 +271,34 @@ def _waiting_proposals(session: Session, low: int, high: int) -> dict[tuple[int,
                    col(Action.status) == ActionStatus.PENDING_APPROVAL)
             .order_by(col(Action.id)))
     }
+
+
+def _open_call_tasks(session: Session, policy: Policy,
+                     groups: Members) -> dict[tuple[int, str], int]:
+    """The open call task (the oldest) of each customer with invoices reaching a phone stage
+    that needs no approval, under that stage."""
+    # One open call task per customer: an invoice reaching a phone stage joins the task the
+    # collector already has (its due date stays), rather than a second call about the same
+    # customer. A stage needing approval keeps its own proposal: an open task is past approval.
+    # Read through the customer_id index for those customers only, the status checked here:
+    # given `status IN` (or the batch's range), SQLite takes the (status, kind) index and walks
+    # every open task of the book. Measured on SQLite, 500,000 actions of which 89,000 open
+    # call tasks: 44 ms a batch that way, 3 ms for 50 phone decisions this way.
+    phone = {(customer_id, stage) for customer_id, stage in groups
+             if (rung := policy.stage(stage)).channel == "phone" and not rung.requires_approval}
+    task_of: dict[int, int] = {}
+    for customers in chunks(sorted({customer_id for customer_id, _ in phone})):
+        for action_id, customer_id, status in session.execute(
+            select(col(Action.id), col(Action.customer_id), col(Action.status))
+            .where(col(Action.customer_id).in_(customers), col(Action.kind) == "phone")
+            .with_for_update()  # a call outcome recorded meanwhile: its status, once committed
+        ):
+            if status not in READY:
+                continue
+            task_id = saved_id(action_id)
+            task_of[customer_id] = min(task_id, task_of.get(customer_id, task_id))
+    return {(customer_id, stage): task_of[customer_id] for customer_id, stage in phone
+            if customer_id in task_of}
 
 
 def _add_actions(session: Session, policy: Policy, groups: Members,
