@@ -31,6 +31,7 @@ def upgrade() -> None:
         sa.ForeignKeyConstraint(['action_id'], ['action.id'], ),
         sa.PrimaryKeyConstraint('id'),
         sa.UniqueConstraint('action_id'),
+        sa.UniqueConstraint('tracking'),
     )
 
 
