@@ -78,7 +78,7 @@ def to_post(session: Session, on: date | None = None) -> list[ToPost]:
         query = query.where(col(Action.attempted_on) == on)
     out = []
     for action_id, customer_ref, name, address, document, attempted_on, decided_on in (
-            session.execute(query).tuples()):
+            session.execute(query)):
         if action_id is None or document is None:  # never: narrows the columns' types
             continue
         delivered_on = attempted_on or decided_on
