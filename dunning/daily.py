@@ -22,6 +22,7 @@ from dunning.dispatch import dispatch as deliver
 from dunning.errors import DunningError
 from dunning.ledger import BatchResult, ReconcileResult
 from dunning.models import Action, Run
+from dunning.posting import awaiting_post
 from dunning.shards import Shard, in_shard
 from dunning.sources import Snapshot, stage
 from dunning.staging import Staged
@@ -233,7 +234,8 @@ def build_report(
             "transitions": evaluated.transitions,
         },
         "dispatch": dispatched.as_dict(),
-        "letters": (letters or DispatchResult(channel="letter")).as_dict(),
+        "letters": (letters or DispatchResult(channel="letter")).as_dict()
+        | {"to_post": 0 if dry_run else awaiting_post(ctx.engine, shard)},
         "agency": (agency or DispatchResult(channel="agency")).as_dict(),
         "agency_sync": agency_sync or {},
         "injunctions": (injunctions or DispatchResult(channel="injunction")).as_dict(),

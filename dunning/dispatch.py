@@ -15,7 +15,7 @@ from sqlalchemy import Engine, and_, func, or_, select, update
 from sqlalchemy.orm import Session, aliased
 from sqlmodel import col
 
-from dunning.channels.email import MessageChannel
+from dunning.channels.email import POST_ONLY, MessageChannel
 from dunning.channels.message import Line, Message
 from dunning.channels.outbox import Outbox
 from dunning.channels.protocol import Channel, Claimed
@@ -52,6 +52,7 @@ class DispatchResult:
     waiting: Counter[str] = field(default_factory=Counter)  # undelivered, by channel
     errors: list[dict[str, Any]] = field(default_factory=list)
     files: list[str] = field(default_factory=list)  # letters to post, court files written
+    post_only: int = 0  # letters to a customer without an email address: posted, not emailed
 
     def as_dict(self) -> dict[str, Any]:
         out = {"channel": self.channel, "sent": self.sent, "failed": self.failed,
@@ -59,6 +60,8 @@ class DispatchResult:
                "in_flight": self.in_flight, "errors": self.errors}
         if self.channel in ("letter", "injunction"):
             out["files"] = self.files
+        if self.channel == "letter":
+            out["post_only"] = self.post_only
         return out
 
 
@@ -210,7 +213,8 @@ def dispatch(
     shard: Shard | None = None,
 ) -> DispatchResult:
     """Deliver every claimable action of a channel, of the shard's customers when given:
-    `email`; `letter` (a PDF sent as an attachment and kept for registered post); `agency` or
+    `email`; `letter` (a PDF kept for registered post, and sent as an attachment to a customer
+    with an email address); `agency` or
     `injunction` (given their Channel). With `dry_run` (or no transport) only count."""
     result = DispatchResult(channel=kind)
     claimable = and_(_claimable(policy, kind, as_of), *in_shard(Action.customer_id, shard))
@@ -265,6 +269,8 @@ def dispatch(
             result.sent += 1
             if delivered.document and kind in ("letter", "injunction"):
                 result.files.append(delivered.document)
+            if kind == "letter" and delivered.provider_id == POST_ONLY:
+                result.post_only += 1
         outcomes.flush()
     return result
 

@@ -232,6 +232,21 @@ class AgencyCase(SQLModel, table=True):
     )
 
 
+class LetterPosting(SQLModel, table=True):
+    """A formal notice handed to the post as registered mail: its tracking number and the
+    business date it was posted on, as a person recorded them (the letter's proof of sending)."""
+
+    __tablename__ = "letter_posting"
+
+    id: int | None = Field(default=None, primary_key=True)
+    action_id: int = Field(foreign_key="action.id", unique=True)
+    # The registered-mail number, without spaces, in capitals: each letter has its own.
+    tracking: str = Field(max_length=64, unique=True)
+    posted_on: date
+    by: str = Field(max_length=100)
+    at: datetime = _stamp()
+
+
 def _length(table: str, column: str) -> int:
     length = getattr(SQLModel.metadata.tables[table].c[column].type, "length", None)
     assert isinstance(length, int), f"{table}.{column} has no length"

@@ -125,10 +125,16 @@ def summary_lines(report: dict[str, Any], failures: bool = True) -> list[str]:
         lines += failed("dispatch")
     letters = report.get("letters") or {}
     if letters.get("sent") or letters.get("failed") or letters.get("errors"):
-        lines.append(f"formal notices: {letters['sent']} sent as PDF, {letters['failed']} failed"
+        lines.append(f"formal notices: {letters['sent']} produced as PDF"
+                     + (f" ({letters['post_only']} without an email address: post only)"
+                        if letters.get("post_only") else "")
+                     + f", {letters['failed']} failed"
                      + (f"; post by registered mail: {', '.join(letters['files'])}"
                         if letters.get("files") else ""))
         lines += failed("letters")
+    if letters.get("to_post"):
+        lines.append(f"formal notices to post by registered mail: {letters['to_post']} "
+                     "(not yet recorded as posted)")
     agency = report.get("agency") or {}
     if agency.get("sent") or agency.get("failed") or agency.get("errors"):
         lines.append(f"collection agency: {agency['sent']} case(s) handed over, "

@@ -15,7 +15,7 @@ from dunning.db import saved_id
 from dunning.errors import NotFoundError
 from dunning.ladder import Decision, InvoiceFacts, decide
 from dunning.ledger.voice import contacts
-from dunning.models import Action, ActionInvoice, Customer, Invoice, Transition
+from dunning.models import Action, ActionInvoice, Customer, Invoice, LetterPosting, Transition
 from dunning.policy import Policy
 from dunning.statuses import UNDELIVERED, ActionStatus, InvoiceState
 
@@ -162,6 +162,12 @@ def action_list(session: Session, status: str | None = None) -> list[dict[str, A
                 totals[action_id][currency] = totals[action_id].get(currency, 0) + amount
             else:
                 dropped[action_id].append(external_id)
+    posted: dict[int, LetterPosting] = {}
+    letters = [action_id for action_id, action, _ in rows if action.kind == "letter"]
+    for start in range(0, len(letters), 2000):
+        for posting in session.execute(select(LetterPosting).where(
+                col(LetterPosting.action_id).in_(letters[start:start + 2000]))).scalars():
+            posted[posting.action_id] = posting
     return [
         {
             "action_id": action_id,
@@ -178,6 +184,13 @@ def action_list(session: Session, status: str | None = None) -> list[dict[str, A
             "provider_id": action.provider_id,
             "document": action.document,
             "last_error": action.last_error,
+            # A formal notice delivered (produced and kept) is to post until a person records
+            # its registered-mail number and posting date.
+            "to_post": action.kind == "letter" and action.status == ActionStatus.SENT
+            and action_id not in posted,
+            "tracking": posted[action_id].tracking if action_id in posted else None,
+            "posted_on": posted[action_id].posted_on.isoformat() if action_id in posted
+            else None,
         }
         for action_id, action, customer_ref in rows
     ]

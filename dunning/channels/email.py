@@ -1,6 +1,6 @@
 """Email: render a reminder from the Jinja2 templates, and the channel of emails and formal
 notices, delivering through SendGrid, or writing .eml files in the outbox folder when no SendGrid
-key is set."""
+key is set (a formal notice is kept for the post, and emailed only to an address)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from jinja2 import (
 )
 
 from dunning.channels.formatting import day, locale_for, money, totals
-from dunning.channels.letter import keep, render_pdf
+from dunning.channels.letter import deadline, produce
 from dunning.channels.message import SECTIONS, Attachment, Message, Rendered
 from dunning.channels.outbox import Outbox
 from dunning.channels.protocol import Claimed, Delivered
@@ -134,9 +134,14 @@ def render(message: Message, policy: Policy, extra: dict[str, Any] | None = None
     return Renderer(policy).render(message, extra, attachments)
 
 
+# The provider id of a formal notice delivered to a customer without an email address: the
+# letter is kept and queued for registered mail only.
+POST_ONLY = "no email: post only"
+
+
 class MessageChannel:
-    """Emails, and formal notices: a PDF kept in the letters folder and sent as an attachment
-    of a cover email."""
+    """Emails, and formal notices: a PDF kept in the letters folder, posted by registered mail,
+    and sent as an attachment of a cover email when the customer has an address."""
 
     def __init__(self, kind: str, transport: Outbox | SendGrid, policy: Policy,
                  letters_dir: Path | None) -> None:
@@ -147,7 +152,7 @@ class MessageChannel:
         self.renderer = Renderer(policy)
 
     def deliver(self, action_id: int, action: Claimed, message: Message) -> Delivered:
-        if not message.recipients:
+        if self.kind == "email" and not message.recipients:
             # Retrying would fail the same way every morning: fail once, visibly.
             raise DeliveryError(f"customer {message.customer_ref} has no email address; "
                                 "add one in the accounting system", retryable=False)
@@ -160,10 +165,13 @@ class MessageChannel:
         if self.kind == "email":
             rendered = self.renderer.render(message)
             return Delivered(self.transport.send(rendered, action_id, action.dedupe_key))
+        # A formal notice is a postal document: produced, kept and queued for registered mail
+        # whatever else happens; the email copy goes only to a customer with an address.
         assert self.letters_dir is not None
-        pdf, context = render_pdf(message, self.policy)
-        path = keep(pdf, self.letters_dir, action_id, message)
-        rendered = self.renderer.render(message, extra={"deadline": context["deadline"]},
+        path, pdf, dated = produce(message, self.policy, self.letters_dir, action_id)
+        if not message.recipients:
+            return Delivered(POST_ONLY, document=str(path))
+        rendered = self.renderer.render(dated, extra={"deadline": deadline(dated, self.policy)},
                                         attachments=(Attachment(path.name, pdf,
                                                                 "application/pdf"),))
         return Delivered(self.transport.send(rendered, action_id, action.dedupe_key),

@@ -8,7 +8,8 @@ For each approved `injunction` action, a folder (and a zip of it) holding:
                                       interest, compensation) and the facts, dated
   2-factures.csv                      the invoices and the amounts claimed on each
   3-mise-en-demeure.pdf               the formal notice as it was sent
-  4-preuve-envoi-mise-en-demeure.pdf  when, how and to whom it was sent, with its fingerprint
+  4-preuve-envoi-mise-en-demeure.pdf  when, how and to whom it was sent (the registered-mail
+                                      number and posting date once recorded), with its fingerprint
   4-preuve-envoi-mise-en-demeure.eml  the email itself, when it was written to the outbox
 """
 
@@ -34,6 +35,7 @@ from stdnum.fr import tva as tva_number
 
 from dunning import law, spreadsheet
 from dunning.channels.agency.cases import history, latest_notice
+from dunning.channels.email import POST_ONLY
 from dunning.channels.formatting import day, locale_for
 from dunning.channels.letter import letter_context, stage_label
 from dunning.channels.message import Message
@@ -44,6 +46,7 @@ from dunning.dispatch import DispatchResult, dispatch
 from dunning.errors import DeliveryError, DunningError
 from dunning.files import safe_name
 from dunning.policy import Policy
+from dunning.posting import postings
 from dunning.resources import templates_dir
 from dunning.shards import Shard
 from dunning.statuses import TransitionEvent
@@ -118,6 +121,8 @@ class CourtFileChannel:
             notice = latest_notice(session, action.customer_id)
             events = history(session, action.customer_id,
                              [line.invoice_ref for line in message.lines])
+            posted = postings(session, [notice.id]).get(notice.id) \
+                if notice is not None and notice.id is not None else None
         if notice is None:
             raise DeliveryError(f"customer {message.customer_ref}: no formal notice was delivered;"
                                 " an application for an injunction to pay rests on one",
@@ -135,7 +140,10 @@ class CourtFileChannel:
         except DunningError as exc:
             raise DeliveryError(str(exc)) from None
         locale = locale_for("fr", "FR")
-        sent_at: datetime | None = notice.sent_at
+        # Emailed only when it went to an address; posted only as a person recorded it (the
+        # registered-mail number and date): the file never implies a sending nobody recorded.
+        emailed = notice.provider_id != POST_ONLY
+        sent_at: datetime | None = notice.sent_at if emailed else None
         context |= {
             "creditor_siren": creditor_siren,
             "debtor_siren": debtor_siren,
@@ -145,8 +153,10 @@ class CourtFileChannel:
             "notice": SimpleNamespace(
                 date=day(notice.business_date, locale, "long"),
                 sent_at=sent_at.strftime("%d/%m/%Y à %H:%M UTC") if sent_at else "",
-                via=notice.provider_id or "", file=NOTICE,
-                sha256=hashlib.sha256(notice_pdf).hexdigest()),
+                via=(notice.provider_id or "") if emailed else "", file=NOTICE,
+                sha256=hashlib.sha256(notice_pdf).hexdigest(), emailed=emailed,
+                tracking=posted.tracking if posted else None,
+                posted_on=day(posted.posted_on, locale, "long") if posted else None),
             "facts": _facts(events, locale),
             "rule_text": law.rule_for(creditor_country).law,
             "pieces": [
@@ -155,7 +165,9 @@ class CourtFileChannel:
                 f"Mise en demeure du {day(notice.business_date, locale, 'long')} — {NOTICE}",
                 f"Justificatif d'envoi de la mise en demeure — {PROOF}.pdf"
                 + (" et .eml" if (notice.provider_id or "").startswith("outbox:") else "")
-                + " (joindre l'avis de réception du recommandé)",
+                + (f" (recommandé n° {posted.tracking} : joindre la preuve de dépôt et l'avis "
+                   "de réception)" if posted else " (aucun dépôt en recommandé enregistré : "
+                   "joindre la preuve de dépôt et l'avis de réception)"),
                 "Conditions générales de vente applicables (à joindre)",
             ],
             "drafted_on": day(message.as_of, locale, "long"),

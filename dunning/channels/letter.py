@@ -1,13 +1,14 @@
 """Formal notice letters: an A4 PDF per customer (WeasyPrint), with the statutory interest and
-the fixed recovery compensation of each invoice, kept in the letters folder, sent as an email
-attachment and to be posted by registered mail."""
+the fixed recovery compensation of each invoice, kept in the letters folder, to be posted by
+registered mail, and sent as an email attachment when the customer has an address."""
 
 from __future__ import annotations
 
 import logging
 import re
 from collections import defaultdict
-from datetime import timedelta
+from dataclasses import replace
+from datetime import date, timedelta
 from decimal import Decimal
 from pathlib import Path
 from types import SimpleNamespace
@@ -161,3 +162,39 @@ def keep(pdf: bytes, folder: Path, action_id: int, letter: Message) -> Path:
                      f"{safe_name(letter.customer_ref)}_{safe_name(letter.stage)}.pdf")
     write_atomically(path, pdf)
     return path
+
+
+def letter_date(path: Path | str) -> date | None:
+    """The date a kept letter bears, read from its name (see `keep`); None for another file."""
+    try:
+        return date.fromisoformat(Path(path).name[:10])
+    except ValueError:
+        return None
+
+
+def kept(folder: Path, action_id: int, letter: Message) -> Path | None:
+    """The letter already kept for this action (an earlier attempt whose email copy failed),
+    the first one if there were several."""
+    found = sorted(folder.glob(f"*_{action_id:08d}_{safe_name(letter.customer_ref)}_"
+                               f"{safe_name(letter.stage)}.pdf"))
+    return next((path for path in found if letter_date(path) is not None), None)
+
+
+def produce(letter: Message, policy: Policy, folder: Path,
+            action_id: int) -> tuple[Path, bytes, Message]:
+    """The action's letter, kept in the letters folder: the one kept by an earlier attempt when
+    there is one (a retry must not make a second letter, dated and reckoned otherwise), else
+    rendered now. Returns the file, its bytes and the message as of the letter's date."""
+    path = kept(folder, action_id, letter)
+    if path is not None:
+        dated = letter_date(path)
+        assert dated is not None
+        return path, path.read_bytes(), replace(letter, as_of=dated)
+    pdf, _ = render_pdf(letter, policy)
+    return keep(pdf, folder, action_id, letter), pdf, letter
+
+
+def deadline(letter: Message, policy: Policy) -> str:
+    """The date the letter gives the debtor to pay by, in the debtor's language."""
+    locale = locale_for(letter.language, letter.country)
+    return day(letter.as_of + timedelta(days=policy.letters.deadline_days), locale, "long")

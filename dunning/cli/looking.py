@@ -75,7 +75,15 @@ def actions(
         rows = action_list(session, status)
     if as_json:
         print_json(rows)
-    else:
-        print_table(rows, ["action_id", "kind", "stage", "customer_id", "invoice_ids", "status",
-                           "created_at", "last_error"], f"{len(rows)} actions")
+        return
+    for row in rows:
+        row["post"] = "to post" if row["to_post"] else (
+            f"posted {row['posted_on']} ({row['tracking']})" if row["posted_on"] else None)
+    print_table(rows, ["action_id", "kind", "stage", "customer_id", "invoice_ids", "status",
+                       "post", "created_at", "last_error"], f"{len(rows)} actions")
+    waiting = sum(1 for row in rows if row["to_post"])
+    if waiting:
+        typer.echo(f"{waiting} formal notice(s) to post by registered mail: print them with "
+                   "`dunning letters print`, then record each with `dunning letter-posted`",
+                   err=True)
 
