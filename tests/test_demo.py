@@ -26,7 +26,11 @@ def test_the_demo_shows_the_ladder_at_work(workdir: Path, monkeypatch: pytest.Mo
     assert result.exit_code == 0, (result.stderr, result.exception)
     summary = json.loads(result.stdout)
     assert summary["days"][0] == "2026-10-01" and len(summary["days"]) == 9
-    assert summary["outbox_files"] == summary["emails_sent"] > 100
+    assert summary["outbox_files"] == summary["emails_sent"] > 40
+    # One voice per customer: over twelve calendar days, at most two messages a week apart.
+    voices = summary["messages_per_customer"]
+    assert voices["customers"] > 20 and 1 <= voices["min"] <= voices["median"] <= voices["max"]
+    assert voices["max"] <= 2
     assert summary["calls"], "collectors have a call list"
     assert {c["assignee"] for c in summary["calls"]} >= {"Julie Martin", "Marc Dubois"}
     assert summary["reached"]["phone_call"] >= len(summary["calls"])

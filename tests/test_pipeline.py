@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import email
 import uuid
+from email.header import decode_header, make_header
 from pathlib import Path
 from typing import Any
 
@@ -29,8 +30,10 @@ def text_of(message: email.message.Message) -> str:
 # SQLite only, for the suite's time budget: the other tests of this file cover PostgreSQL.
 @pytest.mark.sqlite_only
 def test_a_month_of_mornings(portfolio: Portfolio, db_url: str) -> None:
-    """Day 0 a pre-due reminder and a friendly one; a week later the second; then a call;
-    then a formal notice that waits for a person."""
+    """Day 0 one email: the friendly reminder of one invoice and the pre-due reminder of the
+    other, in sections; a week later the second; the first invoice's own friendly reminder
+    waits for the customer's cadence; then a call; then a formal notice that waits for a
+    person."""
     portfolio.customer("C1")
     portfolio.invoice("SOON", "C1", due=day(5), amount="800.00")
     portfolio.invoice("LATE", "C1", due=day(-40), amount="2500.00", amount_open="1500.00")
@@ -41,8 +44,12 @@ def test_a_month_of_mornings(portfolio: Portfolio, db_url: str) -> None:
     assert (rows["SOON"]["stage"], rows["LATE"]["stage"]) == ("pre_due_reminder",
                                                                "friendly_reminder")
     assert rows["LATE"]["days_overdue"] == 40 and rows["LATE"]["amount_open"] == "1500.00"
-    subjects = sorted(m["Subject"] for m in outbox(portfolio))
-    assert len(subjects) == 2
+    (message,) = outbox(portfolio)
+    text = text_of(message)
+    assert text.index("Now overdue:") < text.index("F-LATE") < text.index("Due soon:") \
+        < text.index("F-SOON")
+    assert str(make_header(decode_header(message["Subject"]))).startswith(
+        "Payment reminder: invoice F-LATE")
 
     for n in range(1, 7):
         report = run(day(n))
@@ -50,10 +57,14 @@ def test_a_month_of_mornings(portfolio: Portfolio, db_url: str) -> None:
     report = run(day(7))
     assert report["evaluation"]["entered"] == {"second_reminder": 1}
 
-    report = run(day(8))  # SOON is 3 days overdue
-    assert report["evaluation"]["entered"] == {"friendly_reminder": 1}
+    report = run(day(8))  # SOON is 3 days overdue, but the customer was written to yesterday
+    assert report["evaluation"]["entered"] == {}
+    assert status(portfolio)["SOON"]["waiting"] == (
+        "waiting for friendly_reminder: customer written to 1 day ago < 7")
     run(day(12))
     assert status(portfolio)["LATE"]["stage"] == "phone_call"
+    report = run(day(14))
+    assert report["evaluation"]["entered"] == {"friendly_reminder": 1}
     report = run(day(19))
     assert report["evaluation"]["awaiting_approval"] == {"formal_notice": 1}
     rows = status(portfolio)
@@ -114,7 +125,7 @@ def test_rerunning_a_day_changes_and_sends_nothing(portfolio: Portfolio, db_url:
     portfolio.write()
     run(day(0))
     before, files = counts(db_url), len(outbox(portfolio))
-    assert before[0] == 2 and files == 2
+    assert before[0] == 2 and files == 1  # two steps, one email: one voice per customer
     again = run(day(0))
     assert again["evaluation"]["entered"] == {} and again["dispatch"]["sent"] == 0
     assert counts(db_url) == before and len(outbox(portfolio)) == files

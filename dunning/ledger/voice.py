@@ -58,7 +58,8 @@ def contacts(session: Session, customer_ids: Collection[int], as_of: date,
                 continue
             written[customer_id].append(day)
             if kind == "letter" and stage in letter_stages:
-                until = day + deadline
+                # Not delivered yet (approved, failed and retried...): it holds from today.
+                until = (day if status == ActionStatus.SENT else max(day, as_of)) + deadline
                 if customer_id not in notice or notice[customer_id][0] < until:
                     notice[customer_id] = (until, stage)
         if agency_stage is not None:
