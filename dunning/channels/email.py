@@ -23,6 +23,7 @@ from dunning.channels.outbox import Outbox
 from dunning.channels.protocol import Claimed, Delivered
 from dunning.channels.sendgrid import SendGrid
 from dunning.channels.templating import environment
+from dunning.channels.transfer import CURRENCY, content_id, qr_png, remittance
 from dunning.errors import DeliveryError
 from dunning.policy import Policy
 from dunning.resources import templates_dir
@@ -98,6 +99,10 @@ class Renderer:
             "stage": message.stage,
             "language": message.language,
         }
+        qr = self.transfer_qr(message, by_currency, context["reference"])
+        context["qr"] = f"cid:{qr.content_id}" if qr else None
+        if qr:
+            attachments = (qr, *attachments)
         if extra:
             context.update(extra)
         try:
@@ -108,6 +113,20 @@ class Renderer:
             raise DeliveryError(f"no template {exc.name} in {self.root}", retryable=False) from None
         return Rendered(subject=subject, text=text, html=html, recipients=message.recipients,
                         attachments=attachments)
+
+
+    def transfer_qr(self, message: Message, by_currency: dict[str, Decimal],
+                    reference: str) -> Attachment | None:
+        """The SEPA transfer QR code of the message's open total, shown inline in the HTML;
+        None without an IBAN, or for invoices not all in euros (EPC069-12 is for euros)."""
+        if not self.creditor.iban or list(by_currency) != [CURRENCY]:
+            return None
+        png = qr_png(self.creditor.name, self.creditor.iban, self.creditor.bic,
+                     by_currency[CURRENCY],
+                     remittance((line.number for line in message.lines), reference))
+        if png is None:
+            return None
+        return Attachment("sepa-qr.png", png, "image/png", content_id(png))
 
 
 def render(message: Message, policy: Policy, extra: dict[str, Any] | None = None,
