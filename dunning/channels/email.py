@@ -22,6 +22,7 @@ from dunning.channels.message import Attachment, Message, Rendered
 from dunning.channels.outbox import Outbox
 from dunning.channels.protocol import Claimed, Delivered
 from dunning.channels.sendgrid import SendGrid
+from dunning.channels.statute import Penalties
 from dunning.channels.templating import environment
 from dunning.channels.transfer import CURRENCY, content_id, qr_png, remittance
 from dunning.errors import DeliveryError
@@ -43,6 +44,7 @@ class Renderer:
             legal_id=creditor.legal_id,
         )
         self.pay_within = timedelta(days=policy.payment_days)
+        self.penalties = Penalties(policy, str(self.root))
         self._templates: dict[tuple[str, str], tuple[Template, Template, Template]] = {}
 
     def templates(self, language: str, template: str) -> tuple[Template, Template, Template]:
@@ -99,6 +101,7 @@ class Renderer:
             "stage": message.stage,
             "language": message.language,
         }
+        context["penalties"] = self.penalties(message.language, locale, message.lines)
         qr = self.transfer_qr(message, by_currency, context["reference"])
         context["qr"] = f"cid:{qr.content_id}" if qr else None
         if qr:
