@@ -16,7 +16,7 @@ from jinja2 import (
     TemplatesNotFound,
 )
 
-from dunning.channels.formatting import day, locale_for, money, totals
+from dunning.channels.formatting import day, elide_before, locale_for, money, totals
 from dunning.channels.letter import keep, render_pdf
 from dunning.channels.message import Attachment, Message, Rendered
 from dunning.channels.outbox import Outbox
@@ -114,6 +114,9 @@ class Renderer:
             html = html_template.render(context)
         except TemplateNotFound as exc:  # a layout the stage's templates extend
             raise DeliveryError(f"no template {exc.name} in {self.root}", retryable=False) from None
+        if message.language == "fr":  # "au nom de %(name)s": "au nom d'Atelier"
+            names = (message.customer_name, self.creditor.name)
+            subject, text, html = (elide_before(part, names) for part in (subject, text, html))
         return Rendered(subject=subject, text=text, html=html, recipients=message.recipients,
                         attachments=attachments)
 

@@ -18,7 +18,7 @@ from babel.numbers import format_decimal
 from jinja2 import TemplatesNotFound
 
 from dunning import law
-from dunning.channels.formatting import day, locale_for, money, totals
+from dunning.channels.formatting import day, elide_before, locale_for, money, totals
 from dunning.channels.message import Message
 from dunning.channels.templating import environment, translations
 from dunning.channels.transfer import CURRENCY, qr_png, remittance
@@ -168,7 +168,10 @@ def notice_html(letter: Message, context: dict[str, Any]) -> str:
     except TemplatesNotFound as exc:
         raise DeliveryError(f"no template {' or '.join(map(str, exc.templates))} in {root}",
                             retryable=False) from None
-    return template.render(context)
+    html = template.render(context)
+    if letter.language == "fr":  # "au nom de %(name)s": "au nom d'Atelier"
+        html = elide_before(html, (context["debtor"].name, context["creditor"].name))
+    return html
 
 
 def keep(pdf: bytes, folder: Path, action_id: int, letter: Message) -> Path:
