@@ -5,6 +5,7 @@ writes "1er octobre" and "au nom d'Atelier"."""
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from datetime import date
 from decimal import Decimal
 from html import unescape
@@ -155,6 +156,15 @@ def test_french_reminders_elide_de_before_the_customers_name(name: str) -> None:
         first = name.split(" ")[0]
         assert f"au nom d'{first}" in text and f"au nom d'{first}" in html
         assert f"de {first}" not in text
+
+
+def test_elision_survives_a_text_emails_line_break() -> None:
+    """The singular's text breaks the line between "de" and the name: the break moves before
+    the elided word."""
+    message = _message("fr", name="Atelier Bois")
+    rendered = Renderer(POLICY).render(replace(message, lines=message.lines[:1]))
+    assert "au nom\nd'Atelier Bois" in rendered.text
+    assert "au nom d'Atelier Bois" in rendered.html
 
 
 def test_a_name_after_de_with_a_consonant_is_left_alone() -> None:

@@ -124,14 +124,16 @@ def elide_before(text: str, names: Iterable[str]) -> str:
 
 @lru_cache(maxsize=64)
 def _before(names: tuple[str, ...]) -> re.Pattern[str]:
-    return re.compile(r"\b(de|que|le|la|De|Que|Le|La) (?=" + "|".join(map(re.escape, names))
-                      + ")")
+    return re.compile(r"( ?)\b(de|que|le|la|De|Que|Le|La)([ \n])(?="
+                      + "|".join(map(re.escape, names)) + ")")
 
 
 def _elided(match: re.Match[str]) -> str:
-    word = match.group(1)
+    before, word, between = match.groups()
     elided = _ELIDED[word.lower()]
-    return elided.capitalize() if word[0].isupper() else elided
+    elided = elided.capitalize() if word[0].isupper() else elided
+    # a text email's line broken between the word and the name now breaks before the word
+    return f"\n{elided}" if between == "\n" else before + elided
 
 
 def totals(amounts: dict[str, Decimal], locale: Locale) -> str:
