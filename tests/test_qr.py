@@ -203,3 +203,18 @@ def test_an_identical_statement_is_drawn_once() -> None:
     first = renderer.render(_message(("100.00", "EUR")))
     again = renderer.render(replace(_message(("100.00", "EUR")), customer_name="Other"))
     assert first.attachments[0].content is again.attachments[0].content
+
+
+def test_a_payload_over_epc069_12s_331_bytes_has_no_qr_code() -> None:
+    """A name and text in Chinese are encoded in UTF-8, three bytes a character: too long."""
+    assert qr_png("中" * 70, "FR7630006000011234567890189", "AGRIFRPP", Decimal("10"),
+                  "中" * 140) is None
+    assert qr_png("中" * 70, "FR7630006000011234567890189", "AGRIFRPP", Decimal("10"),
+                  "中" * 10) is not None
+
+
+def test_an_amount_is_rounded_to_the_cent_before_its_range_is_checked() -> None:
+    assert qr_png("A", "FR7630006000011234567890189", None, Decimal("999999999.995"),
+                  "F1") is None
+    assert qr_png("A", "FR7630006000011234567890189", None, Decimal("0.005"), "F1") is None
+    assert qr_png("A", "FR7630006000011234567890189", None, Decimal("0.0051"), "F1")

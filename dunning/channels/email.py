@@ -120,7 +120,6 @@ class Renderer:
         return Rendered(subject=subject, text=text, html=html, recipients=message.recipients,
                         attachments=attachments)
 
-
     def transfer_qr(self, message: Message, by_currency: dict[str, Decimal],
                     reference: str) -> Attachment | None:
         """The SEPA transfer QR code of the message's open total, shown inline in the HTML;

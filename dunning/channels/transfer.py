@@ -47,20 +47,23 @@ def remittance(numbers: Iterable[str], reference: str) -> str:
 def qr_png(name: str, iban: str, bic: str | None, amount: Decimal, text: str) -> bytes | None:
     """The QR code of a transfer as PNG bytes; None when EPC069-12 cannot carry it (an amount
     out of its range, an IBAN that is not one: the policy refuses those when it loads)."""
+    amount = amount.quantize(MIN_AMOUNT)  # to the cent, as `formatting.money` writes it
     if not MIN_AMOUNT <= amount <= MAX_AMOUNT or not iban_number.is_valid(iban):
         return None
-    return _png(name.strip()[:MAX_NAME].rstrip(), iban_number.compact(iban),
-                bic.replace(" ", "").upper() if bic else None,
-                amount.quantize(MIN_AMOUNT), text[:MAX_TEXT])
+    return _png(_SPACES.sub(" ", name).strip()[:MAX_NAME].rstrip(), iban_number.compact(iban),
+                bic.replace(" ", "").upper() if bic else None, amount, text[:MAX_TEXT])
 
 
 @lru_cache(maxsize=256)
-def _png(name: str, iban: str, bic: str | None, amount: Decimal, text: str) -> bytes:
-    """Drawing one costs about 10 ms (segno is pure Python, and tries the 8 masks the QR
-    standard asks for): a customer's statement repeated on several days is drawn once."""
+def _png(name: str, iban: str, bic: str | None, amount: Decimal, text: str) -> bytes | None:
+    """Drawing one costs about 8 ms of CPU (segno is pure Python, and tries the 8 masks the QR
+    standard asks for; bench/RESULTS.md): the same payload twice in a process is drawn once."""
     from segno.helpers import make_epc_qr
 
-    qr = make_epc_qr(name=name, iban=iban, amount=amount, text=text, bic=bic)
+    try:
+        qr = make_epc_qr(name=name, iban=iban, amount=amount, text=text, bic=bic)
+    except ValueError:  # over EPC069-12's 331 bytes: a name and text far outside Latin-1
+        return None
     out = io.BytesIO()
     qr.save(out, kind="png", scale=SCALE, border=4)
     return out.getvalue()
