@@ -102,6 +102,22 @@ RULES = {
 }
 
 
+# Where Directive 2011/7/EU applies (transposed by every member state): its default rule is
+# sound where no national rule is coded above. Elsewhere we know no statute to cite.
+EU_MEMBERS = frozenset({"AT", "BE", "BG", "CY", "CZ", "DE", "DK", "EE", "ES", "FI", "FR", "GR",
+                        "HR", "HU", "IE", "IT", "LT", "LU", "LV", "MT", "NL", "PL", "PT", "RO",
+                        "SE", "SI", "SK"})
+
+
+def statutory_rule(country: str) -> Rule | None:
+    """The rule a creditor of `country` may cite as law: its country's own, the directive's in
+    another member state; None where no rule is known (a statement would be a guess)."""
+    country = country.upper()
+    if country in RULES:
+        return RULES[country]
+    return RULES["EU"] if country in EU_MEMBERS else None
+
+
 def rule_for(country: str) -> Rule:
     """The creditor country's rule; the EU directive's default for any other country."""
     return RULES.get(country.upper(), RULES["EU"])

@@ -144,6 +144,37 @@ class Creditor(_Strict):
     iban: str | None = None
     bic: str | None = None
 
+    @field_validator("iban")
+    @classmethod
+    def _iban(cls, value: str | None) -> str | None:
+        """Printed as written, and drawn in every payment QR code: a typo would send money
+        nowhere (or be refused by the debtor's bank), so the check digits are verified here."""
+        from stdnum import iban
+        from stdnum.exceptions import ValidationError as NumberError
+
+        if value is None:
+            return None
+        try:
+            iban.validate(value)
+        except NumberError as exc:
+            raise ValueError(f"{value!r} is not a valid IBAN ({exc}); check it against "
+                             "the bank's details") from None
+        return value
+
+    @field_validator("bic")
+    @classmethod
+    def _bic(cls, value: str | None) -> str | None:
+        from stdnum import bic
+        from stdnum.exceptions import ValidationError as NumberError
+
+        if value is None:
+            return None
+        try:
+            bic.validate(value)
+        except NumberError as exc:
+            raise ValueError(f"{value!r} is not a valid BIC ({exc})") from None
+        return value
+
 
 class EmailSettings(_Strict):
     from_address: str = Field(alias="from")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import socket
 from collections.abc import Iterator
@@ -60,6 +61,22 @@ def test_the_v3_payload_and_the_message_id(portfolio: Portfolio, sendgrid: HTTPS
         db_url, "SELECT dedupe_key FROM action")[0][0]
     assert body["custom_args"]["dunning_action_id"] == str(action["action_id"])
     assert (action["status"], action["provider_id"]) == ("sent", "sendgrid:msg-1")
+
+
+def test_the_transfer_qr_code_goes_as_an_inline_image(portfolio: Portfolio,
+                                                      sendgrid: HTTPServer) -> None:
+    portfolio.customer("C1", language="fr", country="FR")
+    portfolio.invoice("I1", "C1", due=day(-4), amount="1500.00")
+    portfolio.write()
+    seen: list[dict[str, Any]] = []
+    sendgrid.expect_request("/v3/mail/send", method="POST").respond_with_handler(_accept(seen))
+
+    assert run(day(0))["dispatch"]["sent"] == 1
+    body = seen[0]["body"]
+    (image,) = body["attachments"]
+    assert (image["type"], image["disposition"]) == ("image/png", "inline")
+    assert base64.b64decode(image["content"]).startswith(b"\x89PNG\r\n")
+    assert f'src="cid:{image["content_id"]}"' in body["content"][1]["value"]
 
 
 def test_a_server_error_fails_the_action_and_the_next_run_retries(

@@ -16,13 +16,15 @@ from jinja2 import (
     TemplatesNotFound,
 )
 
-from dunning.channels.formatting import day, locale_for, money, totals
+from dunning.channels.formatting import day, elide_before, locale_for, money, totals
 from dunning.channels.letter import deadline, produce
 from dunning.channels.message import SECTIONS, Attachment, Message, Rendered
 from dunning.channels.outbox import Outbox
 from dunning.channels.protocol import Claimed, Delivered
 from dunning.channels.sendgrid import SendGrid
+from dunning.channels.statute import Penalties
 from dunning.channels.templating import environment
+from dunning.channels.transfer import CURRENCY, content_id, qr_png, remittance
 from dunning.errors import DeliveryError
 from dunning.policy import Policy
 from dunning.resources import templates_dir
@@ -42,6 +44,7 @@ class Renderer:
             legal_id=creditor.legal_id,
         )
         self.pay_within = timedelta(days=policy.payment_days)
+        self.penalties = Penalties(policy, str(self.root))
         self._templates: dict[tuple[str, str], tuple[Template, Template, Template]] = {}
 
     def templates(self, language: str, template: str) -> tuple[Template, Template, Template]:
@@ -105,6 +108,11 @@ class Renderer:
             "stage": message.stage,
             "language": message.language,
         }
+        context["penalties"] = self.penalties(message.language, locale, message.lines)
+        qr = self.transfer_qr(message, by_currency, context["reference"])
+        context["qr"] = f"cid:{qr.content_id}" if qr else None
+        if qr:
+            attachments = (qr, *attachments)
         if extra:
             context.update(extra)
         try:
@@ -113,8 +121,24 @@ class Renderer:
             html = html_template.render(context)
         except TemplateNotFound as exc:  # a layout the stage's templates extend
             raise DeliveryError(f"no template {exc.name} in {self.root}", retryable=False) from None
+        if message.language == "fr":  # "au nom de %(name)s": "au nom d'Atelier"
+            names = (message.customer_name, self.creditor.name)
+            subject, text, html = (elide_before(part, names) for part in (subject, text, html))
         return Rendered(subject=subject, text=text, html=html, recipients=message.recipients,
                         attachments=attachments)
+
+    def transfer_qr(self, message: Message, by_currency: dict[str, Decimal],
+                    reference: str) -> Attachment | None:
+        """The SEPA transfer QR code of the message's open total, shown inline in the HTML;
+        None without an IBAN, or for invoices not all in euros (EPC069-12 is for euros)."""
+        if not self.creditor.iban or list(by_currency) != [CURRENCY]:
+            return None
+        png = qr_png(self.creditor.name, self.creditor.iban, self.creditor.bic,
+                     by_currency[CURRENCY],
+                     remittance((line.number for line in message.lines), reference))
+        if png is None:
+            return None
+        return Attachment("sepa-qr.png", png, "image/png", content_id(png))
 
 
 def _sections(invoices: list[SimpleNamespace]) -> list[SimpleNamespace]:

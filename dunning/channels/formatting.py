@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterable
 from datetime import date
 from decimal import ROUND_HALF_EVEN, Decimal
 from functools import lru_cache
@@ -9,6 +11,7 @@ from functools import lru_cache
 from babel import Locale, UnknownLocaleError
 from babel.dates import format_date
 from babel.numbers import format_currency, get_currency_precision
+from markupsafe import escape
 
 _DEFAULT_REGION = {"fr": "fr_FR", "en": "en_GB", "nl": "nl_NL", "de": "de_DE"}
 
@@ -70,9 +73,67 @@ def _apply(shape: _Shape, amount: Decimal) -> str:
     return before + text.replace(",", "\x00").replace(".", decimal).replace("\x00", group) + after
 
 
+_FIRST = re.compile(r"(?<!\d)1(?=\s)")
+
+
 @lru_cache(maxsize=8192)  # a run formats the same few due dates thousands of times
 def day(value: date, locale: Locale, style: str = "medium") -> str:
-    return format_date(value, format=style, locale=locale)
+    """A date as the locale writes it; in French the first of a month is an ordinal, "1er
+    octobre 2026" (Babel, as CLDR, writes "1 octobre")."""
+    text = format_date(value, format=style, locale=locale)
+    if value.day == 1 and locale.language == "fr":
+        text = _FIRST.sub("1er", text, count=1)
+    return text
+
+
+# French elides "de", "que", "le" and "la" before a vowel or a mute h: "au nom d'Atelier
+# Exemple SAS", "Tribunal de commerce d'Angers". A name's h cannot be told mute from aspirated
+# ("de Honda", "d'Hôtel Dieu"): only the beginnings of common words with a mute h elide.
+_ELIDED = {"de": "d'", "que": "qu'", "le": "l'", "la": "l'"}
+_VOWELS = frozenset("aeiouàâäéèêëîïôöùûüæœ")
+_MUTE_H = ("hab", "hél", "hér", "hés", "heu", "hist", "hiv", "hom", "hôp", "hor", "hôt",
+           "hui", "hum", "hydr", "hyg", "hyp")
+_CONSONANT_Y = frozenset("aeiouéè")  # "de Yoplait" (y before a vowel), but "d'Yvetot"
+
+
+def elides(following: str) -> bool:
+    """Whether a French "de", "que", "le" or "la" elides before `following`."""
+    word = following.lstrip("«\"' \u00a0").lower()
+    if not word:
+        return False
+    if word[0] == "y":
+        return len(word) > 1 and word[1] not in _CONSONANT_Y and word[1].isalpha()
+    return word[0] in _VOWELS or word.startswith(_MUTE_H)
+
+
+def elide(word: str, following: str) -> str:
+    """`word` and `following` as French writes them: "de" + "Angers" is "d'Angers"."""
+    elided = _ELIDED.get(word.lower())
+    if elided is None or not elides(following):
+        return f"{word} {following}"
+    return (elided.capitalize() if word[0].isupper() else elided) + following
+
+
+def elide_before(text: str, names: Iterable[str]) -> str:
+    """French `text` with "de", "que", "le" and "la" elided before each of `names` (a name
+    put after them by a message: "au nom de %(name)s"), as written or HTML-escaped."""
+    found = tuple(sorted({n for name in names if name and elides(name)
+                          for n in (name, str(escape(name)))}))
+    return _before(found).sub(_elided, text) if found else text
+
+
+@lru_cache(maxsize=64)
+def _before(names: tuple[str, ...]) -> re.Pattern[str]:
+    return re.compile(r"( ?)\b(de|que|le|la|De|Que|Le|La)([ \n])(?="
+                      + "|".join(map(re.escape, names)) + ")")
+
+
+def _elided(match: re.Match[str]) -> str:
+    before, word, between = match.groups()
+    elided = _ELIDED[word.lower()]
+    elided = elided.capitalize() if word[0].isupper() else elided
+    # a text email's line broken between the word and the name now breaks before the word
+    return f"\n{elided}" if between == "\n" else before + elided
 
 
 def totals(amounts: dict[str, Decimal], locale: Locale) -> str:

@@ -4,6 +4,7 @@ registered mail, and sent as an email attachment when the customer has an addres
 
 from __future__ import annotations
 
+import base64
 import logging
 import re
 from collections import defaultdict
@@ -18,9 +19,10 @@ from babel.numbers import format_decimal
 from jinja2 import TemplatesNotFound
 
 from dunning import law
-from dunning.channels.formatting import day, locale_for, money, totals
+from dunning.channels.formatting import day, elide_before, locale_for, money, totals
 from dunning.channels.message import Message
 from dunning.channels.templating import environment, translations
+from dunning.channels.transfer import CURRENCY, qr_png, remittance
 from dunning.errors import DeliveryError, DunningError
 from dunning.files import safe_name, write_atomically
 from dunning.policy import Policy
@@ -101,6 +103,7 @@ def letter_context(letter: Message, policy: Policy) -> dict[str, Any]:
     date_text = day(letter.as_of, locale, "long")
     place = _place(creditor.address)
     wording = translations(str(templates_dir()), letter.language)
+    reference = f"{letter.customer_ref}-{letter.as_of.isoformat()}"
     return {
         "creditor": SimpleNamespace(name=creditor.name, address=creditor.address,
                                     legal_id=creditor.legal_id, email=creditor.email,
@@ -110,7 +113,8 @@ def letter_context(letter: Message, policy: Policy) -> dict[str, Any]:
                                   legal_id=letter.customer_legal_id),
         "place_date": wording.gettext(_PLACE_DATE) % {"place": place, "date": date_text}
         if place else date_text,
-        "reference": f"{letter.customer_ref}-{letter.as_of.isoformat()}",
+        "reference": reference,
+        "qr": _transfer_qr(letter, policy, everything, reference),
         "invoices": rows,
         "totals": SimpleNamespace(principal=totals(principal, locale),
                                   interest=totals(interest, locale),
@@ -126,6 +130,19 @@ def letter_context(letter: Message, policy: Policy) -> dict[str, Any]:
         "as_of": date_text,
         "language": letter.language,
     }
+
+
+def _transfer_qr(letter: Message, policy: Policy, due: dict[str, Decimal],
+                 reference: str) -> str | None:
+    """The SEPA transfer QR code of the total the letter demands (principal, interest and
+    compensation: the amount printed beside it), as a data: URI for WeasyPrint; None without
+    an IBAN or when the total is not all in euros."""
+    creditor = policy.creditor
+    if not creditor.iban or list(due) != [CURRENCY]:
+        return None
+    png = qr_png(creditor.name, creditor.iban, creditor.bic, due[CURRENCY],
+                 remittance((line.number for line in letter.lines), reference))
+    return f"data:image/png;base64,{base64.b64encode(png).decode('ascii')}" if png else None
 
 
 def render_pdf(letter: Message, policy: Policy) -> tuple[bytes, dict[str, Any]]:
@@ -152,7 +169,10 @@ def notice_html(letter: Message, context: dict[str, Any]) -> str:
     except TemplatesNotFound as exc:
         raise DeliveryError(f"no template {' or '.join(map(str, exc.templates))} in {root}",
                             retryable=False) from None
-    return template.render(context)
+    html = template.render(context)
+    if letter.language == "fr":  # "au nom de %(name)s": "au nom d'Atelier"
+        html = elide_before(html, (context["debtor"].name, context["creditor"].name))
+    return html
 
 
 def keep(pdf: bytes, folder: Path, action_id: int, letter: Message) -> Path:

@@ -52,6 +52,7 @@ class Attachment:
     filename: str
     content: bytes
     mimetype: str
+    content_id: str | None = None  # set: shown inside the HTML (`<img src="cid:...">`)
 
 
 @dataclass(frozen=True)

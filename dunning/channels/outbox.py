@@ -58,15 +58,29 @@ class Outbox:
             f'Content-Type: multipart/alternative; boundary="{alternative}"',
             "MIME-Version: 1.0",
         ]
+        html = _part(alternative, "text/html; charset=\"utf-8\"", message.html.encode())
+        inline = [item for item in message.attachments if item.content_id]
+        if inline:
+            # RFC 2387: the HTML and the images it shows (`cid:`) as one multipart/related,
+            # the alternative to the text
+            related = _boundary()
+            html = (f"--{alternative}\nContent-Type: multipart/related; "
+                    f'type="text/html"; boundary="{related}"\n\n'
+                    + _part(related, "text/html; charset=\"utf-8\"", message.html.encode())
+                    + "".join(_part(related, item.mimetype, item.content,
+                                    f"Content-ID: <{item.content_id}>\n"
+                                    f"Content-Disposition: inline; "
+                                    f"{_filename(item.filename)}\n") for item in inline)
+                    + f"--{related}--\n")
         parts = [_part(alternative, "text/plain; charset=\"utf-8\"", message.text.encode()),
-                 _part(alternative, "text/html; charset=\"utf-8\"", message.html.encode()),
-                 f"--{alternative}--\n"]
-        if message.attachments:
+                 html, f"--{alternative}--\n"]
+        attached = [item for item in message.attachments if not item.content_id]
+        if attached:
             mixed = _boundary()
             head = [f'Content-Type: multipart/mixed; boundary="{mixed}"', "MIME-Version: 1.0"]
             inner = "\n".join(body[:1]) + "\n\n" + "".join(parts)
             parts = [f"--{mixed}\n{inner}"]
-            for item in message.attachments:
+            for item in attached:
                 parts.append(_part(mixed, item.mimetype, item.content,
                                    f"Content-Disposition: attachment; "
                                    f"{_filename(item.filename)}\n"))

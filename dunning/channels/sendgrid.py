@@ -37,6 +37,7 @@ class SendGrid:
         from sendgrid.helpers.mail import Attachment as SendGridAttachment
         from sendgrid.helpers.mail import (
             Category,
+            ContentId,
             CustomArg,
             Disposition,
             FileContent,
@@ -60,9 +61,12 @@ class SendGrid:
                                                                    str(action_id))]
         mail.category = Category("dunning")
         for item in message.attachments:
+            # An image the HTML shows (`cid:`) is inline, with its Content-ID
             mail.add_attachment(SendGridAttachment(
                 FileContent(base64.b64encode(item.content).decode("ascii")),
-                FileName(item.filename), FileType(item.mimetype), Disposition("attachment")))
+                FileName(item.filename), FileType(item.mimetype),
+                Disposition("inline" if item.content_id else "attachment"),
+                ContentId(item.content_id) if item.content_id else None))
         try:
             response = self.client.send(mail)
         except HTTPError as exc:

@@ -26,6 +26,7 @@ from jinja2.bccache import Bucket
 from jinja2.nodes import EvalContext
 from markupsafe import Markup
 
+from dunning.channels.formatting import elide
 from dunning.channels.inline import COMPILED, Translate, plural_rules
 from dunning.errors import DeliveryError
 from dunning.resources import resource_dir
@@ -105,6 +106,7 @@ class _Environment(Environment):
         self.wording = wording
         _install_gettext(self, wording)
         self.filters.update(plural_rules(wording))
+        self.filters["elide"] = elide  # French: {{ "de"|elide(town) }} is "d'Angers"
 
     def compile(self, source: Any, name: str | None = None, filename: str | None = None,
                 raw: bool = False, defer_init: bool = False) -> Any:
