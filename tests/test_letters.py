@@ -96,3 +96,27 @@ def test_without_a_known_rate_the_notice_fails_visibly(portfolio: Portfolio,
     assert failed["attempts"] == 1
     assert not letters_dir.exists() or not list(letters_dir.iterdir())
     assert [m for m in outbox(portfolio) if m.get_content_type() == "multipart/mixed"] == []
+
+
+def test_a_notice_recalls_the_reminders_of_its_own_invoices(
+        portfolio: Portfolio, policy_file: Path, letters_dir: Path) -> None:
+    """Day 0 and 7 remind I1; day 15 a pre-due reminder of I2 goes out alone; the notice on I1
+    recalls the first two, not I2's."""
+    _agreed_rate(policy_file)
+    portfolio.customer("C1", name="Debtor & Co", country="GB")
+    portfolio.customers["C1"]["address"] = "12 Main Street | 75001 Paris"
+    portfolio.invoice("I1", "C1", due=day(-40), amount="1500.00")
+    portfolio.invoice("I2", "C1", due=day(20), amount="300.00")
+    portfolio.write()
+    for n in (0, 7, 12, 15, 19):
+        report = run(day(n))
+        if n == 15:
+            assert report["evaluation"]["entered"] == {"pre_due_reminder": 1}
+    (notice,) = as_json("actions", "--status", "pending_approval")
+    assert notice["invoice_ids"] == ["I1"]
+    assert cli("approve", str(notice["action_id"]), "--by", "Claire").exit_code == 0
+    (path,) = [Path(p) for p in run(day(20))["letters"]["files"]]
+    text = _pdf_text(path.read_bytes())
+    assert "2 November 2026 (first reminder)" in text
+    assert "9 November 2026 (second reminder)" in text
+    assert "17 November 2026" not in text and "before the due date" not in text, text

