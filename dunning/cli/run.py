@@ -38,6 +38,11 @@ def run(
 ) -> None:
     """Run the daily flow once: pull, reconcile, evaluate, record, dispatch, report.
 
+    Each customer hears one voice: one email a day at the firmest step its invoices take, at
+    most one every `contact.min_days_between` days and `contact.max_per_month` a month (an
+    approved letter is exempt); no softer step under a formal notice; one open notice and one
+    open call task at a time. `dunning status` says why an invoice waits.
+
     Exit status 3 when rows of the snapshot were rejected (the rest was processed)."""
     from dunning.shards import Shard
     from dunning.sources import preflight
