@@ -84,8 +84,8 @@ def _section(days_overdue: int, from_stage: str | None, policy: Policy) -> str:
     reminder: before it, at most a pre-due one), already reminded."""
     if days_overdue < 0:
         return "due_soon"
-    if from_stage is None or policy.stage_index(from_stage) < 0 \
-            or policy.stages[policy.stage_index(from_stage)].days_after_due < 0:
+    before = policy.stage_index(from_stage)  # -1: none (or no longer in the policy)
+    if before < 0 or policy.stages[before].days_after_due < 0:
         return "now_overdue"
     return "already_reminded"
 

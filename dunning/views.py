@@ -10,11 +10,11 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 from sqlmodel import col
 
-from dunning.contact import CustomerContact, pace
 from dunning.db import saved_id
 from dunning.errors import NotFoundError
-from dunning.ladder import Decision, InvoiceFacts, decide
-from dunning.ledger.voice import contacts
+from dunning.ladder import InvoiceFacts, decide
+from dunning.ledger.evaluate import UNBLOCKED, blocked_stages
+from dunning.ledger.voice import paced_by_customer
 from dunning.models import Action, ActionInvoice, Customer, Invoice, LetterPosting, Transition
 from dunning.policy import Policy
 from dunning.statuses import UNDELIVERED, ActionStatus, InvoiceState
@@ -74,40 +74,25 @@ def _waiting(session: Session, invoices: list[Invoice], as_of: date,
              policy: Policy) -> dict[int, str]:
     """Why each active invoice does not move on `as_of`, as the run would say it."""
     active = [i for i in invoices if i.state == InvoiceState.ACTIVE and i.id is not None]
+    # Read for the whole ledger, not id by id: a status lists every invoice, more than a
+    # statement takes parameters.
     holds = dict(session.execute(
         select(col(Customer.id), col(Customer.hold_until))
-        .where(col(Customer.id).in_({i.customer_id for i in active}),
-               col(Customer.hold_until).is_not(None))).all()) if active else {}
-    rejected: dict[int, set[str]] = defaultdict(set)
-    pending: dict[int, str] = {}
-    for invoice_id, stage, status in session.execute(
-        select(col(ActionInvoice.invoice_id), col(Action.stage), col(Action.status))
-        .join(Action, col(Action.id) == ActionInvoice.action_id)
-        .where(col(Action.status).in_((ActionStatus.PENDING_APPROVAL, ActionStatus.REJECTED)),
-               col(ActionInvoice.dropped_reason).is_(None))):
-        if status == ActionStatus.REJECTED:
-            rejected[invoice_id].add(stage)
-        else:
-            pending[invoice_id] = stage
-    facts = [InvoiceFacts(invoice_id=saved_id(i.id), customer_id=i.customer_id,
-                          due_date=i.due_date, amount=i.amount, amount_open=i.amount_open,
-                          stage=i.stage, stage_entered_on=i.stage_entered_on, state=i.state,
-                          rejected_stages=frozenset(rejected.get(saved_id(i.id), ())),
-                          pending_stage=pending.get(saved_id(i.id)),
-                          hold_until=holds.get(i.customer_id), currency=i.currency)
-             for i in active]
+        .where(col(Customer.hold_until).is_not(None))).all())
+    blocked = blocked_stages(session, select(col(Invoice.id))
+                             .where(col(Invoice.state) == InvoiceState.ACTIVE))
+    facts = []
+    for i in active:
+        stages, waiting = blocked.get(saved_id(i.id), UNBLOCKED)
+        facts.append(InvoiceFacts(
+            invoice_id=saved_id(i.id), customer_id=i.customer_id, due_date=i.due_date,
+            amount=i.amount, amount_open=i.amount_open, stage=i.stage,
+            stage_entered_on=i.stage_entered_on, state=i.state, rejected_stages=stages,
+            pending_stage=waiting, hold_until=holds.get(i.customer_id), currency=i.currency))
     decided = [(f, decide(f, policy, as_of)) for f in facts]
-    known = contacts(session, {f.customer_id for f, _ in decided}, as_of, policy)
-    out: dict[int, str] = {}
-    by_customer: dict[int, list[tuple[InvoiceFacts, Decision]]] = {}
-    for pair in decided:
-        by_customer.setdefault(pair[0].customer_id, []).append(pair)
-    for customer_id, members in by_customer.items():
-        for invoice, decision in pace(members, known.get(customer_id, CustomerContact()),
-                                      policy, as_of):
-            out[invoice.invoice_id] = (f"due: {decision.stage}" if decision.stage
-                                       else decision.reason)
-    return out
+    return {invoice.invoice_id: f"due: {decision.stage}" if decision.stage else decision.reason
+            for _, members in paced_by_customer(session, decided, policy, as_of)
+            for invoice, decision in members}
 
 
 def invoice_history(session: Session, external_id: str) -> list[dict[str, Any]]:

@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import hashlib
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Set
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
-from itertools import groupby
 from typing import Any
 
 from sqlalchemy import func, select, union_all, update
@@ -16,11 +15,11 @@ from sqlalchemy.orm import Session
 from sqlmodel import col
 
 from dunning.coltypes import utcnow
-from dunning.contact import CustomerContact, one_voice, pace
+from dunning.contact import one_voice
 from dunning.db import chunks, saved_id, table_of
 from dunning.ladder import Decision, InvoiceFacts, decide, fingerprint, review_after
 from dunning.ledger.transitions import transition_row
-from dunning.ledger.voice import contacts
+from dunning.ledger.voice import paced_by_customer
 from dunning.models import Action, ActionInvoice, Customer, Invoice, Run, Transition
 from dunning.policy import Policy
 from dunning.shards import Shard, in_shard
@@ -28,7 +27,6 @@ from dunning.statuses import READY, ActionStatus, InvoiceState, RunStatus, Trans
 
 # invoice.review_on of an invoice the ladder will not move before its facts change.
 NEVER = date.max
-NO_CONTACT = CustomerContact()
 
 
 @dataclass
@@ -152,37 +150,45 @@ def facts_for(session: Session, low: int, high: int, shard: Shard | None = None,
         .order_by(col(Invoice.customer_id), col(Invoice.id))
         .with_for_update()
     ).all()
-    blocked: dict[int, tuple[set[str], str | None]] = defaultdict(lambda: (set(), None))
-    unblocked: tuple[frozenset[str], None] = (frozenset(), None)
-    for invoice_id, stage, status in session.execute(
-        select(col(ActionInvoice.invoice_id), col(Action.stage), col(Action.status))
-        .join(Action, col(Action.id) == col(ActionInvoice.action_id))
-        .where(col(ActionInvoice.invoice_id).in_(select(col(Invoice.id)).where(*mine)),
-               col(Action.status).in_((ActionStatus.PENDING_APPROVAL, ActionStatus.REJECTED)),
-               col(ActionInvoice.dropped_reason).is_(None))
-    ):
-        rejected, pending = blocked[invoice_id]
-        if status == ActionStatus.REJECTED:
-            rejected.add(stage)
-        else:
-            pending = stage
-        blocked[invoice_id] = (rejected, pending)
+    blocked = blocked_stages(session, select(col(Invoice.id)).where(*mine))
     holds = {saved_id(customer_id): until for customer_id, until in session.execute(
         select(col(Customer.id), col(Customer.hold_until))
         .where(col(Customer.id).between(low, high), col(Customer.hold_until).is_not(None)))}
     facts = []
     for row in rows:
-        stages: Set[str]
-        stages, waiting = blocked.get(row.id, unblocked)
+        stages, waiting = blocked.get(row.id, UNBLOCKED)
         facts.append(InvoiceFacts(
             invoice_id=row.id, customer_id=row.customer_id, due_date=row.due_date,
             amount=row.amount, amount_open=row.amount_open, stage=row.stage,
             stage_entered_on=row.stage_entered_on, state=row.state,
-            rejected_stages=stages if isinstance(stages, frozenset) else
-            frozenset(stages), pending_stage=waiting,
+            rejected_stages=stages, pending_stage=waiting,
             hold_until=holds.get(row.customer_id), currency=row.currency,
         ))
     return facts
+
+
+UNBLOCKED: tuple[frozenset[str], None] = (frozenset(), None)
+
+
+def blocked_stages(session: Session, invoice_ids: Any
+                   ) -> dict[int, tuple[frozenset[str], str | None]]:
+    """For the invoices of the subquery `invoice_ids` that have any: the stages rejected for
+    them, and the stage proposed for them and waiting for approval (the ladder's input)."""
+    rejected: dict[int, set[str]] = defaultdict(set)
+    pending: dict[int, str] = {}
+    for invoice_id, stage, status in session.execute(
+        select(col(ActionInvoice.invoice_id), col(Action.stage), col(Action.status))
+        .join(Action, col(Action.id) == col(ActionInvoice.action_id))
+        .where(col(ActionInvoice.invoice_id).in_(invoice_ids),
+               col(Action.status).in_((ActionStatus.PENDING_APPROVAL, ActionStatus.REJECTED)),
+               col(ActionInvoice.dropped_reason).is_(None))
+    ):
+        if status == ActionStatus.REJECTED:
+            rejected[invoice_id].add(stage)
+        else:
+            pending[invoice_id] = stage
+    return {invoice_id: (frozenset(rejected.get(invoice_id, ())), pending.get(invoice_id))
+            for invoice_id in rejected.keys() | pending.keys()}
 
 
 Members = dict[tuple[int, str], list[tuple[InvoiceFacts, Decision]]]
@@ -234,16 +240,10 @@ def _decide(session: Session, facts: list[InvoiceFacts], policy: Policy, as_of: 
     actions: one email a customer a day, at the firmest email step its invoices take; one
     action per customer and stage otherwise. And each invoice's review date."""
     decided = [(invoice, decide(invoice, policy, as_of)) for invoice in facts]
-    moving = {invoice.customer_id for invoice, decision in decided if decision.stage is not None}
-    known = contacts(session, moving, as_of, policy)
     groups: Members = defaultdict(list)
     review_of: dict[int, date | None] = {}
-    # facts come ordered by customer: each customer's invoices are side by side.
-    for customer_id, members in groupby(decided, key=lambda pair: pair[0].customer_id):
-        mine, email = list(members), None
-        if customer_id in moving:
-            mine = pace(mine, known.get(customer_id, NO_CONTACT), policy, as_of)
-            email = one_voice(mine, policy)
+    for customer_id, mine in paced_by_customer(session, decided, policy, as_of):
+        email = one_voice(mine, policy)
         for invoice, decision in mine:
             if decision.stage is not None:
                 stage = policy.stage(decision.stage)

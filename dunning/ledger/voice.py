@@ -5,15 +5,16 @@ dunning/contact.py can pace the ladder's decisions customer by customer."""
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Collection
+from collections.abc import Collection, Iterator, Sequence
 from datetime import date, timedelta
 
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 from sqlmodel import col
 
-from dunning.contact import WRITTEN, CustomerContact
+from dunning.contact import WRITTEN, CustomerContact, pace
 from dunning.db import chunks
+from dunning.ladder import Decision, InvoiceFacts
 from dunning.models import Action, AgencyCase
 from dunning.policy import Policy
 from dunning.statuses import ActionStatus, CaseStatus
@@ -23,8 +24,27 @@ from dunning.statuses import ActionStatus, CaseStatus
 # proposal waiting for approval is not a message yet.
 _COUNTED = (ActionStatus.QUEUED, ActionStatus.APPROVED, ActionStatus.SENDING, ActionStatus.SENT,
             ActionStatus.FAILED)
+NO_CONTACT = CustomerContact()
 _UNDELIVERED_AGENCY = (ActionStatus.QUEUED, ActionStatus.APPROVED, ActionStatus.SENDING,
                        ActionStatus.FAILED)
+
+
+def paced_by_customer(session: Session, decided: Sequence[tuple[InvoiceFacts, Decision]],
+                      policy: Policy, as_of: date
+                      ) -> Iterator[tuple[int, list[tuple[InvoiceFacts, Decision]]]]:
+    """The ladder's decisions customer by customer (in the order customers first appear), each
+    customer's paced by what it was told (dunning/contact.py); only the customers with a step
+    to take have their contact read."""
+    by_customer: dict[int, list[tuple[InvoiceFacts, Decision]]] = {}
+    for pair in decided:
+        by_customer.setdefault(pair[0].customer_id, []).append(pair)
+    moving = {customer_id for customer_id, members in by_customer.items()
+              if any(decision.stage is not None for _, decision in members)}
+    known = contacts(session, moving, as_of, policy)
+    for customer_id, members in by_customer.items():
+        if customer_id in moving:
+            members = pace(members, known.get(customer_id, NO_CONTACT), policy, as_of)
+        yield customer_id, members
 
 
 def contacts(session: Session, customer_ids: Collection[int], as_of: date,
