@@ -12,10 +12,13 @@ from html import unescape
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from markupsafe import escape
 
 from dunning import law
 from dunning.channels.email import Renderer
-from dunning.channels.formatting import day, elide, locale_for, money
+from dunning.channels.formatting import day, elide, elide_before, elides, locale_for, money
 from dunning.channels.letter import letter_context, notice_html
 from dunning.channels.message import Line, Message
 from dunning.channels.templating import environment
@@ -176,3 +179,37 @@ def test_the_court_file_names_its_court_with_elision() -> None:
     template = environment(str(templates_dir())).from_string('{{ "de"|elide(town) }}')
     assert template.render(town="Angers") == "d'Angers"
     assert template.render(town="Paris") == "de Paris"
+
+
+# elide_before finds each name with str.find and reads the words before it; this regular
+# expression, the definition it replaced, says what it must do at every position.
+def _elide_by_regex(text: str, names: list[str]) -> str:
+    found = sorted({n for name in names if name and elides(name)
+                    for n in (name, str(escape(name)))})
+    if not found:
+        return text
+    pattern = re.compile(r"( ?)\b(de|que|le|la|De|Que|Le|La)([ \n])(?="
+                         + "|".join(map(re.escape, found)) + ")")
+
+    def elided(match: re.Match[str]) -> str:
+        before, word, between = match.groups()
+        short = {"de": "d'", "que": "qu'", "le": "l'", "la": "l'"}[word.lower()]
+        short = short.capitalize() if word[0].isupper() else short
+        return f"\n{short}" if between == "\n" else before + short
+
+    return pattern.sub(elided, text)
+
+
+_PIECES = ["de", "De", "que", "la", "Le", "le", "x", "ade", "_de", "é", "'", "Atelier",
+           "Atelier & Co", "Atelier &amp; Co", "Hôtel", "Bastide", "Yvetot", "Orange"]
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(_PIECES), st.sampled_from(["", " ", "\n", "  "])),
+                max_size=14),
+       st.lists(st.sampled_from(["Atelier & Co", "Atelier", "Hôtel Dieu", "Orange", "Yvetot",
+                                 "Bastide", ""]), max_size=3))
+def test_elision_agrees_with_its_regular_expression(pieces: list[tuple[str, str]],
+                                                    names: list[str]) -> None:
+    text = "".join(word + gap for word, gap in pieces)
+    assert elide_before(text, names) == _elide_by_regex(text, names)

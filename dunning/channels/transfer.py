@@ -50,10 +50,15 @@ def qr_png(name: str, iban: str, bic: str | None, amount: Decimal, text: str) ->
     """The QR code of a transfer as PNG bytes; None when EPC069-12 cannot carry it (an amount
     out of its range, an IBAN that is not one: the policy refuses those when it loads)."""
     amount = amount.quantize(MIN_AMOUNT)  # to the cent, as `formatting.money` writes it
-    if not MIN_AMOUNT <= amount <= MAX_AMOUNT or not iban_number.is_valid(iban):
+    if not MIN_AMOUNT <= amount <= MAX_AMOUNT or not _valid(iban):
         return None
     return _png(_SPACES.sub(" ", name).strip()[:MAX_NAME].rstrip(), iban_number.compact(iban),
                 bic.replace(" ", "").upper() if bic else None, amount, text[:MAX_TEXT])
+
+
+@lru_cache(maxsize=16)  # the creditor's one or two IBANs, checked once rather than per message
+def _valid(iban: str) -> bool:
+    return bool(iban_number.is_valid(iban))
 
 
 def epc_payload(name: str, iban: str, bic: str | None, amount: Decimal, text: str) -> bytes:
@@ -82,26 +87,30 @@ def _png(name: str, iban: str, bic: str | None, amount: Decimal, text: str) -> b
     if len(payload) > MAX_PAYLOAD:  # a name and text far outside Latin-1
         return None
     code = zxingcpp.create_barcode(payload, zxingcpp.BarcodeFormat.QRCode, ec_level="M")
-    image = code.to_image(scale=SCALE, add_quiet_zones=True)  # 8-bit grey, 4-module margin
+    image = code.to_image(scale=1, add_quiet_zones=True)  # a byte a module, 4-module margin
     height, width = image.shape
     # zxing-cpp's Image has the buffer protocol, which its stubs do not declare.
-    return png(bytes(memoryview(image)), width, height)  # type: ignore[arg-type]
+    return png(bytes(memoryview(image)), width, height, SCALE)  # type: ignore[arg-type]
 
 
-# A black-and-white pixel (0 or 255) as the digit of its bit in a 1-bit greyscale PNG row.
-_BITS = bytes.maketrans(bytes([0, 255]), b"01")
+# A black-and-white module (0 or 255) as two letters, then as `scale` bits of a PNG row.
+_LETTERS = bytes.maketrans(bytes([0, 255]), b"ab")
 
 
-def png(pixels: bytes, width: int, height: int) -> bytes:
-    """Black-and-white 8-bit pixels (0 or 255), row after row, as a 1-bit greyscale PNG: eight
-    times less to compress than 8 bits a pixel, which zlib made half the cost of a code."""
-    pad = -width % 8
-    stride = (width + pad) // 8
-    rows = b"".join(
-        b"\x00"  # filter type 0
-        + int(pixels[y * width:(y + 1) * width].translate(_BITS) + b"1" * pad, 2).to_bytes(
-            stride, "big")
-        for y in range(height))
+def png(modules: bytes, width: int, height: int, scale: int = 1) -> bytes:
+    """Black-and-white 8-bit modules (0 or 255), row after row, as a 1-bit greyscale PNG of
+    `scale` pixels a module: a row of modules is turned into bits once and repeated, eight
+    times less to compress than 8 bits a pixel."""
+    pixels = width * scale
+    pad = -pixels % 8
+    stride = (pixels + pad) // 8
+    dark, light = b"0" * scale, b"1" * scale
+    rows = []
+    for y in range(height):
+        bits = (modules[y * width:(y + 1) * width].translate(_LETTERS)
+                .replace(b"a", dark).replace(b"b", light) + b"1" * pad)
+        rows.append((b"\x00" + int(bits, 2).to_bytes(stride, "big")) * scale)  # filter type 0
+    width, height = pixels, height * scale
 
     def chunk(kind: bytes, data: bytes) -> bytes:
         return (struct.pack(">I", len(data)) + kind + data
@@ -109,7 +118,7 @@ def png(pixels: bytes, width: int, height: int) -> bytes:
 
     header = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)  # 1-bit greyscale
     return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header)
-            + chunk(b"IDAT", zlib.compress(rows, 6)) + chunk(b"IEND", b""))
+            + chunk(b"IDAT", zlib.compress(b"".join(rows), 6)) + chunk(b"IEND", b""))
 
 
 def content_id(png: bytes) -> str:
