@@ -133,7 +133,8 @@ def elide_before(text: str, names: Iterable[str]) -> str:
             at = text.find(name, at + 1)
     if not cuts:
         return text
-    out, done = [], 0
+    out: list[str] = []
+    done = 0
     for start in sorted(cuts):
         end, replacement = cuts[start]
         if start < done:  # two names at one place ("A" and "A &amp; B"): once
