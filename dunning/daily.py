@@ -17,7 +17,7 @@ from dunning import ledger, runlock
 from dunning.channels.email import transport
 from dunning.context import Context, load_context
 from dunning.db import transaction
-from dunning.dispatch import DispatchResult, waiting_by_channel
+from dunning.dispatch import Dispatcher, DispatchResult, waiting_by_channel
 from dunning.dispatch import dispatch as deliver
 from dunning.errors import DunningError
 from dunning.ledger import BatchResult, ReconcileResult
@@ -110,13 +110,27 @@ def evaluate(ctx: Context, as_of: date, run_id: str, low: int, high: int,
 
 
 def dispatch(ctx: Context, as_of: date, *, kind: str = "email", dry_run: bool = False,
-             shard: Shard | None = None) -> DispatchResult:
+             shard: Shard | None = None, dispatcher: Dispatcher | None = None) -> DispatchResult:
+    """Deliver what is claimable; with `dispatcher` (fed during evaluation), the rest of it."""
+    if dispatcher is not None:
+        return dispatcher.finish()
     settings = ctx.settings
     key = settings.sendgrid_api_key.get_secret_value() if settings.sendgrid_api_key else None
     channel = None if dry_run else transport(ctx.policy, settings.outbox_dir, key,
                                              settings.sendgrid_api_host)
     return deliver(ctx.engine, ctx.policy, channel, as_of, kind=kind,
-                   letters_dir=settings.letters_dir, dry_run=dry_run, shard=shard)
+                   letters_dir=settings.letters_dir, dry_run=dry_run, shard=shard,
+                   workers=settings.dispatch_workers)
+
+
+def email_dispatcher(ctx: Context, as_of: date, shard: Shard | None = None) -> Dispatcher:
+    """The emails' dispatcher of a run, fed after each evaluated batch (Dispatcher.feed)."""
+    settings = ctx.settings
+    key = settings.sendgrid_api_key.get_secret_value() if settings.sendgrid_api_key else None
+    return Dispatcher(ctx.engine, ctx.policy,
+                      transport(ctx.policy, settings.outbox_dir, key, settings.sendgrid_api_host),
+                      as_of, letters_dir=settings.letters_dir, shard=shard,
+                      workers=settings.dispatch_workers)
 
 
 def agency_sync(ctx: Context, as_of: date, run_id: str,

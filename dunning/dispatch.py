@@ -22,7 +22,7 @@ from dunning.channels.protocol import Channel, Claimed
 from dunning.channels.sendgrid import SendGrid
 from dunning.coltypes import utcnow
 from dunning.db import transaction
-from dunning.errors import DeliveryError
+from dunning.dispatch_pool import Attempt, Pool, attempt, workers_for
 from dunning.ledger import chunks
 from dunning.models import Action, ActionInvoice, Customer, Invoice, Transition
 from dunning.policy import Policy
@@ -210,69 +210,147 @@ def _claim(engine: Engine, claimable: Any, as_of: date, ids: list[int]) -> Itera
 def dispatch(
     engine: Engine, policy: Policy, transport: Outbox | SendGrid | Channel | None, as_of: date,
     *, kind: str = "email", letters_dir: Path | None = None, dry_run: bool = False,
-    shard: Shard | None = None,
+    shard: Shard | None = None, workers: int | None = None,
 ) -> DispatchResult:
     """Deliver every claimable action of a channel, of the shard's customers when given:
     `email`; `letter` (a PDF kept for registered post, and sent as an attachment to a customer
     with an email address); `agency` or
-    `injunction` (given their Channel). With `dry_run` (or no transport) only count."""
-    result = DispatchResult(channel=kind)
-    claimable = and_(_claimable(policy, kind, as_of), *in_shard(Action.customer_id, shard))
-    with transaction(engine) as session:
-        ids = list(session.execute(
-            select(col(Action.id)).where(claimable).order_by(col(Action.id))).scalars())
-        result.in_flight = session.execute(
-            select(func.count()).select_from(Action)
-            .where(col(Action.kind) == kind, col(Action.status) == ActionStatus.SENDING,
-                   *in_shard(Action.customer_id, shard))).scalar_one()
+    `injunction` (given their Channel). With `dry_run` (or no transport) only count.
+    `workers`: processes rendering outbox emails and letters (None: one a core for a
+    thousand messages or more; 0: none)."""
     if dry_run or transport is None:
-        result.would_send = len(ids)
+        result = DispatchResult(channel=kind)
+        claimable = and_(_claimable(policy, kind, as_of), *in_shard(Action.customer_id, shard))
+        with transaction(engine) as session:
+            result.would_send = session.execute(
+                select(func.count()).select_from(Action).where(claimable)).scalar_one()
+            result.in_flight = _in_flight(session, kind, shard)
         return result
-    # An email transport delivers through the messages' channel; anything else is a channel.
-    channel: Channel = MessageChannel(kind, transport, policy, letters_dir) \
-        if isinstance(transport, (Outbox, SendGrid)) else transport
+    return Dispatcher(engine, policy, transport, as_of, kind=kind, letters_dir=letters_dir,
+                      shard=shard, workers=workers).finish()
 
-    # Emails and letters record their outcomes a claimed chunk at a time (one transaction per
-    # hundred messages rather than per message). A crash in between leaves that chunk `sending`:
-    # never sent again by itself, reported as in flight. Agency cases and court files are
-    # recorded one by one, with the rows they add.
-    outcomes = _Outcomes(engine, 1 if kind in ("agency", "injunction") else CLAIM_CHUNK)
-    for claimed in _claim(engine, claimable, as_of, ids):
-        messages = _messages(engine, claimed, as_of, policy)
-        for action_id, (action, message) in sorted(messages.items()):
-            if message is None:
-                outcomes.add(action_id, status=ActionStatus.CANCELLED,
-                             last_error="cancelled: no invoice left to mention")
-                result.cancelled += 1
+
+def _in_flight(session: Session, kind: str, shard: Shard | None) -> int:
+    return int(session.execute(
+        select(func.count()).select_from(Action)
+        .where(col(Action.kind) == kind, col(Action.status) == ActionStatus.SENDING,
+               *in_shard(Action.customer_id, shard))).scalar_one())
+
+
+class Dispatcher:
+    """Delivers a channel's claimable actions: `feed` delivers those claimable now, `finish`
+    the rest, and returns the result.
+
+    The daily flow feeds the emails of each batch of customers as soon as the batch is
+    evaluated: the worker processes render and write them while the next batch is evaluated,
+    on the core evaluation leaves idle. Claiming and recording stay in this process, between
+    batches, so that the database never sees two writers of one run."""
+
+    def __init__(self, engine: Engine, policy: Policy, transport: Outbox | SendGrid | Channel,
+                 as_of: date, *, kind: str = "email", letters_dir: Path | None = None,
+                 shard: Shard | None = None, workers: int | None = None) -> None:
+        self.engine, self.policy, self.as_of, self.kind = engine, policy, as_of, kind
+        self.letters_dir, self.workers = letters_dir, workers
+        self.result = DispatchResult(channel=kind)
+        self.claimable = and_(_claimable(policy, kind, as_of),
+                              *in_shard(Action.customer_id, shard))
+        with transaction(engine) as session:  # claimed by an earlier dispatch, never recorded
+            self.result.in_flight = _in_flight(session, kind, shard)
+        # An email transport delivers through the messages' channel; anything else is one.
+        self.channel: Channel = MessageChannel(kind, transport, policy, letters_dir) \
+            if isinstance(transport, (Outbox, SendGrid)) else transport
+        # Emails and letters record their outcomes a claimed chunk at a time (one transaction
+        # per hundred messages rather than per message). A crash in between leaves that chunk
+        # `sending`: never sent again by itself, reported as in flight. Agency cases and court
+        # files are recorded one by one, with the rows they add.
+        self.outcomes = _Outcomes(engine, 1 if kind in ("agency", "injunction") else CLAIM_CHUNK)
+        # Worker processes render the outbox's emails and letters (dunning/dispatch_pool.py):
+        # a worker rebuilds the outbox from its folder; a provider stays here.
+        self.folder = transport.folder \
+            if isinstance(transport, Outbox) and kind in ("email", "letter") else None
+        self.pool: Pool | None = None
+
+    def feed(self, *, wait: bool = False) -> None:
+        """Claim and deliver what is claimable now: in this process, or handed to the workers
+        (with `wait`, at most a few chunks left out when it returns)."""
+        with transaction(self.engine) as session:
+            ids = list(session.execute(select(col(Action.id)).where(self.claimable)
+                                       .order_by(col(Action.id))).scalars())
+        if self.pool is None and self.folder is not None and ids:
+            count = workers_for(self.workers, len(ids))
+            if count:
+                self.pool = Pool(count, self.kind, self.folder, self.policy, self.letters_dir)
+        for claimed in _claim(self.engine, self.claimable, self.as_of, ids):
+            items = []
+            for action_id, (action, message) in sorted(
+                    _messages(self.engine, claimed, self.as_of, self.policy).items()):
+                if message is None:
+                    self.outcomes.add(action_id, status=ActionStatus.CANCELLED,
+                                      last_error="cancelled: no invoice left to mention")
+                    self.result.cancelled += 1
+                else:
+                    items.append((action_id, action, message))
+            if self.pool is None:
+                self._record([attempt(self.channel, *item) for item in items])
                 continue
-            try:
-                delivered = channel.deliver(action_id, action, message)
-            except DeliveryError as exc:
-                outcomes.add(action_id, status=ActionStatus.FAILED, last_error=str(exc),
-                             retryable=exc.retryable)
-                result.failed += 1
-                result.errors.append({"action_id": action_id, "customer_id": message.customer_ref,
-                                      "error": brief(str(exc))})
-                log.warning("action %s failed: %s", action_id, exc)
-                continue
-            except Exception as exc:  # a bug must not stop the other customers' messages
-                log.exception("action %s failed unexpectedly", action_id)
-                outcomes.add(action_id, status=ActionStatus.FAILED,
-                             last_error=f"internal error: {exc!r}", retryable=True)
-                result.failed += 1
-                result.errors.append({"action_id": action_id, "customer_id": message.customer_ref,
-                                      "error": brief(repr(exc))})
-                continue
-            outcomes.add(action_id, delivered.after, status=ActionStatus.SENT,
-                         provider_id=delivered.provider_id, document=delivered.document,
-                         sent_at=utcnow(), last_error=None, retryable=True)
-            result.sent += 1
-            if delivered.document and kind in ("letter", "injunction"):
-                result.files.append(delivered.document)
-            if kind == "letter" and delivered.provider_id == POST_ONLY:
-                result.post_only += 1
-        outcomes.flush()
-    return result
+            self.outcomes.flush()
+            self.pool.submit(items)
+            for attempts in (self.pool.beyond() if wait else self.pool.done()):
+                self._record(attempts)
+
+    def finish(self) -> DispatchResult:
+        """Deliver the rest, wait for the workers, and say what happened."""
+        try:
+            self.feed(wait=True)
+            if self.pool is not None:
+                for attempts in self.pool.drain():
+                    self._record(attempts)
+        finally:
+            self.close()
+        return self.result
+
+    def close(self) -> None:
+        """Stop the workers. After an error elsewhere in the run, what they have delivered is
+        still recorded (their messages are out); what they could not is left `sending`."""
+        pool, self.pool = self.pool, None
+        if pool is None:
+            return
+        try:
+            for attempts in pool.drain():
+                self._record(attempts)
+        except Exception:
+            log.exception("the outcomes of messages being delivered could not be recorded")
+        finally:
+            pool.close()
+
+    def _record(self, attempts: list[Attempt]) -> None:
+        for done in attempts:
+            _record(done, self.outcomes, self.result, self.kind)
+        self.outcomes.flush()
+
+
+def _record(done: Attempt, outcomes: _Outcomes, result: DispatchResult, kind: str) -> None:
+    """An attempt's outcome in the outcomes to write and in the run's counts."""
+    delivered = done.delivered
+    if delivered is None:
+        if done.internal:
+            log.error("action %s failed unexpectedly\n%s", done.action_id, done.internal)
+        else:
+            log.warning("action %s failed: %s", done.action_id, done.error)
+        outcomes.add(done.action_id, status=ActionStatus.FAILED, last_error=done.error,
+                     retryable=done.retryable)
+        result.failed += 1
+        result.errors.append({"action_id": done.action_id, "customer_id": done.customer_ref,
+                              "error": brief(done.error or "")})
+        return
+    outcomes.add(done.action_id, delivered.after, status=ActionStatus.SENT,
+                 provider_id=delivered.provider_id, document=delivered.document,
+                 sent_at=utcnow(), last_error=None, retryable=True)
+    result.sent += 1
+    if delivered.document and kind in ("letter", "injunction"):
+        result.files.append(delivered.document)
+    if kind == "letter" and delivered.provider_id == POST_ONLY:
+        result.post_only += 1
 
 
 class _Outcomes:

@@ -27,6 +27,9 @@ class Settings(BaseSettings):
     sendgrid_api_host: str | None = Field(None, alias="SENDGRID_API_HOST")
     # Decide every active invoice at each run, whatever its review date says.
     evaluate_all: bool = Field(False, alias="DUNNING_EVALUATE_ALL")
+    # Processes rendering the outbox's emails and letters: unset, one a core for a thousand
+    # messages or more; 0, none (dunning/dispatch_pool.py).
+    dispatch_workers: int | None = Field(None, ge=0, le=32, alias="DUNNING_DISPATCH_WORKERS")
 
 
 def load_settings() -> Settings:

@@ -83,19 +83,27 @@ def daily_dunning(as_of: date | None = None, dry_run: bool = False,
         except BaseException:
             daily.forget(ctx, run_id)  # nothing was changed
             raise
+        emails = None
         try:
             with clock("agency_sync"):
                 synced = agency_sync(ctx, as_of, run_id, part)
             with clock("evaluate"):
                 evaluated = BatchResult()
+                # Each evaluated batch's emails go to the dispatcher's workers at once: they are
+                # written while the next batch is evaluated (dunning.dispatch.Dispatcher).
+                emails = daily.email_dispatcher(ctx, as_of, part)
                 for low, high in plan_batches(ctx, part, as_of, run_id):
                     evaluated.merge(evaluate(ctx, as_of, run_id, low, high, part))
+                    emails.feed()
             with clock("dispatch"):
-                dispatched = dispatch_email(ctx, as_of, dry_run=False, shard=part)
+                dispatched = dispatch_email(ctx, as_of, dry_run=False, shard=part,
+                                            dispatcher=emails)
                 letters = dispatch_letters(ctx, as_of, part)
                 handed = dispatch_agency(ctx, as_of, part)
                 filed = court_files(ctx, as_of, part)
         except BaseException:
+            if emails is not None:
+                emails.close()  # what its workers wrote is recorded
             daily.fail(ctx, run_id)
             raise
         with clock("report"):

@@ -13,7 +13,7 @@ from prefect.cache_policies import NO_CACHE
 
 from dunning import daily
 from dunning.daily import Context
-from dunning.dispatch import DispatchResult
+from dunning.dispatch import Dispatcher, DispatchResult
 from dunning.ledger import BatchResult, ReconcileResult
 from dunning.shards import Shard
 from dunning.staging import Staged
@@ -49,10 +49,11 @@ def evaluate(ctx: Context, as_of: date, run_id: str, low: int, high: int,
 
 
 @task(name="dispatch-email", cache_policy=NO_CACHE)
-def dispatch_email(ctx: Context, as_of: date, dry_run: bool,
-                   shard: Shard | None = None) -> DispatchResult:
-    """Deliver queued and approved emails (each claimed first: never twice)."""
-    return daily.dispatch(ctx, as_of, dry_run=dry_run, shard=shard)
+def dispatch_email(ctx: Context, as_of: date, dry_run: bool, shard: Shard | None = None,
+                   dispatcher: Dispatcher | None = None) -> DispatchResult:
+    """Deliver queued and approved emails (each claimed first: never twice); with the
+    `dispatcher` fed while the batches were evaluated, the rest of them."""
+    return daily.dispatch(ctx, as_of, dry_run=dry_run, shard=shard, dispatcher=dispatcher)
 
 
 @task(name="dispatch-letters", cache_policy=NO_CACHE)

@@ -104,12 +104,11 @@ def png(modules: bytes, width: int, height: int, scale: int = 1) -> bytes:
     pixels = width * scale
     pad = -pixels % 8
     stride = (pixels + pad) // 8
-    dark, light = b"0" * scale, b"1" * scale
-    rows = []
-    for y in range(height):
-        bits = (modules[y * width:(y + 1) * width].translate(_LETTERS)
-                .replace(b"a", dark).replace(b"b", light) + b"1" * pad)
-        rows.append((b"\x00" + int(bits, 2).to_bytes(stride, "big")) * scale)  # filter type 0
+    bits = modules.translate(_LETTERS).replace(b"a", b"0" * scale).replace(b"b", b"1" * scale)
+    light = b"1" * pad
+    rows = [(b"\x00"  # filter type 0
+             + int(bits[y * pixels:(y + 1) * pixels] + light, 2).to_bytes(stride, "big")) * scale
+            for y in range(height)]
     width, height = pixels, height * scale
 
     def chunk(kind: bytes, data: bytes) -> bytes:

@@ -1,0 +1,127 @@
+"""Delivering one message and what became of it; and the process pool that delivers a first
+run's thousands of emails and letters on every core.
+
+A message's cost is its rendering (templates, the amounts in the customer's language, the SEPA
+QR code, a letter's PDF), all CPU: threads would wait on each other. The dispatcher (the
+parent) keeps the database to itself: it claims, reads the messages and records the outcomes;
+the workers only render and write (the outbox folder, the letters folder) and answer what they
+did. Only transports a worker can rebuild from what it is given go there (the outbox); a
+provider reached over the network stays in the dispatcher.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import traceback
+from collections import deque
+from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+from dunning.channels.message import Message
+from dunning.channels.protocol import Channel, Claimed, Delivered
+from dunning.errors import DeliveryError
+from dunning.policy import Policy
+
+# Below this many messages the pool's start (a fresh interpreter a worker, about half a
+# second) costs more than it saves.
+POOL_MIN = 1000
+MAX_WORKERS = 32
+NICENESS = 10
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """What delivering one action did: delivered, or the error (a DeliveryError's message and
+    whether a later day may retry; `internal` for a bug, with its traceback)."""
+
+    action_id: int
+    customer_ref: str
+    delivered: Delivered | None = None
+    error: str | None = None
+    retryable: bool = True
+    internal: str | None = None  # the traceback of an unexpected exception
+
+
+def attempt(channel: Channel, action_id: int, action: Claimed, message: Message) -> Attempt:
+    """Deliver one message; every exception becomes the Attempt's error (a bug must not stop
+    the other customers' messages)."""
+    try:
+        return Attempt(action_id, message.customer_ref,
+                       delivered=channel.deliver(action_id, action, message))
+    except DeliveryError as exc:
+        return Attempt(action_id, message.customer_ref, error=str(exc), retryable=exc.retryable)
+    except Exception as exc:
+        return Attempt(action_id, message.customer_ref, error=f"internal error: {exc!r}",
+                       internal=traceback.format_exc())
+
+
+def workers_for(setting: int | None, messages: int) -> int:
+    """How many worker processes deliver `messages` messages: the setting when given (0: none,
+    every message in the dispatcher), else one a core when there are enough of them."""
+    if setting is not None:
+        return max(0, min(setting, MAX_WORKERS))
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return min(cores or 1, MAX_WORKERS) if messages >= POOL_MIN and (cores or 1) > 1 else 0
+
+
+Item = tuple[int, Claimed, Message]
+
+_channel: Channel | None = None  # a worker's own channel, built once by `_start`
+
+
+def _start(kind: str, folder: Path, policy: Policy, letters_dir: Path | None) -> None:
+    global _channel
+    # Below the dispatcher's priority: evaluating the next batch and recording outcomes come
+    # first, the workers take the cores' time left over.
+    os.nice(NICENESS)
+    from dunning.channels.email import MessageChannel
+    from dunning.channels.outbox import Outbox
+
+    _channel = MessageChannel(kind, Outbox(folder, policy), policy, letters_dir)
+
+
+def _deliver(items: Sequence[Item]) -> list[Attempt]:
+    assert _channel is not None, "a worker delivers only once started"
+    return [attempt(_channel, action_id, action, message) for action_id, action, message in items]
+
+
+class Pool:
+    """Worker processes delivering chunks of messages through the outbox, the outcomes given
+    back in the order the chunks went in. The chunks out are claimed (`sending`) while they
+    wait: a crash of the dispatcher strands them (their files may be written)."""
+
+    def __init__(self, workers: int, kind: str, folder: Path, policy: Policy,
+                 letters_dir: Path | None) -> None:
+        # A fresh interpreter per worker ("spawn"), never a fork: the dispatcher runs inside a
+        # Prefect flow, whose threads may hold locks at the moment of a fork.
+        self.executor = ProcessPoolExecutor(
+            max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
+            initializer=_start, initargs=(kind, folder, policy, letters_dir))
+        self.ahead = workers + 1
+        self.pending: deque[Future[list[Attempt]]] = deque()
+
+    def submit(self, items: Sequence[Item]) -> None:
+        """Hand a chunk to the workers."""
+        self.pending.append(self.executor.submit(_deliver, list(items)))
+
+    def done(self) -> Iterator[list[Attempt]]:
+        """The outcomes of the oldest chunks already delivered (never waits)."""
+        while self.pending and self.pending[0].done():
+            yield self.pending.popleft().result()
+
+    def beyond(self) -> Iterator[list[Attempt]]:
+        """The outcomes of the oldest chunks, waited for while more than `ahead` are out."""
+        while len(self.pending) > self.ahead:
+            yield self.pending.popleft().result()
+        yield from self.done()
+
+    def drain(self) -> Iterator[list[Attempt]]:
+        while self.pending:
+            yield self.pending.popleft().result()
+
+    def close(self) -> None:
+        # Chunks not started are cancelled: their actions stay `sending`, reported in flight.
+        self.executor.shutdown(wait=True, cancel_futures=True)
