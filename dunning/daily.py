@@ -123,14 +123,16 @@ def dispatch(ctx: Context, as_of: date, *, kind: str = "email", dry_run: bool = 
                    workers=settings.dispatch_workers)
 
 
-def email_dispatcher(ctx: Context, as_of: date, shard: Shard | None = None) -> Dispatcher:
-    """The emails' dispatcher of a run, fed after each evaluated batch (Dispatcher.feed)."""
+def email_dispatcher(ctx: Context, as_of: date, shard: Shard | None = None,
+                     batches: int = 1) -> Dispatcher:
+    """The emails' dispatcher of a run, fed after each evaluated batch (Dispatcher.feed). A run
+    of several batches starts its worker processes at once, while the first is evaluated."""
     settings = ctx.settings
     key = settings.sendgrid_api_key.get_secret_value() if settings.sendgrid_api_key else None
     return Dispatcher(ctx.engine, ctx.policy,
                       transport(ctx.policy, settings.outbox_dir, key, settings.sendgrid_api_host),
                       as_of, letters_dir=settings.letters_dir, shard=shard,
-                      workers=settings.dispatch_workers)
+                      workers=settings.dispatch_workers, warm=batches > 1)
 
 
 def agency_sync(ctx: Context, as_of: date, run_id: str,

@@ -57,6 +57,36 @@ def get_engine(url: str) -> Engine:
     return engine
 
 
+def _sqlite_read_only(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA query_only=ON")
+    cursor.close()
+
+
+def _sqlite_begin_deferred(connection: Any) -> None:
+    connection.exec_driver_sql("BEGIN")  # a read snapshot (WAL): never waits for a writer
+
+
+def get_reader(url: str) -> Engine:
+    """An engine that only reads, one per URL for the process. On SQLite its transactions
+    begin DEFERRED (a snapshot that a writer's lock does not hold back, where `get_engine`'s
+    take the write lock at once) and refuse writes: the dispatcher's workers read the messages
+    of the actions it claimed while the run evaluates the next batch of customers."""
+    key = f"reader:{url}"
+    engine = _engines.get(key)
+    if engine is None:
+        try:
+            engine = create_engine(url)
+        except (ArgumentError, ImportError, ValueError) as exc:
+            raise ConfigError(f"DUNNING_DATABASE_URL: cannot use {url!r}: {exc}") from None
+        if engine.dialect.name == "sqlite":
+            event.listen(engine, "connect", _sqlite_pragmas)
+            event.listen(engine, "connect", _sqlite_read_only)
+            event.listen(engine, "begin", _sqlite_begin_deferred)
+        _engines[key] = engine
+    return engine
+
+
 def dispose_engines() -> None:
     for engine in _engines.values():
         engine.dispose()

@@ -12,22 +12,22 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, and_, func, or_, select, update
-from sqlalchemy.orm import Session, aliased
+from sqlalchemy.orm import Session
 from sqlmodel import col
 
 from dunning.channels.email import POST_ONLY, MessageChannel
-from dunning.channels.message import Line, Message
 from dunning.channels.outbox import Outbox
-from dunning.channels.protocol import Channel, Claimed
+from dunning.channels.protocol import Channel
 from dunning.channels.sendgrid import SendGrid
 from dunning.coltypes import utcnow
 from dunning.db import transaction
-from dunning.dispatch_pool import Attempt, Pool, attempt, workers_for
+from dunning.dispatch_pool import POOL_MIN, Attempt, Pool, attempt, workers_for
 from dunning.ledger import chunks
-from dunning.models import Action, ActionInvoice, Customer, Invoice, Transition
+from dunning.messages import read_messages
+from dunning.models import Action
 from dunning.policy import Policy
 from dunning.shards import Shard, in_shard
-from dunning.statuses import READY, UNDELIVERED, ActionStatus, TransitionEvent
+from dunning.statuses import READY, UNDELIVERED, ActionStatus
 
 log = logging.getLogger("dunning.dispatch")
 CLAIM_CHUNK = 100
@@ -77,97 +77,6 @@ def _claimable(policy: Policy, kind: str, as_of: date) -> Any:
                  or_(col(Action.attempted_on).is_(None), col(Action.attempted_on) < as_of)),
         ),
     )
-
-
-def _section(days_overdue: int, from_stage: str | None, policy: Policy) -> str:
-    """Where an email lists an invoice: due soon (not yet due), now overdue (its first overdue
-    reminder: before it, at most a pre-due one), already reminded."""
-    if days_overdue < 0:
-        return "due_soon"
-    before = policy.stage_index(from_stage)  # -1: none (or no longer in the policy)
-    if before < 0 or policy.stages[before].days_after_due < 0:
-        return "now_overdue"
-    return "already_reminded"
-
-
-def _messages(
-    engine: Engine, ids: list[int], as_of: date, policy: Policy,
-) -> dict[int, tuple[Claimed, Message | None]]:
-    """The claimed actions with what their messages say (None: no invoice left to mention).
-
-    Plain rows, not ORM entities: a first run reads a hundred thousand of them, and building
-    entities cost more than rendering the messages."""
-    out: dict[int, tuple[Claimed, Message | None]] = {}
-    with transaction(engine) as session:
-        rows = session.execute(
-            select(col(Action.id), col(Action.customer_id), col(Action.dedupe_key),
-                   col(Action.kind), col(Action.stage), col(Action.template),
-                   col(Customer.external_id), col(Customer.name), col(Customer.language),
-                   col(Customer.country), col(Customer.email), col(Customer.address),
-                   col(Customer.legal_id), col(Customer.phone))
-            .join(Customer, col(Customer.id) == Action.customer_id)
-            .where(col(Action.id).in_(ids))
-        ).all()
-        emails = {row.id for row in rows if row.kind == "email"}
-        # The stage each invoice left when its message was decided (its transition with this
-        # action), for the email's sections: found through transition's invoice_id index.
-        came_from = (select(col(Transition.from_stage))
-                     .where(col(Transition.invoice_id) == ActionInvoice.invoice_id,
-                            col(Transition.action_id) == ActionInvoice.action_id,
-                            col(Transition.event) == TransitionEvent.STAGE)
-                     .order_by(col(Transition.id)).limit(1).scalar_subquery())
-        lines: dict[int, list[Line]] = defaultdict(list)
-        for (action_id, number, external_id, issue_date, due_date, currency, amount,
-             amount_open, from_stage) in session.execute(
-            select(col(ActionInvoice.action_id), col(Invoice.number), col(Invoice.external_id),
-                   col(Invoice.issue_date), col(Invoice.due_date), col(Invoice.currency),
-                   col(Invoice.amount), col(Invoice.amount_open), came_from)
-            .join(Invoice, col(Invoice.id) == ActionInvoice.invoice_id)
-            .where(col(ActionInvoice.action_id).in_(ids),
-                   col(ActionInvoice.dropped_reason).is_(None))
-            .order_by(col(ActionInvoice.action_id), col(Invoice.due_date), col(Invoice.id))
-        ):
-            days_overdue = (as_of - due_date).days
-            lines[action_id].append(Line(
-                number=number or external_id, issue_date=issue_date, due_date=due_date,
-                currency=currency, amount=amount, amount_open=amount_open,
-                days_overdue=days_overdue, invoice_ref=external_id,
-                section=_section(days_overdue, from_stage, policy)
-                if action_id in emails else "",
-            ))
-    reminders: dict[int, list[tuple[date, str]]] = defaultdict(list)
-    others = sorted({row.id for row in rows} - emails)
-    if others:
-        # What was sent before about the invoices of this action (a formal notice recalls the
-        # reminders of the invoices it is about, not every message the customer received).
-        mine, theirs = aliased(ActionInvoice), aliased(ActionInvoice)
-        with transaction(engine) as session:
-            for action_id, _, when, stage in session.execute(
-                select(col(mine.action_id), col(Action.id), col(Action.business_date),
-                       col(Action.stage))
-                .join(theirs, col(theirs.invoice_id) == col(mine.invoice_id))
-                .join(Action, col(Action.id) == col(theirs.action_id))
-                .where(col(mine.action_id).in_(others), col(mine.dropped_reason).is_(None),
-                       col(Action.status) == ActionStatus.SENT,
-                       col(Action.kind).in_(("email", "phone")))
-                .distinct()
-                .order_by(col(mine.action_id), col(Action.business_date), col(Action.id))
-            ):
-                reminders[action_id].append((when, stage))
-    for (action_id, customer_id, dedupe_key, kind, stage, template, customer_ref, name,
-         language, country, email, address, legal_id, phone) in rows:
-        action = Claimed(action_id, customer_id, dedupe_key, kind, stage)
-        if not lines[action_id]:
-            out[action_id] = (action, None)
-            continue
-        recipients = tuple(a.strip() for a in (email or "").split(";") if a.strip())
-        out[action_id] = (action, Message(
-            customer_ref=customer_ref, customer_name=name, language=language, country=country,
-            recipients=recipients, stage=stage, template=template or stage, as_of=as_of,
-            lines=tuple(lines[action_id]), customer_address=address, customer_legal_id=legal_id,
-            reminders=tuple(reminders[action_id]), customer_phone=phone,
-        ))
-    return out
 
 
 def _claim(engine: Engine, claimable: Any, as_of: date, ids: list[int]) -> Iterator[list[int]]:
@@ -248,7 +157,8 @@ class Dispatcher:
 
     def __init__(self, engine: Engine, policy: Policy, transport: Outbox | SendGrid | Channel,
                  as_of: date, *, kind: str = "email", letters_dir: Path | None = None,
-                 shard: Shard | None = None, workers: int | None = None) -> None:
+                 shard: Shard | None = None, workers: int | None = None,
+                 warm: bool = False) -> None:
         self.engine, self.policy, self.as_of, self.kind = engine, policy, as_of, kind
         self.letters_dir, self.workers = letters_dir, workers
         self.result = DispatchResult(channel=kind)
@@ -269,34 +179,34 @@ class Dispatcher:
         self.folder = transport.folder \
             if isinstance(transport, Outbox) and kind in ("email", "letter") else None
         self.pool: Pool | None = None
+        if warm:  # many messages to come: the workers start now (a second), not at the first
+            self._start(POOL_MIN)
+
+    def _start(self, messages: int) -> None:
+        count = workers_for(self.workers, messages) if self.folder is not None else 0
+        if count and self.pool is None and self.folder is not None:
+            self.pool = Pool(count, self.kind, self.folder, self.policy, self.letters_dir,
+                             self.engine.url.render_as_string(hide_password=False), self.as_of)
 
     def feed(self, *, wait: bool = False) -> None:
-        """Claim and deliver what is claimable now: in this process, or handed to the workers
-        (with `wait`, at most a few chunks left out when it returns)."""
+        """Claim and deliver what is claimable now: here, or handed to the workers (with
+        `wait`, at most a few chunks left out when it returns)."""
         with transaction(self.engine) as session:
             ids = list(session.execute(select(col(Action.id)).where(self.claimable)
                                        .order_by(col(Action.id))).scalars())
-        if self.pool is None and self.folder is not None and ids:
-            count = workers_for(self.workers, len(ids))
-            if count:
-                self.pool = Pool(count, self.kind, self.folder, self.policy, self.letters_dir)
+        if ids:
+            self._start(len(ids))
         for claimed in _claim(self.engine, self.claimable, self.as_of, ids):
-            items = []
-            for action_id, (action, message) in sorted(
-                    _messages(self.engine, claimed, self.as_of, self.policy).items()):
-                if message is None:
-                    self.outcomes.add(action_id, status=ActionStatus.CANCELLED,
-                                      last_error="cancelled: no invoice left to mention")
-                    self.result.cancelled += 1
-                else:
-                    items.append((action_id, action, message))
-            if self.pool is None:
-                self._record([attempt(self.channel, *item) for item in items])
+            if self.pool is not None:  # the workers read the messages too
+                self.pool.submit(claimed)
+                for attempts in (self.pool.beyond() if wait else self.pool.done()):
+                    self._record(attempts)
                 continue
-            self.outcomes.flush()
-            self.pool.submit(items)
-            for attempts in (self.pool.beyond() if wait else self.pool.done()):
-                self._record(attempts)
+            self._record([
+                attempt(self.channel, action_id, action, message) if message is not None
+                else Attempt(action_id, action.dedupe_key, cancelled=True)
+                for action_id, (action, message) in sorted(
+                    read_messages(self.engine, claimed, self.as_of, self.policy).items())])
 
     def finish(self) -> DispatchResult:
         """Deliver the rest, wait for the workers, and say what happened."""
@@ -332,6 +242,11 @@ class Dispatcher:
 def _record(done: Attempt, outcomes: _Outcomes, result: DispatchResult, kind: str) -> None:
     """An attempt's outcome in the outcomes to write and in the run's counts."""
     delivered = done.delivered
+    if done.cancelled:
+        outcomes.add(done.action_id, status=ActionStatus.CANCELLED,
+                     last_error="cancelled: no invoice left to mention")
+        result.cancelled += 1
+        return
     if delivered is None:
         if done.internal:
             log.error("action %s failed unexpectedly\n%s", done.action_id, done.internal)

@@ -3,10 +3,10 @@ run's thousands of emails and letters on every core.
 
 A message's cost is its rendering (templates, the amounts in the customer's language, the SEPA
 QR code, a letter's PDF), all CPU: threads would wait on each other. The dispatcher (the
-parent) keeps the database to itself: it claims, reads the messages and records the outcomes;
-the workers only render and write (the outbox folder, the letters folder) and answer what they
-did. Only transports a worker can rebuild from what it is given go there (the outbox); a
-provider reached over the network stays in the dispatcher.
+parent) claims the actions and records the outcomes, the only writes; each worker reads the
+claimed actions' messages, renders and writes them (the outbox folder, the letters folder) and
+answers what it did. Only transports a worker can rebuild from what it is given go there (the
+outbox); a provider reached over the network stays in the dispatcher.
 """
 
 from __future__ import annotations
@@ -18,11 +18,17 @@ from collections import deque
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
+from datetime import date
+from multiprocessing.util import Finalize
 from pathlib import Path
+
+from sqlalchemy import Engine
 
 from dunning.channels.message import Message
 from dunning.channels.protocol import Channel, Claimed, Delivered
+from dunning.db import get_reader
 from dunning.errors import DeliveryError
+from dunning.messages import read_messages
 from dunning.policy import Policy
 
 # Below this many messages the pool's start (a fresh interpreter a worker, about half a
@@ -30,6 +36,7 @@ from dunning.policy import Policy
 POOL_MIN = 1000
 MAX_WORKERS = 32
 NICENESS = 10
+STAGING_PREFIX = ".writing-"
 
 
 @dataclass(frozen=True)
@@ -43,6 +50,7 @@ class Attempt:
     error: str | None = None
     retryable: bool = True
     internal: str | None = None  # the traceback of an unexpected exception
+    cancelled: bool = False  # no invoice left to mention (paid, disputed... since decided)
 
 
 def attempt(channel: Channel, action_id: int, action: Claimed, message: Message) -> Attempt:
@@ -67,25 +75,49 @@ def workers_for(setting: int | None, messages: int) -> int:
     return min(cores or 1, MAX_WORKERS) if messages >= POOL_MIN and (cores or 1) > 1 else 0
 
 
-Item = tuple[int, Claimed, Message]
+@dataclass
+class _Worker:
+    channel: Channel
+    engine: Engine
+    as_of: date
+    policy: Policy
 
-_channel: Channel | None = None  # a worker's own channel, built once by `_start`
+
+_worker: _Worker | None = None  # a worker's own channel and database, built once by `_start`
 
 
-def _start(kind: str, folder: Path, policy: Policy, letters_dir: Path | None) -> None:
-    global _channel
+def _start(kind: str, folder: Path, policy: Policy, letters_dir: Path | None, url: str,
+           as_of: date) -> None:
+    global _worker
     # Below the dispatcher's priority: evaluating the next batch and recording outcomes come
     # first, the workers take the cores' time left over.
     os.nice(NICENESS)
     from dunning.channels.email import MessageChannel
     from dunning.channels.outbox import Outbox
 
-    _channel = MessageChannel(kind, Outbox(folder, policy), policy, letters_dir)
+    # Each worker writes its messages in a hidden folder of its own inside the outbox, then
+    # renames them into it (dunning.files.write_atomically); the folder goes with the worker.
+    staging = folder / f"{STAGING_PREFIX}{os.getpid()}"
+    Finalize(None, _remove_folder, args=(staging,), exitpriority=10)
+    _worker = _Worker(MessageChannel(kind, Outbox(folder, policy, staging), policy, letters_dir),
+                      get_reader(url), as_of, policy)
 
 
-def _deliver(items: Sequence[Item]) -> list[Attempt]:
-    assert _channel is not None, "a worker delivers only once started"
-    return [attempt(_channel, action_id, action, message) for action_id, action, message in items]
+def _remove_folder(folder: Path) -> None:
+    try:
+        folder.rmdir()
+    except OSError:  # never created (no message), or a message left half-written by a crash
+        pass
+
+
+def _deliver(ids: list[int]) -> list[Attempt]:
+    """Read the claimed actions' messages (a read of the ledger, beside the dispatcher's
+    writes) and deliver them."""
+    assert _worker is not None, "a worker delivers only once started"
+    return [attempt(_worker.channel, action_id, action, message) if message is not None
+            else Attempt(action_id, action.dedupe_key, cancelled=True)
+            for action_id, (action, message) in sorted(
+                read_messages(_worker.engine, ids, _worker.as_of, _worker.policy).items())]
 
 
 class Pool:
@@ -94,18 +126,18 @@ class Pool:
     wait: a crash of the dispatcher strands them (their files may be written)."""
 
     def __init__(self, workers: int, kind: str, folder: Path, policy: Policy,
-                 letters_dir: Path | None) -> None:
+                 letters_dir: Path | None, url: str, as_of: date) -> None:
         # A fresh interpreter per worker ("spawn"), never a fork: the dispatcher runs inside a
         # Prefect flow, whose threads may hold locks at the moment of a fork.
         self.executor = ProcessPoolExecutor(
             max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
-            initializer=_start, initargs=(kind, folder, policy, letters_dir))
+            initializer=_start, initargs=(kind, folder, policy, letters_dir, url, as_of))
         self.ahead = workers + 1
         self.pending: deque[Future[list[Attempt]]] = deque()
 
-    def submit(self, items: Sequence[Item]) -> None:
-        """Hand a chunk to the workers."""
-        self.pending.append(self.executor.submit(_deliver, list(items)))
+    def submit(self, ids: Sequence[int]) -> None:
+        """Hand a claimed chunk to the workers."""
+        self.pending.append(self.executor.submit(_deliver, list(ids)))
 
     def done(self) -> Iterator[list[Attempt]]:
         """The outcomes of the oldest chunks already delivered (never waits)."""

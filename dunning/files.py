@@ -22,8 +22,11 @@ def safe_name(text: str, limit: int = NAME_PART_LENGTH) -> str:
     return f"{name[:limit - 17]}_{digest}"
 
 
-def write_atomically(path: Path, content: bytes) -> None:
-    """Write beside `path`, then rename: a reader never sees half a file."""
-    tmp = path.with_name(path.name + ".tmp")
+def write_atomically(path: Path, content: bytes, via: Path | None = None) -> None:
+    """Write beside `path` (or in the folder `via`, on the same file system), then rename: a
+    reader never sees half a file. Processes writing into one folder at once each write in a
+    folder of their own: creating files in one folder from two processes costs each about
+    twice the system time, the folder's lock contended."""
+    tmp = (via or path.parent) / (path.name + ".tmp")
     tmp.write_bytes(content)
     os.replace(tmp, path)

@@ -91,8 +91,9 @@ def daily_dunning(as_of: date | None = None, dry_run: bool = False,
                 evaluated = BatchResult()
                 # Each evaluated batch's emails go to the dispatcher's workers at once: they are
                 # written while the next batch is evaluated (dunning.dispatch.Dispatcher).
-                emails = daily.email_dispatcher(ctx, as_of, part)
-                for low, high in plan_batches(ctx, part, as_of, run_id):
+                batches = plan_batches(ctx, part, as_of, run_id)
+                emails = daily.email_dispatcher(ctx, as_of, part, len(batches))
+                for low, high in batches:
                     evaluated.merge(evaluate(ctx, as_of, run_id, low, high, part))
                     emails.feed()
             with clock("dispatch"):

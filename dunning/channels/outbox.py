@@ -20,9 +20,10 @@ class Outbox:
 
     name = "outbox"
 
-    def __init__(self, folder: Path, policy: Policy) -> None:
+    def __init__(self, folder: Path, policy: Policy, staging: Path | None = None) -> None:
         self.folder = folder
         self.policy = policy
+        self.staging = staging  # where a message is written before its rename into `folder`
 
     def send(self, message: Rendered, action_id: int, key: str) -> str:
         return self.write(action_id, key, self.serialise(message, key))
@@ -31,10 +32,12 @@ class Outbox:
         """Write a serialised message; returns the provider id recorded for it."""
         path = self.folder / f"{action_id:08d}_{safe_name(key)}.eml"
         try:
-            write_atomically(path, content)
+            write_atomically(path, content, self.staging)
         except FileNotFoundError:  # the folder does not exist yet
             self.folder.mkdir(parents=True, exist_ok=True)
-            write_atomically(path, content)
+            if self.staging is not None:
+                self.staging.mkdir(parents=True, exist_ok=True)
+            write_atomically(path, content, self.staging)
         return f"outbox:{path.name}"
 
     @cached_property
