@@ -53,11 +53,12 @@ class DispatchResult:
     errors: list[dict[str, Any]] = field(default_factory=list)
     files: list[str] = field(default_factory=list)  # letters to post, court files written
     post_only: int = 0  # letters to a customer without an email address: posted, not emailed
+    workers: int = 0  # processes that rendered and wrote the messages (0: the run's own)
 
     def as_dict(self) -> dict[str, Any]:
         out = {"channel": self.channel, "sent": self.sent, "failed": self.failed,
                "cancelled": self.cancelled, "would_send": self.would_send,
-               "in_flight": self.in_flight, "errors": self.errors}
+               "in_flight": self.in_flight, "workers": self.workers, "errors": self.errors}
         if self.channel in ("letter", "injunction"):
             out["files"] = self.files
         if self.channel == "letter":
@@ -187,6 +188,7 @@ class Dispatcher:
         if count and self.pool is None and self.folder is not None:
             self.pool = Pool(count, self.kind, self.folder, self.policy, self.letters_dir,
                              self.engine.url.render_as_string(hide_password=False), self.as_of)
+            self.result.workers = count
 
     def feed(self, *, wait: bool = False) -> None:
         """Claim and deliver what is claimable now: here, or handed to the workers (with
