@@ -72,7 +72,25 @@ def run(days: list[Path], work: Path) -> Path:
         sent = daily.dispatch(ctx, as_of).sent
         print(f"{as_of}: {sent} emails", file=sys.stderr, flush=True)
         dispose_engines()
+        for kind in OPEN:
+            most[kind] = max(most[kind], _most_open(db, kind))
     return db
+
+
+# A customer's open formal notices (proposed, approved, or waiting for post) and open call
+# tasks: at most one each, every day.
+OPEN = {"letter": ("pending_approval", "approved", "queued"),
+        "phone": ("pending_approval", "approved", "queued")}
+most: dict[str, int] = dict.fromkeys(OPEN, 0)
+
+
+def _most_open(db: Path, kind: str) -> int:
+    with sqlite3.connect(db) as connection:
+        marks = ", ".join("?" * len(OPEN[kind]))
+        row = connection.execute(
+            f"SELECT max(n) FROM (SELECT count(*) AS n FROM action WHERE kind = ? "
+            f"AND status IN ({marks}) GROUP BY customer_id)", (kind, *OPEN[kind])).fetchone()
+    return int(row[0] or 0)
 
 
 def report(db: Path, days: int) -> None:
@@ -94,7 +112,8 @@ def report(db: Path, days: int) -> None:
           f"mean {statistics.mean(counts):.2f}, median {statistics.median(counts):g}, "
           f"max {max(counts)}; in one calendar month: max {max(months.values())}, "
           f"more than 4: {sum(1 for n in months.values() if n > 4)}; "
-          f"two emails < 7 days apart: {close}")
+          f"two emails < 7 days apart: {close}; most open on one day for one customer: "
+          f"{most['letter']} formal notice(s), {most['phone']} call task(s)")
 
 
 def main() -> int:
