@@ -6,7 +6,7 @@
 from __future__ import annotations
 
 from contextlib import AbstractContextManager
-from datetime import date
+from datetime import date, timedelta
 from typing import Any
 
 from sqlalchemy import func, select
@@ -23,6 +23,7 @@ from dunning.errors import DunningError
 from dunning.ledger import BatchResult, ReconcileResult
 from dunning.models import Action, Run
 from dunning.posting import awaiting_post
+from dunning.recovery import RecoveryResult, recover
 from dunning.shards import Shard, in_shard
 from dunning.sources import Snapshot, stage
 from dunning.staging import Staged
@@ -56,16 +57,32 @@ def check_no_run_in_progress(ctx: Context, shard: Shard | None = None) -> None:
 
 
 def start(ctx: Context, run_id: str, as_of: date, shard: Shard | None = None) -> \
-        list[dict[str, str]]:
+        tuple[list[dict[str, str]], RecoveryResult]:
     """Under the run lock: mark the shard's runs left `running` as crashed (their process
-    died: it no longer holds the lock), check the date and the stages, and record this run as
-    `running`, committed at once so that a run refused meanwhile can name it. Returns the
-    crashed runs."""
+    died: it no longer holds the lock), settle the claims nobody will finish (dunning.recovery),
+    check the date and the stages, and record this run as `running`, committed at once so that a
+    run refused meanwhile can name it. Returns the crashed runs and what was recovered."""
     with transaction(ctx.engine) as session:
         crashed = ledger.mark_crashed(session, shard)
+        recovered = recover(session, ctx.settings.outbox_dir, ctx.settings.letters_dir,
+                            _resend_after(ctx))
         ledger.check_stages(session, {stage.name for stage in ctx.policy.stages})
         ledger.start_run(session, run_id, as_of, shard)
-    return crashed
+    return crashed, recovered
+
+
+def _resend_after(ctx: Context) -> timedelta | None:
+    hours = ctx.policy.email.resend_unknown_after_hours if ctx.policy.email else None
+    return None if hours is None else timedelta(hours=hours)
+
+
+def recover_claims(ctx: Context) -> RecoveryResult:
+    """`dunning recover`: under the run lock of the whole book, mark its runs left `running` as
+    crashed, then settle every dead claim."""
+    with run_lock(ctx, None), transaction(ctx.engine) as session:
+        ledger.mark_crashed(session, None)
+        return recover(session, ctx.settings.outbox_dir, ctx.settings.letters_dir,
+                       _resend_after(ctx))
 
 
 def forget(ctx: Context, run_id: str) -> None:
@@ -231,6 +248,7 @@ def build_report(
     letters: DispatchResult | None = None, agency: DispatchResult | None = None,
     injunctions: DispatchResult | None = None, agency_sync: dict[str, Any] | None = None,
     shard: Shard | None = None, crashed: list[dict[str, str]] | None = None,
+    recovered: RecoveryResult | None = None,
 ) -> dict[str, Any]:
     """What happened, as stable JSON (documented in the README)."""
     return {
@@ -239,6 +257,7 @@ def build_report(
         "dry_run": dry_run,
         "shard": None if shard is None else str(shard),
         "crashed_runs": crashed or [],
+        "recovered": (recovered or RecoveryResult()).as_dict(),
         "snapshot": snapshot_counts(snapshot),
         "reconcile": reconciled.as_dict(),
         "evaluation": {

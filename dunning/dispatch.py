@@ -6,6 +6,8 @@ from __future__ import annotations
 import logging
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
@@ -30,7 +32,22 @@ from dunning.shards import Shard, in_shard
 from dunning.statuses import READY, UNDELIVERED, ActionStatus
 
 log = logging.getLogger("dunning.dispatch")
+# The run whose dispatches claim actions (set by the daily flow around its steps): a claim
+# names its run, so that the next run knows a claim of a run that died (dunning/recovery.py).
+_run: ContextVar[str | None] = ContextVar("dunning_claiming_run", default=None)
+
+
+@contextmanager
+def claims_of(run_id: str) -> Iterator[None]:
+    token = _run.set(run_id)
+    try:
+        yield
+    finally:
+        _run.reset(token)
 CLAIM_CHUNK = 100
+# A provider reached over the network is claimed ten at a time: a crash during its calls leaves
+# at most these `unknown` for a person to settle (an outbox's file tells whether it was written).
+PROVIDER_CLAIM_CHUNK = 10
 # An action's `last_error` is read in a table by a person: a provider's whole answer or a long
 # traceback would drown it (and grow the table with every failed morning).
 LAST_ERROR_LENGTH = 500
@@ -54,11 +71,13 @@ class DispatchResult:
     files: list[str] = field(default_factory=list)  # letters to post, court files written
     post_only: int = 0  # letters to a customer without an email address: posted, not emailed
     workers: int = 0  # processes that rendered and wrote the messages (0: the run's own)
+    unknown: int = 0  # the provider may have them (a timeout after the request went out)
 
     def as_dict(self) -> dict[str, Any]:
         out = {"channel": self.channel, "sent": self.sent, "failed": self.failed,
                "cancelled": self.cancelled, "would_send": self.would_send,
-               "in_flight": self.in_flight, "workers": self.workers, "errors": self.errors}
+               "unknown": self.unknown, "in_flight": self.in_flight, "workers": self.workers,
+               "errors": self.errors}
         if self.channel in ("letter", "injunction"):
             out["files"] = self.files
         if self.channel == "letter":
@@ -80,7 +99,8 @@ def _claimable(policy: Policy, kind: str, as_of: date) -> Any:
     )
 
 
-def _claim(engine: Engine, claimable: Any, as_of: date, ids: list[int]) -> Iterator[list[int]]:
+def _claim(engine: Engine, claimable: Any, as_of: date, ids: list[int],
+           holder: dict[str, Any], size: int = CLAIM_CHUNK) -> Iterator[list[int]]:
     """Claim claimable actions (`status` → `sending`), a chunk per transaction, and yield the
     ids claimed, each by exactly one dispatcher however many run at once.
 
@@ -95,7 +115,7 @@ def _claim(engine: Engine, claimable: Any, as_of: date, ids: list[int]) -> Itera
         return list(session.execute(
             update(Action).where(col(Action.id).in_(chunk), claimable)
             .values(status=ActionStatus.SENDING, attempts=col(Action.attempts) + 1,
-                    attempted_on=as_of, updated_at=utcnow())
+                    attempted_on=as_of, updated_at=utcnow(), claimed_at=utcnow(), **holder)
             .returning(col(Action.id)).execution_options(synchronize_session=False)
         ).scalars())
 
@@ -104,13 +124,13 @@ def _claim(engine: Engine, claimable: Any, as_of: date, ids: list[int]) -> Itera
             with transaction(engine) as session:
                 locked = list(session.execute(
                     select(col(Action.id)).where(claimable).order_by(col(Action.id))
-                    .limit(CLAIM_CHUNK)
+                    .limit(size)
                     .with_for_update(skip_locked=True, of=Action)).scalars())
                 claimed = take(session, locked) if locked else []
             if not claimed:
                 return
             yield claimed
-    for chunk in chunks(ids, CLAIM_CHUNK):
+    for chunk in chunks(ids, size):
         with transaction(engine) as session:
             claimed = take(session, chunk)
         if claimed:
@@ -120,7 +140,7 @@ def _claim(engine: Engine, claimable: Any, as_of: date, ids: list[int]) -> Itera
 def dispatch(
     engine: Engine, policy: Policy, transport: Outbox | SendGrid | Channel | None, as_of: date,
     *, kind: str = "email", letters_dir: Path | None = None, dry_run: bool = False,
-    shard: Shard | None = None, workers: int | None = None,
+    shard: Shard | None = None, workers: int | None = None, run_id: str | None = None,
 ) -> DispatchResult:
     """Deliver every claimable action of a channel, of the shard's customers when given:
     `email`; `letter` (a PDF kept for registered post, and sent as an attachment to a customer
@@ -137,7 +157,7 @@ def dispatch(
             result.in_flight = _in_flight(session, kind, shard)
         return result
     return Dispatcher(engine, policy, transport, as_of, kind=kind, letters_dir=letters_dir,
-                      shard=shard, workers=workers).finish()
+                      shard=shard, workers=workers, run_id=run_id).finish()
 
 
 def _in_flight(session: Session, kind: str, shard: Shard | None) -> int:
@@ -159,9 +179,12 @@ class Dispatcher:
     def __init__(self, engine: Engine, policy: Policy, transport: Outbox | SendGrid | Channel,
                  as_of: date, *, kind: str = "email", letters_dir: Path | None = None,
                  shard: Shard | None = None, workers: int | None = None,
-                 warm: bool = False) -> None:
+                 warm: bool = False, run_id: str | None = None) -> None:
         self.engine, self.policy, self.as_of, self.kind = engine, policy, as_of, kind
         self.letters_dir, self.workers = letters_dir, workers
+        # Who holds the claims (the run) and the way the messages go: what recovery reads.
+        self.via = str(getattr(transport, "name", kind))[:16]
+        self.holder = {"claimed_by": run_id or _run.get(), "claimed_via": self.via}
         self.result = DispatchResult(channel=kind)
         self.claimable = and_(_claimable(policy, kind, as_of),
                               *in_shard(Action.customer_id, shard))
@@ -198,7 +221,8 @@ class Dispatcher:
                                        .order_by(col(Action.id))).scalars())
         if ids:
             self._start(len(ids))
-        for claimed in _claim(self.engine, self.claimable, self.as_of, ids):
+        for claimed in _claim(self.engine, self.claimable, self.as_of, ids, self.holder,
+                              PROVIDER_CLAIM_CHUNK if self.via == "sendgrid" else CLAIM_CHUNK):
             if self.pool is not None:  # the workers read the messages too
                 self.pool.submit(claimed)
                 for attempts in (self.pool.beyond() if wait else self.pool.done()):
@@ -248,6 +272,13 @@ def _record(done: Attempt, outcomes: _Outcomes, result: DispatchResult, kind: st
         outcomes.add(done.action_id, status=ActionStatus.CANCELLED,
                      last_error="cancelled: no invoice left to mention")
         result.cancelled += 1
+        return
+    if delivered is None and done.unknown:
+        log.warning("action %s: outcome unknown: %s", done.action_id, done.error)
+        outcomes.add(done.action_id, status=ActionStatus.UNKNOWN, last_error=done.error)
+        result.unknown += 1
+        result.errors.append({"action_id": done.action_id, "customer_id": done.customer_ref,
+                              "error": brief(done.error or "")})
         return
     if delivered is None:
         if done.internal:

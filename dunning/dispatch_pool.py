@@ -51,6 +51,7 @@ class Attempt:
     retryable: bool = True
     internal: str | None = None  # the traceback of an unexpected exception
     cancelled: bool = False  # no invoice left to mention (paid, disputed... since decided)
+    unknown: bool = False  # the provider may have it: never sent again by guess
 
 
 def attempt(channel: Channel, action_id: int, action: Claimed, message: Message) -> Attempt:
@@ -60,7 +61,8 @@ def attempt(channel: Channel, action_id: int, action: Claimed, message: Message)
         return Attempt(action_id, message.customer_ref,
                        delivered=channel.deliver(action_id, action, message))
     except DeliveryError as exc:
-        return Attempt(action_id, message.customer_ref, error=str(exc), retryable=exc.retryable)
+        return Attempt(action_id, message.customer_ref, error=str(exc), retryable=exc.retryable,
+                       unknown=exc.unknown)
     except Exception as exc:
         return Attempt(action_id, message.customer_ref, error=f"internal error: {exc!r}",
                        internal=traceback.format_exc())

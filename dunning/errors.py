@@ -87,11 +87,14 @@ class NotFoundError(DunningError):
 
 
 class DeliveryError(DunningError):
-    """A channel could not deliver an action; the action is marked failed with this message."""
+    """A channel could not deliver an action; the action is marked failed with this message,
+    or `unknown` when the provider may have it all the same (`unknown`: a timeout after the
+    request went out): never sent again by guess."""
 
-    def __init__(self, message: str, *, retryable: bool = True) -> None:
+    def __init__(self, message: str, *, retryable: bool = True, unknown: bool = False) -> None:
         super().__init__(message)
         self.retryable = retryable
+        self.unknown = unknown
 
 
 class ConflictError(DunningError):

@@ -142,6 +142,35 @@ class Action(SQLModel, table=True):
     created_at: datetime = _stamp()
     updated_at: datetime = _stamp()
     sent_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime(), nullable=True))
+    # The claim of a dispatch (status `sending`): the run that holds it, the way the message
+    # goes (outbox, sendgrid, agency, court) and when it was taken. A claim of a run that is no
+    # longer running is dead, and recovered (dunning/recovery.py).
+    claimed_by: str | None = Field(default=None, max_length=64)
+    claimed_via: str | None = Field(default=None, max_length=16)
+    claimed_at: datetime | None = Field(default=None,
+                                        sa_column=Column(UTCDateTime(), nullable=True))
+
+
+class DeliveryEvent(SQLModel, table=True):
+    """What is known of an action's delivery besides its status: a provider's event (SendGrid's
+    `processed`, `delivered`, `bounce`...), a recovery of a dead claim, or a person's decision
+    (`redeliver`, `mark_sent`), with who and why. Never changed once written."""
+
+    __tablename__ = "delivery_event"
+
+    id: int | None = Field(default=None, primary_key=True)
+    action_id: int | None = Field(default=None, foreign_key="action.id", index=True)
+    event: str = Field(max_length=32)
+    source: str = Field(max_length=16)  # sendgrid | recovery | person | run
+    # A provider's own id of the event (SendGrid's sg_event_id): an event received twice is
+    # recorded once.
+    provider_event_id: str | None = Field(default=None, max_length=100, unique=True)
+    by: str | None = Field(default=None, max_length=100)
+    reason: str | None = None
+    detail: str | None = None  # the provider's words (bounce reason...), bounded
+    occurred_at: datetime | None = Field(default=None,
+                                         sa_column=Column(UTCDateTime(), nullable=True))
+    at: datetime = _stamp()
 
 
 class ActionInvoice(SQLModel, table=True):

@@ -182,6 +182,10 @@ class EmailSettings(_Strict):
     reply_to: str | None = None
     max_attempts: int = Field(5, ge=1)
     timeout: float = Field(20, gt=0)
+    # An email whose fate is unknown (a timeout after the request went out, a crash during the
+    # call) is sent again after this many hours without any event from the provider; unset,
+    # never by itself (a person settles it). A second copy is the price of a lost one.
+    resend_unknown_after_hours: int | None = Field(None, ge=1, le=720)
 
 
 class Law(_Strict):

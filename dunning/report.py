@@ -100,6 +100,15 @@ def summary_lines(report: dict[str, Any], failures: bool = True) -> list[str]:
         lines.append(f"crashed: run {_text(dead.get('run_id'))} of {_text(dead.get('as_of'))}, "
                      f"started {_when(dead.get('started_at'))}, stopped without finishing "
                      "(its process died): marked crashed")
+    back = report.get("recovered") or {}
+    if any(back.get(key) for key in ("sent", "requeued", "unknown", "resent")):
+        lines.append(
+            "recovered claims of a dispatch that died: "
+            f"{len(back.get('sent') or [])} written before it died (sent), "
+            f"{len(back.get('requeued') or [])} never sent (queued again), "
+            f"{len(back.get('unknown') or [])} unknown (see `dunning actions --status unknown`)"
+            + (f", {len(back['resent'])} unknown too long (sent again)" if back.get("resent")
+               else ""))
     lines.append(
         f"ledger: {rec['invoices_new']} new, {rec['invoices_updated']} changed, "
         f"{rec['settled']} settled, {rec['reopened']} reopened"

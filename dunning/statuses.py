@@ -19,6 +19,9 @@ class ActionStatus(StrEnum):
     SENT = "sent"  # delivered (a call task: done)
     FAILED = "failed"  # the last attempt failed; `retryable` says whether to try again
     CANCELLED = "cancelled"  # every invoice it was about left it before delivery
+    # The provider may or may not have it (a timeout after the request went out, a crash during
+    # the call): never sent again by guess; settled by a delivery event or by a person.
+    UNKNOWN = "unknown"
 
 
 # Not delivered yet, and still to deliver: what pauses, settlements and calls take invoices out of.

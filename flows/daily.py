@@ -12,6 +12,7 @@ from prefect.runtime import flow_run
 from prefect.utilities.annotations import quote
 
 from dunning import daily
+from dunning.dispatch import claims_of
 from dunning.ledger import BatchResult
 from dunning.report import Stopwatch
 from dunning.shards import Shard
@@ -70,8 +71,8 @@ def daily_dunning(as_of: date | None = None, dry_run: bool = False,
 
     # One run of a shard at a time, the lock held to the end (dunning.runlock): a second run is
     # refused here, naming this one, and a run of the shard found `running` meanwhile died.
-    with daily.run_lock(ctx, part):
-        crashed = daily.start(ctx, run_id, as_of, part)
+    with daily.run_lock(ctx, part), claims_of(run_id):
+        crashed, recovered = daily.start(ctx, run_id, as_of, part)
         for dead in crashed:
             logger.warning("run %s of %s (started %s) had crashed: marked crashed",
                            dead["run_id"], dead["as_of"], dead["started_at"])
@@ -110,7 +111,8 @@ def daily_dunning(as_of: date | None = None, dry_run: bool = False,
         with clock("report"):
             report = daily.build_report(
                 ctx, run_id, as_of, False, snapshot, reconciled, evaluated, dispatched,
-                letters, handed, filed, synced, shard=part, crashed=crashed)
+                letters, handed, filed, synced, shard=part, crashed=crashed,
+                recovered=recovered)
             daily.finish(ctx, run_id, report)
             publish_report(_unwalked(report))
     return _done(report, clock)

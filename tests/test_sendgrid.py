@@ -4,13 +4,9 @@ from __future__ import annotations
 
 import base64
 import json
-import socket
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
@@ -155,28 +151,3 @@ def test_an_internationalised_domain_is_sent_in_ascii(portfolio: Portfolio,
         [{"email": "Compta@xn--exmple-cua.example"}]]
 
 
-@pytest.fixture
-def silent_server() -> Iterator[str]:
-    """Accepts connections and never answers."""
-    server = socket.socket()
-    server.bind(("127.0.0.1", 0))
-    server.listen(8)
-    yield f"http://127.0.0.1:{server.getsockname()[1]}"
-    server.close()
-
-
-def test_a_stalled_sendgrid_times_out_instead_of_hanging(
-        portfolio: Portfolio, policy_file: Path, silent_server: str,
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    data = yaml.safe_load(policy_file.read_text(encoding="utf-8"))
-    data["email"]["timeout"] = 0.5
-    policy_file.write_text(yaml.safe_dump(data), encoding="utf-8")
-    monkeypatch.setenv("SENDGRID_API_KEY", "SG.test-key")
-    monkeypatch.setenv("SENDGRID_API_HOST", silent_server)
-    portfolio.customer("C1")
-    portfolio.invoice("I1", "C1", due=day(-4))
-    portfolio.write()
-    report = run(day(0))
-    assert report["dispatch"]["failed"] == 1
-    failed = as_json("actions", "--status", "failed")[0]
-    assert "SendGrid unreachable" in failed["last_error"] and failed["attempts"] == 1

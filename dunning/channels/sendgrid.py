@@ -76,8 +76,21 @@ class SendGrid:
             retryable = status >= 500 or status == 429
             raise DeliveryError(f"SendGrid answered {status}: {detail[:500]}",
                                 retryable=retryable) from None
-        except (TimeoutError, OSError) as exc:
-            raise DeliveryError(f"SendGrid unreachable: {exc!r}") from None
+        except OSError as exc:  # TimeoutError, URLError, a connection reset...
+            if _never_sent(exc):
+                raise DeliveryError(f"SendGrid unreachable: {exc!r}") from None
+            # The request may have reached SendGrid, which may have taken the message.
+            raise DeliveryError(f"SendGrid did not answer (the message may have gone out): "
+                                f"{exc!r}", unknown=True) from None
         headers = getattr(response, "headers", {}) or {}
         message_id = headers.get("X-Message-Id") or headers.get("x-message-id")
         return f"sendgrid:{message_id or 'accepted'}"
+
+
+def _never_sent(exc: BaseException) -> bool:
+    """Whether the error came before the whole request had left: urllib wraps an error while
+    connecting or sending in URLError (SendGrid acts on a whole request only); one while waiting
+    for the answer (a TimeoutError, a RemoteDisconnected, a reset) comes as it is."""
+    from urllib.error import URLError
+
+    return isinstance(exc, URLError)

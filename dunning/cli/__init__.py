@@ -6,6 +6,7 @@ once.
     run       dunning run: the daily flow once
     looking   status, history, actions
     people    approve, reject; calls and call-done; dispute, resolve, hold
+    delivery  recover, redeliver, mark-sent
     letters   dunning letters print, dunning letter-posted
     agency    dunning agency sync, dunning agency export
     serve     demo and serve
@@ -23,4 +24,4 @@ def main() -> None:
 
 
 # The commands register themselves on `app`, in the order `dunning --help` lists them.
-from dunning.cli import db, run, looking, people, letters, agency, serve  # noqa: E402,F401,I001
+from dunning.cli import db, run, looking, people, delivery, letters, agency, serve  # noqa: E402,F401,I001

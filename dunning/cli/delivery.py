@@ -1,0 +1,69 @@
+"""Deliveries whose outcome a crash or a provider left open: `dunning recover`, `dunning
+redeliver`, `dunning mark-sent` (dunning/recovery.py)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from dunning.cli.common import JsonOption, app, emit, handles_errors, open_session, who
+from dunning.errors import ConfigError
+
+
+@app.command()
+@handles_errors
+def recover(as_json: JsonOption = False) -> None:
+    """Settle the claims of dispatches that died (each run does it first): a message whose
+    outbox file exists is sent, one never written is queued again, one a provider may have is
+    unknown. Refused while a run of the whole book is in progress."""
+    from dunning import daily
+
+    result = daily.recover_claims(daily.load_context()).as_dict()
+    emit(result, as_json,
+         f"{len(result['sent'])} sent (written before the crash), {len(result['requeued'])} "
+         f"queued again, {len(result['unknown'])} unknown"
+         + (f", {len(result['resent'])} unknown too long, sent again" if result["resent"]
+            else ""))
+
+
+@app.command()
+@handles_errors
+def redeliver(
+    action_id: int,
+    by: Annotated[str, typer.Option("--by", help="Who decides to send it again.")],
+    reason: Annotated[str | None, typer.Option("--reason", help="Why (kept).")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Send an `unknown` or failed email or letter again, at the next run (the customer may
+    receive it twice if the provider had it: check its activity feed first)."""
+    from dunning.recovery import redeliver as requeue
+
+    by = who(by)
+    with open_session() as session:
+        action = requeue(session, action_id, by, reason)
+        result = {"action_id": action_id, "status": str(action.status), "by": by,
+                  "reason": reason}
+    emit(result, as_json, f"action {action_id} queued again by {by}: it goes out at the next run")
+
+
+@app.command("mark-sent")
+@handles_errors
+def mark_sent(
+    action_id: int,
+    by: Annotated[str, typer.Option("--by", help="Who declares it delivered.")],
+    reason: Annotated[str, typer.Option("--reason", help="How it is known (kept).")],
+    as_json: JsonOption = False,
+) -> None:
+    """Declare an `unknown` or failed email or letter delivered (seen in the provider's activity
+    feed, confirmed by the customer): it is never sent again."""
+    from dunning.recovery import mark_sent as settle
+
+    by = who(by)
+    if not reason.strip():
+        raise ConfigError("--reason: say how you know it was delivered")
+    with open_session() as session:
+        action = settle(session, action_id, by, reason.strip())
+        result = {"action_id": action_id, "status": str(action.status), "by": by,
+                  "reason": reason.strip()}
+    emit(result, as_json, f"action {action_id} marked sent by {by}")
