@@ -22,11 +22,13 @@ from dunning.channels.outbox import Outbox
 from dunning.channels.protocol import Channel
 from dunning.channels.sendgrid import SendGrid
 from dunning.coltypes import utcnow
+from dunning.concurrent_send import send
 from dunning.db import transaction
 from dunning.dispatch_pool import POOL_MIN, Attempt, Pool, attempt, workers_for
 from dunning.ledger import chunks
 from dunning.messages import read_messages
 from dunning.models import Action
+from dunning.pacing import Breaker, Gate
 from dunning.policy import Policy
 from dunning.shards import Shard, in_shard
 from dunning.statuses import READY, UNDELIVERED, ActionStatus
@@ -72,12 +74,13 @@ class DispatchResult:
     post_only: int = 0  # letters to a customer without an email address: posted, not emailed
     workers: int = 0  # processes that rendered and wrote the messages (0: the run's own)
     unknown: int = 0  # the provider may have them (a timeout after the request went out)
+    stopped: str | None = None  # why the channel stopped before the end (the rest: queued)
 
     def as_dict(self) -> dict[str, Any]:
         out = {"channel": self.channel, "sent": self.sent, "failed": self.failed,
                "cancelled": self.cancelled, "would_send": self.would_send,
                "unknown": self.unknown, "in_flight": self.in_flight, "workers": self.workers,
-               "errors": self.errors}
+               "stopped": self.stopped, "errors": self.errors}
         if self.channel in ("letter", "injunction"):
             out["files"] = self.files
         if self.channel == "letter":
@@ -203,6 +206,10 @@ class Dispatcher:
         self.folder = transport.folder \
             if isinstance(transport, Outbox) and kind in ("email", "letter") else None
         self.pool: Pool | None = None
+        # SendGrid's pace, for the whole dispatch: a breaker open after one feed stays open.
+        email = policy.email
+        self.gate = Gate(email.rate_per_second if email else None)
+        self.breaker = Breaker(email.max_consecutive_failures if email else 20)
         if warm:  # many messages to come: the workers start now (a second), not at the first
             self._start(POOL_MIN)
 
@@ -221,8 +228,10 @@ class Dispatcher:
                                        .order_by(col(Action.id))).scalars())
         if ids:
             self._start(len(ids))
-        for claimed in _claim(self.engine, self.claimable, self.as_of, ids, self.holder,
-                              PROVIDER_CLAIM_CHUNK if self.via == "sendgrid" else CLAIM_CHUNK):
+        if self.via == "sendgrid":
+            self._send(ids)
+            return
+        for claimed in _claim(self.engine, self.claimable, self.as_of, ids, self.holder):
             if self.pool is not None:  # the workers read the messages too
                 self.pool.submit(claimed)
                 for attempts in (self.pool.beyond() if wait else self.pool.done()):
@@ -233,6 +242,26 @@ class Dispatcher:
                 else Attempt(action_id, action.dedupe_key, cancelled=True)
                 for action_id, (action, message) in sorted(
                     read_messages(self.engine, claimed, self.as_of, self.policy).items())])
+
+    def _send(self, ids: list[int]) -> None:
+        """SendGrid: concurrent calls at the provider's pace (dunning/concurrent_send.py)."""
+        settings = self.policy.email
+        assert settings is not None  # SendGrid refuses a policy without `email:`
+        breaker = self.breaker
+        if breaker.open:  # stopped by an earlier feed of this run: the rest waits, queued
+            return
+        send(_claim(self.engine, self.claimable, self.as_of, ids, self.holder,
+                    PROVIDER_CLAIM_CHUNK),
+             lambda claimed: read_messages(self.engine, claimed, self.as_of, self.policy),
+             self.channel, self._record,
+             settings.concurrency if self.kind == "email" else 1,  # a letter's PDF: one at once
+             self.gate, breaker)
+        if breaker.open:
+            self.result.stopped = (
+                f"{breaker.limit} transport failures in a row (the last: "
+                f"{brief(breaker.last_error or '', 200)}): the channel stopped for this run; "
+                "what is left stays queued for the next run")
+            log.warning("%s: %s", self.kind, self.result.stopped)
 
     def finish(self) -> DispatchResult:
         """Deliver the rest, wait for the workers, and say what happened."""
@@ -268,6 +297,9 @@ class Dispatcher:
 def _record(done: Attempt, outcomes: _Outcomes, result: DispatchResult, kind: str) -> None:
     """An attempt's outcome in the outcomes to write and in the run's counts."""
     delivered = done.delivered
+    if done.released:
+        outcomes.add(done.action_id, status=ActionStatus.QUEUED, last_error=None)
+        return
     if done.cancelled:
         outcomes.add(done.action_id, status=ActionStatus.CANCELLED,
                      last_error="cancelled: no invoice left to mention")

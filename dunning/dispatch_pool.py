@@ -52,6 +52,8 @@ class Attempt:
     internal: str | None = None  # the traceback of an unexpected exception
     cancelled: bool = False  # no invoice left to mention (paid, disputed... since decided)
     unknown: bool = False  # the provider may have it: never sent again by guess
+    retry_after: float | None = None  # rate limited: try again after this many seconds
+    released: bool = False  # never attempted (the channel stopped): queued again
 
 
 def attempt(channel: Channel, action_id: int, action: Claimed, message: Message) -> Attempt:
@@ -62,7 +64,7 @@ def attempt(channel: Channel, action_id: int, action: Claimed, message: Message)
                        delivered=channel.deliver(action_id, action, message))
     except DeliveryError as exc:
         return Attempt(action_id, message.customer_ref, error=str(exc), retryable=exc.retryable,
-                       unknown=exc.unknown)
+                       unknown=exc.unknown, retry_after=exc.retry_after)
     except Exception as exc:
         return Attempt(action_id, message.customer_ref, error=f"internal error: {exc!r}",
                        internal=traceback.format_exc())

@@ -91,10 +91,12 @@ class DeliveryError(DunningError):
     or `unknown` when the provider may have it all the same (`unknown`: a timeout after the
     request went out): never sent again by guess."""
 
-    def __init__(self, message: str, *, retryable: bool = True, unknown: bool = False) -> None:
+    def __init__(self, message: str, *, retryable: bool = True, unknown: bool = False,
+                 retry_after: float | None = None) -> None:
         super().__init__(message)
         self.retryable = retryable
         self.unknown = unknown
+        self.retry_after = retry_after  # a 429: seconds until the provider takes calls again
 
 
 class ConflictError(DunningError):

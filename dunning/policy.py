@@ -186,6 +186,11 @@ class EmailSettings(_Strict):
     # call) is sent again after this many hours without any event from the provider; unset,
     # never by itself (a person settles it). A second copy is the price of a lost one.
     resend_unknown_after_hours: int | None = Field(None, ge=1, le=720)
+    # SendGrid: messages in flight at once, calls a second at most (unset: no limit), and the
+    # transport failures in a row after which the channel stops for the run.
+    concurrency: int = Field(16, ge=1, le=256)
+    rate_per_second: float | None = Field(None, gt=0, le=10_000)
+    max_consecutive_failures: int = Field(20, ge=1, le=100_000)
 
 
 class Law(_Strict):

@@ -99,7 +99,10 @@ def sendgrid(httpserver: HTTPServer, monkeypatch: pytest.MonkeyPatch) -> HTTPSer
 
 
 def test_a_run_killed_while_posting_to_sendgrid_leaves_unknown_never_posted_twice(
-        portfolio: Portfolio, db_url: str, sendgrid: HTTPServer) -> None:
+        portfolio: Portfolio, db_url: str, sendgrid: HTTPServer, policy_file: Path) -> None:
+    data = yaml.safe_load(policy_file.read_text(encoding="utf-8"))
+    data["email"]["concurrency"] = 4
+    policy_file.write_text(yaml.safe_dump(data), encoding="utf-8")
     _book(portfolio, 40)
     posted: list[str] = []
     hold = threading.Event()
@@ -116,21 +119,21 @@ def test_a_run_killed_while_posting_to_sendgrid_leaves_unknown_never_posted_twic
         _kill_when(process, lambda: len(posted) >= 15, "posted 15 messages")
     finally:
         hold.set()
-    statuses = _statuses(db_url)
-    # claimed ten at a time: the first ten recorded sent, the second chunk stranded
-    assert statuses == {"sent": 10, "sending": 10, "queued": 20}
+    left = _statuses(db_url)
+    stuck = left.get("sending", 0)
+    # claimed ten at a time, four calls at once: at most two chunks were out
+    assert 0 < stuck <= 20 and sum(left.values()) == 40
     report = run(day(0))
-    assert len(report["recovered"]["unknown"]) == 10
-    assert report["dispatch"]["sent"] == 20
+    assert len(report["recovered"]["unknown"]) == stuck
+    assert report["dispatch"]["sent"] == left.get("queued", 0)
     report = run(day(1))
     assert report["dispatch"]["sent"] == 0, "unknown messages are never sent again by guess"
-    assert _statuses(db_url) == {"sent": 30, "unknown": 10}
-    keys = Counter(posted)
-    assert max(keys.values()) == 1, "no dedupe key posted twice"
+    assert _statuses(db_url) == {"sent": 40 - stuck, "unknown": stuck}
+    assert max(Counter(posted).values()) == 1, "no dedupe key posted twice"
     unknown = as_json("actions", "--status", "unknown")
-    assert len(unknown) == 10 and "may or may not have it" in unknown[0]["last_error"]
+    assert len(unknown) == stuck and "may or may not have it" in unknown[0]["last_error"]
     # A person settles them: one seen in SendGrid's activity feed, one sent again.
-    first, second = unknown[0]["action_id"], unknown[1]["action_id"]
+    first, second = unknown[0]["action_id"], unknown[-1]["action_id"]
     done = cli("mark-sent", str(first), "--by", "Claire", "--reason", "in SendGrid's feed")
     assert done.exit_code == 0, done.stderr
     done = cli("redeliver", str(second), "--by", "Claire", "--reason", "not in the feed")
@@ -140,8 +143,8 @@ def test_a_run_killed_while_posting_to_sendgrid_leaves_unknown_never_posted_twic
     before = Counter(posted)
     report = run(day(2))
     assert report["dispatch"]["sent"] == 1
-    after = Counter(posted)
-    assert after - before == Counter({second_key: 1}), "sent again once, by a person's decision"
+    assert Counter(posted) - before == Counter({second_key: 1}), \
+        "sent again once, by a person's decision"
     people = query(db_url, "SELECT action_id, event, by, reason FROM delivery_event "
                            "WHERE source = 'person' ORDER BY id")
     assert people == [(first, "mark_sent", "Claire", "in SendGrid's feed"),

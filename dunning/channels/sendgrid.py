@@ -75,7 +75,8 @@ class SendGrid:
             detail = body.decode("utf-8", "replace") if isinstance(body, bytes) else str(body)
             retryable = status >= 500 or status == 429
             raise DeliveryError(f"SendGrid answered {status}: {detail[:500]}",
-                                retryable=retryable) from None
+                                retryable=retryable,
+                                retry_after=_reset(exc) if status == 429 else None) from None
         except OSError as exc:  # TimeoutError, URLError, a connection reset...
             if _never_sent(exc):
                 raise DeliveryError(f"SendGrid unreachable: {exc!r}") from None
@@ -94,3 +95,17 @@ def _never_sent(exc: BaseException) -> bool:
     from urllib.error import URLError
 
     return isinstance(exc, URLError)
+
+
+def _reset(exc: BaseException) -> float:
+    """Seconds until SendGrid takes calls again after a 429: its `X-RateLimit-Reset` (the epoch
+    second the limit resets), else one second."""
+    import time
+
+    headers = getattr(exc, "headers", None) or {}
+    value = headers.get("X-RateLimit-Reset") or headers.get("x-ratelimit-reset")
+    try:
+        reset = float(str(value))
+    except ValueError:  # absent ("None") or not a number
+        return 1.0
+    return max(0.0, min(reset - time.time(), 3600.0))
