@@ -17,6 +17,7 @@ from dunning import ledger, runlock
 from dunning.channels.email import transport
 from dunning.context import Context, load_context
 from dunning.db import transaction
+from dunning.delivery_events import settle_reported
 from dunning.dispatch import Dispatcher, DispatchResult, waiting_by_channel
 from dunning.dispatch import dispatch as deliver
 from dunning.errors import DunningError
@@ -66,6 +67,8 @@ def start(ctx: Context, run_id: str, as_of: date, shard: Shard | None = None) ->
         crashed = ledger.mark_crashed(session, shard)
         recovered = recover(session, ctx.settings.outbox_dir, ctx.settings.letters_dir,
                             _resend_after(ctx))
+        # SendGrid's events received while their action was still being sent
+        settle_reported(session, ctx.policy, as_of)
         ledger.check_stages(session, {stage.name for stage in ctx.policy.stages})
         ledger.start_run(session, run_id, as_of, shard)
     return crashed, recovered

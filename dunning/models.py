@@ -173,6 +173,19 @@ class DeliveryEvent(SQLModel, table=True):
     at: datetime = _stamp()
 
 
+class BadAddress(SQLModel, table=True):
+    """An email address a provider reported bad (a bounce, a drop, a spam report): no later
+    message is attempted to it, until the accounting system gives the customer another."""
+
+    __tablename__ = "bad_address"
+
+    address: str = Field(primary_key=True, max_length=320)  # lower case
+    event: str = Field(max_length=32)
+    reason: str | None = None
+    action_id: int | None = Field(default=None, foreign_key="action.id")
+    at: datetime = _stamp()
+
+
 class ActionInvoice(SQLModel, table=True):
     """The invoices an action is about, with their figures when it was decided. An invoice settled
     before delivery is dropped (kept here with the reason) so the message never mentions it."""

@@ -22,6 +22,8 @@ class ActionStatus(StrEnum):
     # The provider may or may not have it (a timeout after the request went out, a crash during
     # the call): never sent again by guess; settled by a delivery event or by a person.
     UNKNOWN = "unknown"
+    BOUNCED = "bounced"  # the provider reported a bounce (or a spam report): the address is bad
+    DROPPED = "dropped"  # the provider would not send it (a suppressed address)
 
 
 # Not delivered yet, and still to deliver: what pauses, settlements and calls take invoices out of.
@@ -49,6 +51,7 @@ class TransitionEvent(StrEnum):
     PROMISE_BROKEN = "promise_broken"  # the promised date passed unpaid
     REJECTED = "rejected"  # a proposed step was rejected
     COLLECTED = "collected"  # the agency collected part of it
+    FALLBACK = "fallback"  # a message bounced: the stage's fallback (a call task) took over
 
 
 class RunStatus(StrEnum):

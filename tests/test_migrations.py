@@ -40,7 +40,7 @@ def test_existing_customers_get_their_shard_key(db_url: str) -> None:
             "INSERT INTO customer (external_id, name, language, updated_at) VALUES "
             "('C1', 'One', 'fr', CURRENT_TIMESTAMP), ('Zürich-7', 'Two', 'de', "
             "CURRENT_TIMESTAMP)"))
-    assert upgrade(db_url) == "0010"
+    assert upgrade(db_url) == "0011"
     with engine.connect() as connection:
         keys = dict(connection.execute(text("SELECT external_id, shard_key FROM customer")).all())
     assert keys == {"C1": shard_key("C1"), "Zürich-7": shard_key("Zürich-7")}

@@ -176,6 +176,10 @@ class MessageChannel:
         self.renderer = Renderer(policy)
 
     def deliver(self, action_id: int, action: Claimed, message: Message) -> Delivered:
+        if self.kind == "email" and not message.recipients and message.bounced:
+            raise DeliveryError(f"customer {message.customer_ref}: every email address bounced "
+                                f"({', '.join(message.bounced)}); give another in the "
+                                "accounting system", retryable=False)
         if self.kind == "email" and not message.recipients:
             # Retrying would fail the same way every morning: fail once, visibly.
             raise DeliveryError(f"customer {message.customer_ref} has no email address; "

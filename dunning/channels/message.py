@@ -45,6 +45,7 @@ class Message:
     customer_legal_id: str | None = None
     reminders: tuple[tuple[date, str], ...] = ()  # what was sent before: (date, stage)
     customer_phone: str | None = None
+    bounced: tuple[str, ...] = ()  # the customer's addresses left out: a provider said bad
 
 
 @dataclass(frozen=True)

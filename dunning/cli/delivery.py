@@ -67,3 +67,22 @@ def mark_sent(
         result = {"action_id": action_id, "status": str(action.status), "by": by,
                   "reason": reason.strip()}
     emit(result, as_json, f"action {action_id} marked sent by {by}")
+
+
+events_app = typer.Typer(help="SendGrid's delivery events.", no_args_is_help=True)
+app.add_typer(events_app, name="events")
+
+
+@events_app.command("serve")
+@handles_errors
+def events_serve(
+    host: Annotated[str, typer.Option("--host", help="The address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", min=1, max=65535)] = 8025,
+) -> None:
+    """Serve the Event Webhook endpoint, POST /events/sendgrid (uvicorn): requests signed with
+    the key in SENDGRID_WEBHOOK_PUBLIC_KEY only. Put it behind your HTTPS reverse proxy."""
+    import uvicorn
+
+    from dunning.events_api import create_app
+
+    uvicorn.run(create_app(), host=host, port=port, log_level="info", proxy_headers=True)
