@@ -1,0 +1,170 @@
+"""SendGrid's Event Webhook, served by the real `dunning events serve` and posted to with
+`requests`, signed with a P-256 key made for the test: only signed, fresh requests are taken;
+events settle unknown messages, bounces flag the address and call the customer instead."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+import yaml
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from pytest_httpserver import HTTPServer
+from werkzeug import Response
+
+from tests.conftest import Portfolio, query
+from tests.helpers import DUNNING, as_json, day, run
+
+pytestmark = pytest.mark.usefixtures("prefect_server")
+
+KEY = ec.generate_private_key(ec.SECP256R1())
+OTHER = ec.generate_private_key(ec.SECP256R1())
+PUBLIC = base64.b64encode(KEY.public_key().public_bytes(
+    serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)).decode()
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@pytest.fixture
+def endpoint(portfolio: Portfolio) -> Iterator[str]:
+    """`dunning events serve` in its own process, on the test's database and policy."""
+    port = _free_port()
+    env = os.environ | {"SENDGRID_WEBHOOK_PUBLIC_KEY": PUBLIC}
+    server = subprocess.Popen([DUNNING, "events", "serve", "--port", str(port)], env=env,
+                              cwd=portfolio.folder, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, text=True)
+    url = f"http://127.0.0.1:{port}/events/sendgrid"
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            requests.post(url, data=b"[]", timeout=2)
+            break
+        except requests.ConnectionError:
+            assert server.poll() is None, server.communicate()
+            assert time.monotonic() < deadline, "the events endpoint never answered"
+            time.sleep(0.1)
+    yield url
+    server.terminate()
+    server.communicate(timeout=30)
+
+
+def _post(url: str, events: list[dict[str, Any]], key: Any = KEY,
+          stamp: int | None = None) -> requests.Response:
+    payload = json.dumps(events)
+    when = str(stamp if stamp is not None else int(time.time()))
+    signature = key.sign((when + payload).encode(), ec.ECDSA(hashes.SHA256()))
+    return requests.post(url, data=payload.encode(), timeout=30, headers={
+        "Content-Type": "application/json",
+        "X-Twilio-Email-Event-Webhook-Signature": base64.b64encode(signature).decode(),
+        "X-Twilio-Email-Event-Webhook-Timestamp": when})
+
+
+def _event(name: str, key: str, event_id: str, **extra: Any) -> dict[str, Any]:
+    return {"event": name, "dunning_action_key": key, "sg_event_id": event_id,
+            "timestamp": int(time.time()), "email": "ap@c0000.example", **extra}
+
+
+def _book(portfolio: Portfolio, customers: int = 1) -> None:
+    for n in range(customers):
+        portfolio.customer(f"C{n:04d}")
+        portfolio.invoice(f"I{n:04d}", f"C{n:04d}", due=day(-5))
+    portfolio.write()
+
+
+def test_only_signed_fresh_requests_are_taken(portfolio: Portfolio, endpoint: str,
+                                              db_url: str) -> None:
+    events = [_event("delivered", "k", "e1")]
+    unsigned = requests.post(endpoint, data=json.dumps(events).encode(), timeout=30)
+    assert unsigned.status_code == 401
+    assert _post(endpoint, events, key=OTHER).status_code == 403
+    stale = _post(endpoint, events, stamp=int(time.time()) - 3600)
+    assert stale.status_code == 403 and "stale" in stale.json()["error"]
+    tampered = _post(endpoint, events)  # a valid signature, then the body changed
+    forged = requests.post(endpoint, data=json.dumps([_event("bounce", "k", "e2")]).encode(),
+                           timeout=30, headers={
+        key: tampered.request.headers[key] for key in (
+            "X-Twilio-Email-Event-Webhook-Signature", "X-Twilio-Email-Event-Webhook-Timestamp")})
+    assert forged.status_code == 403
+    assert tampered.status_code == 200 and tampered.json()["unmatched"] == 1
+    assert query(db_url, "SELECT event FROM delivery_event") == [("delivered",)]
+
+
+@pytest.fixture
+def silent_server() -> Iterator[str]:
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(8)
+    yield f"http://127.0.0.1:{server.getsockname()[1]}"
+    server.close()
+
+
+def test_a_delivered_event_settles_an_unknown_message_whatever_the_order(
+        portfolio: Portfolio, policy_file: Path, silent_server: str, db_url: str,
+        monkeypatch: pytest.MonkeyPatch, endpoint: str) -> None:
+    data = yaml.safe_load(policy_file.read_text(encoding="utf-8"))
+    data["email"]["timeout"] = 0.5
+    policy_file.write_text(yaml.safe_dump(data), encoding="utf-8")
+    monkeypatch.setenv("SENDGRID_API_KEY", "SG.test-key")
+    monkeypatch.setenv("SENDGRID_API_HOST", silent_server)
+    _book(portfolio)
+    run(day(0))
+    (action,) = as_json("actions", "--status", "unknown")
+    key = query(db_url, f"SELECT dedupe_key FROM action WHERE id = {action['action_id']}")[0][0]
+    answer = _post(endpoint, [_event("delivered", key, "d1"), _event("processed", key, "p1"),
+                              _event("delivered", key, "d1")])  # sent twice by SendGrid
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["duplicates"] == 1
+    assert answer.json()["changed"] == {str(action["action_id"]): "sent"}
+    assert _post(endpoint, [_event("delivered", key, "d1")]).json()["duplicates"] == 1
+    assert as_json("actions", "--status", "unknown") == []
+    assert query(db_url, "SELECT event FROM delivery_event ORDER BY id") == [
+        ("delivered",), ("processed",)]
+
+
+def test_a_bounce_flags_the_address_and_calls_the_customer_instead(
+        portfolio: Portfolio, policy_file: Path, httpserver: HTTPServer, db_url: str,
+        monkeypatch: pytest.MonkeyPatch, endpoint: str) -> None:
+    data = yaml.safe_load(policy_file.read_text(encoding="utf-8"))
+    for stage in data["stages"]:
+        if stage["channel"] == "email":
+            stage["on_bounce"] = "phone"
+    policy_file.write_text(yaml.safe_dump(data), encoding="utf-8")
+    monkeypatch.setenv("SENDGRID_API_KEY", "SG.test-key")
+    monkeypatch.setenv("SENDGRID_API_HOST", httpserver.url_for("").rstrip("/"))
+    httpserver.expect_request("/v3/mail/send", method="POST").respond_with_handler(
+        lambda request: Response("", status=202, headers={"X-Message-Id": "m1"}))
+    _book(portfolio)
+    run(day(0))
+    (email,) = [a for a in as_json("actions") if a["kind"] == "email"]
+    key = query(db_url, f"SELECT dedupe_key FROM action WHERE id = {email['action_id']}")[0][0]
+    answer = _post(endpoint, [_event("bounce", key, "b1", reason="550 5.1.1 no such user",
+                                     type="bounce")])
+    assert answer.json()["changed"] == {str(email["action_id"]): "bounced"}
+    (task_id,) = answer.json()["fallbacks"]
+    assert query(db_url, "SELECT address, event FROM bad_address") == [
+        ("ap@c0000.example", "bounce")]
+    (task,) = [a for a in as_json("actions") if a["action_id"] == task_id]
+    assert (task["kind"], task["status"], task["invoice_ids"]) == ("phone", "queued", ["I0000"])
+    (why,) = query(db_url, "SELECT reason FROM transition WHERE event = 'fallback'")
+    assert "bounced: a call instead" in why[0]
+    # a later message to the bad address is not attempted
+    portfolio.invoice("I0001", "C0000", due=day(20))
+    portfolio.write()
+    report = run(day(30))
+    failed = [e for e in report["dispatch"]["errors"] if e["customer_id"] == "C0000"]
+    assert failed and "every email address bounced" in failed[0]["error"]
+    assert len(httpserver.log) == 1, "nothing posted to the bounced address"
