@@ -103,7 +103,8 @@ def _claimable(policy: Policy, kind: str, as_of: date) -> Any:
 
 
 def _claim(engine: Engine, claimable: Any, as_of: date, ids: list[int],
-           holder: dict[str, Any], size: int = CLAIM_CHUNK) -> Iterator[list[int]]:
+           holder: dict[str, Any] | None = None,
+           size: int = CLAIM_CHUNK) -> Iterator[list[int]]:
     """Claim claimable actions (`status` → `sending`), a chunk per transaction, and yield the
     ids claimed, each by exactly one dispatcher however many run at once.
 
@@ -118,7 +119,7 @@ def _claim(engine: Engine, claimable: Any, as_of: date, ids: list[int],
         return list(session.execute(
             update(Action).where(col(Action.id).in_(chunk), claimable)
             .values(status=ActionStatus.SENDING, attempts=col(Action.attempts) + 1,
-                    attempted_on=as_of, updated_at=utcnow(), claimed_at=utcnow(), **holder)
+                    attempted_on=as_of, updated_at=utcnow(), claimed_at=utcnow(), **(holder or {}))
             .returning(col(Action.id)).execution_options(synchronize_session=False)
         ).scalars())
 
