@@ -46,14 +46,19 @@ def get_engine(url: str) -> Engine:
     """One engine per URL for the process."""
     engine = _engines.get(url)
     if engine is None:
-        try:
-            engine = create_engine(url)
-        except (ArgumentError, ImportError, ValueError) as exc:
-            raise ConfigError(f"DUNNING_DATABASE_URL: cannot use {url!r}: {exc}") from None
-        if engine.dialect.name == "sqlite":
-            event.listen(engine, "connect", _sqlite_pragmas)
-            event.listen(engine, "begin", _sqlite_begin)
-        _engines[url] = engine
+        engine = _engines[url] = _create(url, _sqlite_begin)
+    return engine
+
+
+def _create(url: str, begin: Any, *listeners: Any) -> Engine:
+    try:
+        engine = create_engine(url)
+    except (ArgumentError, ImportError, ValueError) as exc:
+        raise ConfigError(f"DUNNING_DATABASE_URL: cannot use {url!r}: {exc}") from None
+    if engine.dialect.name == "sqlite":
+        for listener in (_sqlite_pragmas, *listeners):
+            event.listen(engine, "connect", listener)
+        event.listen(engine, "begin", begin)
     return engine
 
 
@@ -75,15 +80,7 @@ def get_reader(url: str) -> Engine:
     key = f"reader:{url}"
     engine = _engines.get(key)
     if engine is None:
-        try:
-            engine = create_engine(url)
-        except (ArgumentError, ImportError, ValueError) as exc:
-            raise ConfigError(f"DUNNING_DATABASE_URL: cannot use {url!r}: {exc}") from None
-        if engine.dialect.name == "sqlite":
-            event.listen(engine, "connect", _sqlite_pragmas)
-            event.listen(engine, "connect", _sqlite_read_only)
-            event.listen(engine, "begin", _sqlite_begin_deferred)
-        _engines[key] = engine
+        engine = _engines[key] = _create(url, _sqlite_begin_deferred, _sqlite_read_only)
     return engine
 
 

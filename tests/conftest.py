@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import os
+import socket
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -187,3 +188,21 @@ def portfolio(workdir: Path, policy_file: Path, db_url: str,
 def query(db_url: str, sql: str, **params: Any) -> list[Any]:
     with transaction(get_engine(db_url)) as session:
         return list(session.execute(text(sql), params).all())
+
+
+@pytest.fixture
+def silent_server() -> Iterator[str]:
+    """A server that accepts connections and never answers (a provider that hangs)."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(256)
+    yield f"http://127.0.0.1:{server.getsockname()[1]}"
+    server.close()
+
+
+@pytest.fixture
+def sendgrid(httpserver: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """pytest-httpserver playing SendGrid, the real client pointed at it."""
+    monkeypatch.setenv("SENDGRID_API_KEY", "SG.test-key")
+    monkeypatch.setenv("SENDGRID_API_HOST", httpserver.url_for("").rstrip("/"))
+    return httpserver

@@ -83,3 +83,25 @@ def approve_pending(stage: str) -> int:
     result = cli("approve", str(action["action_id"]), "--by", "Claire")
     assert result.exit_code == 0, result.stderr
     return int(action["action_id"])
+
+
+def one_invoice_each(portfolio: Portfolio, customers: int) -> None:
+    """Customers C0000, C0001..., each with one invoice five days overdue (an email each)."""
+    for n in range(customers):
+        portfolio.customer(f"C{n:04d}")
+        portfolio.invoice(f"I{n:04d}", f"C{n:04d}", due=day(-5))
+    portfolio.write()
+
+
+def email_settings(policy_file: Path, **settings: Any) -> None:
+    """Change the test policy's `email:` settings (timeout, concurrency...)."""
+    data = yaml.safe_load(policy_file.read_text(encoding="utf-8"))
+    data["email"].update(settings)
+    policy_file.write_text(yaml.safe_dump(data), encoding="utf-8")
+
+
+def hanging_sendgrid(policy_file: Path, monkeypatch: Any, url: str, timeout: float = 0.5) -> None:
+    """SendGrid at `url` (a server that never answers), waited for `timeout` seconds."""
+    email_settings(policy_file, timeout=timeout)
+    monkeypatch.setenv("SENDGRID_API_KEY", "SG.test-key")
+    monkeypatch.setenv("SENDGRID_API_HOST", url)

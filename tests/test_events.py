@@ -23,7 +23,7 @@ from pytest_httpserver import HTTPServer
 from werkzeug import Response
 
 from tests.conftest import Portfolio, query
-from tests.helpers import DUNNING, as_json, day, run
+from tests.helpers import DUNNING, as_json, day, hanging_sendgrid, one_invoice_each, run
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 
@@ -78,13 +78,6 @@ def _event(name: str, key: str, event_id: str, **extra: Any) -> dict[str, Any]:
             "timestamp": int(time.time()), "email": "ap@c0000.example", **extra}
 
 
-def _book(portfolio: Portfolio, customers: int = 1) -> None:
-    for n in range(customers):
-        portfolio.customer(f"C{n:04d}")
-        portfolio.invoice(f"I{n:04d}", f"C{n:04d}", due=day(-5))
-    portfolio.write()
-
-
 def test_only_signed_fresh_requests_are_taken(portfolio: Portfolio, endpoint: str,
                                               db_url: str) -> None:
     events = [_event("delivered", "k", "e1")]
@@ -103,24 +96,11 @@ def test_only_signed_fresh_requests_are_taken(portfolio: Portfolio, endpoint: st
     assert query(db_url, "SELECT event FROM delivery_event") == [("delivered",)]
 
 
-@pytest.fixture
-def silent_server() -> Iterator[str]:
-    server = socket.socket()
-    server.bind(("127.0.0.1", 0))
-    server.listen(8)
-    yield f"http://127.0.0.1:{server.getsockname()[1]}"
-    server.close()
-
-
 def test_a_delivered_event_settles_an_unknown_message_whatever_the_order(
         portfolio: Portfolio, policy_file: Path, silent_server: str, db_url: str,
         monkeypatch: pytest.MonkeyPatch, endpoint: str) -> None:
-    data = yaml.safe_load(policy_file.read_text(encoding="utf-8"))
-    data["email"]["timeout"] = 0.5
-    policy_file.write_text(yaml.safe_dump(data), encoding="utf-8")
-    monkeypatch.setenv("SENDGRID_API_KEY", "SG.test-key")
-    monkeypatch.setenv("SENDGRID_API_HOST", silent_server)
-    _book(portfolio)
+    hanging_sendgrid(policy_file, monkeypatch, silent_server)
+    one_invoice_each(portfolio, 1)
     run(day(0))
     (action,) = as_json("actions", "--status", "unknown")
     key = query(db_url, f"SELECT dedupe_key FROM action WHERE id = {action['action_id']}")[0][0]
@@ -147,7 +127,7 @@ def test_a_bounce_flags_the_address_and_calls_the_customer_instead(
     monkeypatch.setenv("SENDGRID_API_HOST", httpserver.url_for("").rstrip("/"))
     httpserver.expect_request("/v3/mail/send", method="POST").respond_with_handler(
         lambda request: Response("", status=202, headers={"X-Message-Id": "m1"}))
-    _book(portfolio)
+    one_invoice_each(portfolio, 1)
     run(day(0))
     (email,) = [a for a in as_json("actions") if a["kind"] == "email"]
     key = query(db_url, f"SELECT dedupe_key FROM action WHERE id = {email['action_id']}")[0][0]

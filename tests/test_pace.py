@@ -4,56 +4,29 @@ hangs stops the channel within seconds, a 429 is waited out until its reset, cal
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
-import yaml
 from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
 from tests.conftest import Portfolio, query
-from tests.helpers import as_json, day, run
+from tests.helpers import as_json, day, email_settings, one_invoice_each, run
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
-
-
-def _email(policy_file: Path, **settings: Any) -> None:
-    data = yaml.safe_load(policy_file.read_text(encoding="utf-8"))
-    data["email"].update(settings)
-    policy_file.write_text(yaml.safe_dump(data), encoding="utf-8")
-
-
-def _book(portfolio: Portfolio, customers: int) -> None:
-    for n in range(customers):
-        portfolio.customer(f"C{n:04d}")
-        portfolio.invoice(f"I{n:04d}", f"C{n:04d}", due=day(-5))
-    portfolio.write()
-
-
-@pytest.fixture
-def silent_server() -> Iterator[str]:
-    """Accepts connections and never answers."""
-    server = socket.socket()
-    server.bind(("127.0.0.1", 0))
-    server.listen(256)
-    yield f"http://127.0.0.1:{server.getsockname()[1]}"
-    server.close()
 
 
 def test_a_hanging_provider_stops_the_channel_after_the_failure_limit(
         portfolio: Portfolio, policy_file: Path, silent_server: str, db_url: str,
         monkeypatch: pytest.MonkeyPatch) -> None:
     # 200 messages at 0.5 s each, two at a time, would take 50 s: the breaker stops at 6.
-    _email(policy_file, timeout=0.5, concurrency=2, max_consecutive_failures=6)
+    email_settings(policy_file, timeout=0.5, concurrency=2, max_consecutive_failures=6)
     monkeypatch.setenv("SENDGRID_API_KEY", "SG.test-key")
     monkeypatch.setenv("SENDGRID_API_HOST", silent_server)
-    _book(portfolio, 200)
+    one_invoice_each(portfolio, 200)
     began = time.monotonic()
     report = run(day(0))
     assert time.monotonic() - began < 30
@@ -68,7 +41,7 @@ def test_a_hanging_provider_stops_the_channel_after_the_failure_limit(
 
 def test_a_429_is_waited_out_until_its_reset(portfolio: Portfolio, sendgrid: HTTPServer,
                                             db_url: str) -> None:
-    _book(portfolio, 3)
+    one_invoice_each(portfolio, 3)
     calls: list[tuple[float, int]] = []
     reset: list[int] = []
 
@@ -94,8 +67,8 @@ def test_a_429_is_waited_out_until_its_reset(portfolio: Portfolio, sendgrid: HTT
 
 def test_calls_keep_under_the_rate_limit(portfolio: Portfolio, sendgrid: HTTPServer,
                                          policy_file: Path) -> None:
-    _email(policy_file, rate_per_second=10, concurrency=8)
-    _book(portfolio, 12)
+    email_settings(policy_file, rate_per_second=10, concurrency=8)
+    one_invoice_each(portfolio, 12)
     stamps: list[float] = []
     lock = threading.Lock()
 
@@ -112,17 +85,10 @@ def test_calls_keep_under_the_rate_limit(portfolio: Portfolio, sendgrid: HTTPSer
     assert stamps[-1] - stamps[0] >= 1.0
 
 
-@pytest.fixture
-def sendgrid(httpserver: HTTPServer, monkeypatch: pytest.MonkeyPatch) -> HTTPServer:
-    monkeypatch.setenv("SENDGRID_API_KEY", "SG.test-key")
-    monkeypatch.setenv("SENDGRID_API_HOST", httpserver.url_for("").rstrip("/"))
-    return httpserver
-
-
 def test_concurrent_calls_send_each_message_once(portfolio: Portfolio, sendgrid: HTTPServer,
                                                  policy_file: Path, db_url: str) -> None:
-    _email(policy_file, concurrency=16)
-    _book(portfolio, 120)
+    email_settings(policy_file, concurrency=16)
+    one_invoice_each(portfolio, 120)
     keys: list[str] = []
     lock = threading.Lock()
 

@@ -11,7 +11,6 @@ import subprocess
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,16 +20,9 @@ from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
 from tests.conftest import Portfolio, query
-from tests.helpers import DUNNING, as_json, cli, day, run
+from tests.helpers import DUNNING, as_json, cli, day, hanging_sendgrid, one_invoice_each, run
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
-
-
-def _book(portfolio: Portfolio, customers: int) -> None:
-    for n in range(customers):
-        portfolio.customer(f"C{n:04d}")
-        portfolio.invoice(f"I{n:04d}", f"C{n:04d}", due=day(-5))
-    portfolio.write()
 
 
 def _statuses(db_url: str) -> dict[str, int]:
@@ -59,7 +51,7 @@ def _kill_when(process: subprocess.Popen[str], ready: Any, what: str) -> None:
 
 def test_a_run_killed_while_writing_the_outbox_loses_and_repeats_nothing(
         portfolio: Portfolio, db_url: str) -> None:
-    _book(portfolio, 600)
+    one_invoice_each(portfolio, 600)
     outbox = portfolio.folder / "outbox"
     process = _start_run(portfolio, DUNNING_DISPATCH_WORKERS="0")
     _kill_when(process, lambda: outbox.is_dir() and sum(1 for _ in outbox.glob("*.eml")) >= 30,
@@ -91,19 +83,12 @@ def test_a_run_killed_while_writing_the_outbox_loses_and_repeats_nothing(
     assert all(provider[int(p.name[:8])] == f"outbox:{p.name}" for p in files)
 
 
-@pytest.fixture
-def sendgrid(httpserver: HTTPServer, monkeypatch: pytest.MonkeyPatch) -> HTTPServer:
-    monkeypatch.setenv("SENDGRID_API_KEY", "SG.test-key")
-    monkeypatch.setenv("SENDGRID_API_HOST", httpserver.url_for("").rstrip("/"))
-    return httpserver
-
-
 def test_a_run_killed_while_posting_to_sendgrid_leaves_unknown_never_posted_twice(
         portfolio: Portfolio, db_url: str, sendgrid: HTTPServer, policy_file: Path) -> None:
     data = yaml.safe_load(policy_file.read_text(encoding="utf-8"))
     data["email"]["concurrency"] = 4
     policy_file.write_text(yaml.safe_dump(data), encoding="utf-8")
-    _book(portfolio, 40)
+    one_invoice_each(portfolio, 40)
     posted: list[str] = []
     hold = threading.Event()
 
@@ -151,25 +136,11 @@ def test_a_run_killed_while_posting_to_sendgrid_leaves_unknown_never_posted_twic
                       (second, "redeliver", "Claire", "not in the feed")]
 
 
-@pytest.fixture
-def silent_server() -> Iterator[str]:
-    """Accepts connections and never answers."""
-    server = socket.socket()
-    server.bind(("127.0.0.1", 0))
-    server.listen(8)
-    yield f"http://127.0.0.1:{server.getsockname()[1]}"
-    server.close()
-
-
 def test_a_timeout_after_the_request_left_is_unknown_not_failed(
         portfolio: Portfolio, policy_file: Path, silent_server: str, db_url: str,
         monkeypatch: pytest.MonkeyPatch) -> None:
-    data = yaml.safe_load(policy_file.read_text(encoding="utf-8"))
-    data["email"]["timeout"] = 0.5
-    policy_file.write_text(yaml.safe_dump(data), encoding="utf-8")
-    monkeypatch.setenv("SENDGRID_API_KEY", "SG.test-key")
-    monkeypatch.setenv("SENDGRID_API_HOST", silent_server)
-    _book(portfolio, 1)
+    hanging_sendgrid(policy_file, monkeypatch, silent_server)
+    one_invoice_each(portfolio, 1)
     report = run(day(0))
     assert (report["dispatch"]["unknown"], report["dispatch"]["failed"]) == (1, 0)
     (action,) = as_json("actions", "--status", "unknown")

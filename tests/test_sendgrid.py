@@ -16,13 +16,6 @@ from tests.helpers import as_json, day, run
 pytestmark = pytest.mark.usefixtures("prefect_server")
 
 
-@pytest.fixture
-def sendgrid(httpserver: HTTPServer, monkeypatch: pytest.MonkeyPatch) -> HTTPServer:
-    monkeypatch.setenv("SENDGRID_API_KEY", "SG.test-key")
-    monkeypatch.setenv("SENDGRID_API_HOST", httpserver.url_for("").rstrip("/"))
-    return httpserver
-
-
 def _accept(seen: list[dict[str, Any]], status: int = 202, message_id: str = "msg-1"):  # type: ignore[no-untyped-def]
     def handler(request: Request) -> Response:
         seen.append({"auth": request.headers.get("Authorization"), "body": request.get_json()})
