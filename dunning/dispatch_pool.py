@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import threading
+import time
 import traceback
 from collections import deque
 from collections.abc import Iterator, Sequence
@@ -37,6 +39,7 @@ POOL_MIN = 1000
 MAX_WORKERS = 32
 NICENESS = 10
 STAGING_PREFIX = ".writing-"
+PARENT_CHECK = 0.2  # seconds between a worker's looks at its parent
 
 
 @dataclass(frozen=True)
@@ -96,6 +99,10 @@ def _start(kind: str, folder: Path, policy: Policy, letters_dir: Path | None, ur
     # Below the dispatcher's priority: evaluating the next batch and recording outcomes come
     # first, the workers take the cores' time left over.
     os.nice(NICENESS)
+    # A worker holds both ends of the pool's queue, so the death of its dispatcher (`kill -9`)
+    # would leave it waiting forever: it watches its parent and stops with it.
+    threading.Thread(target=_orphaned, args=(os.getppid(),), daemon=True,
+                     name="dunning-parent-watch").start()
     from dunning.channels.email import MessageChannel
     from dunning.channels.outbox import Outbox
 
@@ -105,6 +112,12 @@ def _start(kind: str, folder: Path, policy: Policy, letters_dir: Path | None, ur
     Finalize(None, _remove_folder, args=(staging,), exitpriority=10)
     _worker = _Worker(MessageChannel(kind, Outbox(folder, policy, staging), policy, letters_dir),
                       get_reader(url), as_of, policy)
+
+
+def _orphaned(parent: int) -> None:
+    while os.getppid() == parent:
+        time.sleep(PARENT_CHECK)
+    os._exit(1)  # a message half-written stays in the worker's folder, swept by recovery
 
 
 def _remove_folder(folder: Path) -> None:

@@ -33,6 +33,7 @@ from sqlmodel import col
 from dunning.channels.email import POST_ONLY
 from dunning.coltypes import utcnow
 from dunning.db import saved_id
+from dunning.dispatch_pool import STAGING_PREFIX
 from dunning.errors import ConfigError, ConflictError
 from dunning.models import Action, Customer, DeliveryEvent, Run
 from dunning.statuses import ActionStatus, RunStatus
@@ -79,6 +80,7 @@ def recover(session: Session, outbox_dir: Path, letters_dir: Path,
         select(col(Action.id), col(Action.kind), col(Action.claimed_via), col(Customer.email))
         .join(Customer, col(Customer.id) == col(Action.customer_id))
         .where(dead_claims(now)).order_by(col(Action.id))).all()
+    _sweep(outbox_dir)
     written = _written(outbox_dir, {row.id for row in rows}) if rows else {}
     for row_id, kind, via, address in rows:
         action_id = saved_id(row_id)
@@ -117,6 +119,32 @@ def recover(session: Session, outbox_dir: Path, letters_dir: Path,
                     source="run")
             result.resent.append(action_id)
     return result
+
+
+def _sweep(outbox: Path) -> None:
+    """Remove the folders of dispatch workers that died (dunning/dispatch_pool.py): what is
+    left in them was never renamed into the outbox, so never written."""
+    for folder in outbox.glob(f"{STAGING_PREFIX}*") if outbox.is_dir() else ():
+        pid = folder.name.removeprefix(STAGING_PREFIX)
+        if pid.isdigit() and _alive(int(pid)):
+            continue
+        for leftover in folder.iterdir():
+            leftover.unlink(missing_ok=True)
+        folder.rmdir()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process: alive
+        return True
+    try:  # a zombie (dead, not yet reaped: in a container, PID 1 may never reap it) is dead
+        state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+    except (OSError, IndexError):
+        return True
+    return state not in ("Z", "X")
 
 
 def _written(folder: Path, ids: set[int]) -> dict[int, str]:

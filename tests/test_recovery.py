@@ -49,18 +49,23 @@ def _kill_when(process: subprocess.Popen[str], ready: Any, what: str) -> None:
     process.communicate()
 
 
+@pytest.mark.parametrize("workers", ["0", "2"])
 def test_a_run_killed_while_writing_the_outbox_loses_and_repeats_nothing(
-        portfolio: Portfolio, db_url: str) -> None:
+        portfolio: Portfolio, db_url: str, workers: str) -> None:
     one_invoice_each(portfolio, 600)
     outbox = portfolio.folder / "outbox"
-    process = _start_run(portfolio, DUNNING_DISPATCH_WORKERS="0")
+    # with workers, the run's process is killed: its workers lose their parent and stop
+    process = _start_run(portfolio, DUNNING_DISPATCH_WORKERS=workers)
     _kill_when(process, lambda: outbox.is_dir() and sum(1 for _ in outbox.glob("*.eml")) >= 30,
                "wrote 30 messages")
     left = _statuses(db_url)
     stuck, queued = left.get("sending", 0), left.get("queued", 0)
     assert stuck > 0, "the kill came after the dispatch: nothing to recover"
     written = {p.name for p in outbox.glob("*.eml")}
+    time.sleep(0.5)  # orphaned workers, if any, notice their parent is gone
     recovered = as_json("recover")
+    assert [p.name for p in outbox.iterdir() if not p.name.endswith(".eml")] == [], \
+        "the dead workers' folders are swept"
     # A claim whose file exists was written: sent. The others never went out: queued again.
     assert len(recovered["sent"]) + len(recovered["requeued"]) == stuck
     assert recovered["unknown"] == []
