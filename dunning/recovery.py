@@ -148,7 +148,7 @@ def _alive(pid: int) -> bool:
 
 
 def _written(folder: Path, ids: set[int]) -> dict[int, str]:
-    """The outbox's files of these actions (named `<action id, 8 digits>_<key>.eml`)."""
+    """The outbox's files of these actions (named `<action id, 8 digits or more>_<key>.eml`)."""
     found: dict[int, str] = {}
     try:
         entries = os.scandir(folder)
@@ -156,7 +156,7 @@ def _written(folder: Path, ids: set[int]) -> dict[int, str]:
         return found
     with entries:
         for entry in entries:
-            head = entry.name[:8]
+            head = entry.name.split("_", 1)[0]  # eight digits at least (Outbox.write)
             if entry.name.endswith(".eml") and head.isdigit() and int(head) in ids:
                 found[int(head)] = entry.name
     return found

@@ -165,3 +165,15 @@ def test_a_timeout_after_the_request_left_is_unknown_not_failed(
     report = run(day(2))
     assert (report["dispatch"]["failed"], report["dispatch"]["unknown"]) == (1, 0)
     assert "SendGrid unreachable" in as_json("actions", "--status", "failed")[0]["last_error"]
+
+
+def test_an_outbox_file_is_found_whatever_the_length_of_its_action_id(tmp_path: Path) -> None:
+    from dunning.recovery import _written
+
+    for action_id in (7, 12345678, 123456789):
+        (tmp_path / f"{action_id:08d}_2026-11-02_friendly_reminder_{action_id}_ab.eml").touch()
+    (tmp_path / "00000008_key.eml.tmp").touch()  # half-written, never renamed: not found
+    assert _written(tmp_path, {7, 8, 12345678, 123456789}) == {
+        7: "00000007_2026-11-02_friendly_reminder_7_ab.eml",
+        12345678: "12345678_2026-11-02_friendly_reminder_12345678_ab.eml",
+        123456789: "123456789_2026-11-02_friendly_reminder_123456789_ab.eml"}
