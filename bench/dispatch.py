@@ -102,8 +102,15 @@ def _cpu(who: int = resource.RUSAGE_SELF) -> float:
 
 
 def fresh_copy(ready: Path, outbox: Path) -> str:
+    """A copy of the prepared database, brought to the current schema (it may have been
+    prepared by an older version), and an empty outbox."""
     shutil.rmtree(outbox, ignore_errors=True)
-    return clone_database(f"sqlite:///{ready}", "dispatch-run")
+    url = clone_database(f"sqlite:///{ready}", "dispatch-run")
+    from dunning.db import dispose_engines, upgrade
+
+    upgrade(url)
+    dispose_engines()
+    return url
 
 
 def main() -> int:
