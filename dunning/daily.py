@@ -15,6 +15,8 @@ from sqlmodel import col
 
 from dunning import ledger, runlock
 from dunning.channels.email import transport
+from dunning.channels.outbox import Outbox
+from dunning.channels.sendgrid import SendGrid
 from dunning.context import Context, load_context
 from dunning.db import transaction
 from dunning.delivery_events import settle_reported
@@ -135,11 +137,8 @@ def dispatch(ctx: Context, as_of: date, *, kind: str = "email", dry_run: bool = 
     if dispatcher is not None:
         return dispatcher.finish()
     settings = ctx.settings
-    key = settings.sendgrid_api_key.get_secret_value() if settings.sendgrid_api_key else None
-    channel = None if dry_run else transport(ctx.policy, settings.outbox_dir, key,
-                                             settings.sendgrid_api_host)
-    return deliver(ctx.engine, ctx.policy, channel, as_of, kind=kind,
-                   letters_dir=settings.letters_dir, dry_run=dry_run, shard=shard,
+    return deliver(ctx.engine, ctx.policy, None if dry_run else _transport(ctx), as_of,
+                   kind=kind, letters_dir=settings.letters_dir, dry_run=dry_run, shard=shard,
                    workers=settings.dispatch_workers)
 
 
@@ -148,11 +147,16 @@ def email_dispatcher(ctx: Context, as_of: date, shard: Shard | None = None,
     """The emails' dispatcher of a run, fed after each evaluated batch (Dispatcher.feed). A run
     of several batches starts its worker processes at once, while the first is evaluated."""
     settings = ctx.settings
-    key = settings.sendgrid_api_key.get_secret_value() if settings.sendgrid_api_key else None
-    return Dispatcher(ctx.engine, ctx.policy,
-                      transport(ctx.policy, settings.outbox_dir, key, settings.sendgrid_api_host),
-                      as_of, letters_dir=settings.letters_dir, shard=shard,
+    return Dispatcher(ctx.engine, ctx.policy, _transport(ctx), as_of,
+                      letters_dir=settings.letters_dir, shard=shard,
                       workers=settings.dispatch_workers, warm=batches > 1)
+
+
+def _transport(ctx: Context) -> Outbox | SendGrid:
+    """SendGrid when its key is set, else the outbox folder."""
+    settings = ctx.settings
+    key = settings.sendgrid_api_key.get_secret_value() if settings.sendgrid_api_key else None
+    return transport(ctx.policy, settings.outbox_dir, key, settings.sendgrid_api_host)
 
 
 def agency_sync(ctx: Context, as_of: date, run_id: str,

@@ -25,7 +25,7 @@ from sqlmodel import col
 
 from dunning.channels.sendgrid import CUSTOM_ARG
 from dunning.coltypes import utcnow
-from dunning.db import saved_id
+from dunning.db import chunks, saved_id
 from dunning.models import (
     Action,
     ActionInvoice,
@@ -64,22 +64,31 @@ class Received:
 def receive(session: Session, policy: Policy, events: list[Any], today: date) -> Received:
     """Record a batch of SendGrid events and apply them (see the module's docstring)."""
     result = Received()
+    items = [item for item in events[:MAX_EVENTS]
+             if isinstance(item, dict) and isinstance(item.get("event"), str)]
+    # The events already recorded and the actions named, read once for the whole batch
     seen: set[str] = set()
+    keys: dict[str, int] = {}
+    ids = sorted({i for item in items if (i := _text(item.get("sg_event_id"), 100))})
+    names = sorted({k for item in items if (k := _text(item.get(CUSTOM_ARG), 200))})
+    for part in chunks(ids):
+        seen.update(known for known in session.execute(
+            select(col(DeliveryEvent.provider_event_id)).where(
+                col(DeliveryEvent.provider_event_id).in_(part))).scalars() if known)
+    for part in chunks(names):
+        keys.update((key, saved_id(action_id)) for key, action_id in session.execute(
+            select(col(Action.dedupe_key), col(Action.id)).where(
+                col(Action.dedupe_key).in_(part))))
     touched: set[int] = set()
-    for item in events[:MAX_EVENTS]:
-        if not isinstance(item, dict) or not isinstance(item.get("event"), str):
-            continue
+    for item in items:
         event_id = _text(item.get("sg_event_id"), 100)
-        if event_id and (event_id in seen or session.execute(
-                select(col(DeliveryEvent.id)).where(
-                    col(DeliveryEvent.provider_event_id) == event_id)).first()):
+        if event_id and event_id in seen:
             result.duplicates += 1
             continue
         if event_id:
             seen.add(event_id)
         key = _text(item.get(CUSTOM_ARG), 200)
-        action_id = session.execute(select(col(Action.id)).where(
-            col(Action.dedupe_key) == key)).scalar() if key else None
+        action_id = keys.get(key) if key else None
         if action_id is None:
             result.unmatched += 1
         name = item["event"][:32]

@@ -24,7 +24,7 @@ from dunning.channels.sendgrid import SendGrid
 from dunning.coltypes import utcnow
 from dunning.concurrent_send import send
 from dunning.db import transaction
-from dunning.dispatch_pool import POOL_MIN, Attempt, Pool, attempt, workers_for
+from dunning.dispatch_pool import POOL_MIN, Attempt, Pool, deliver_claimed, workers_for
 from dunning.ledger import chunks
 from dunning.messages import read_messages
 from dunning.models import Action
@@ -34,6 +34,14 @@ from dunning.shards import Shard, in_shard
 from dunning.statuses import READY, UNDELIVERED, ActionStatus
 
 log = logging.getLogger("dunning.dispatch")
+CLAIM_CHUNK = 100
+# A provider reached over the network is claimed ten at a time: a crash during its calls leaves
+# at most these `unknown` for a person to settle (an outbox's file tells whether it was written).
+PROVIDER_CLAIM_CHUNK = 10
+# An action's `last_error` is read in a table by a person: a provider's whole answer or a long
+# traceback would drown it (and grow the table with every failed morning).
+LAST_ERROR_LENGTH = 500
+
 # The run whose dispatches claim actions (set by the daily flow around its steps): a claim
 # names its run, so that the next run knows a claim of a run that died (dunning/recovery.py).
 _run: ContextVar[str | None] = ContextVar("dunning_claiming_run", default=None)
@@ -46,13 +54,6 @@ def claims_of(run_id: str) -> Iterator[None]:
         yield
     finally:
         _run.reset(token)
-CLAIM_CHUNK = 100
-# A provider reached over the network is claimed ten at a time: a crash during its calls leaves
-# at most these `unknown` for a person to settle (an outbox's file tells whether it was written).
-PROVIDER_CLAIM_CHUNK = 10
-# An action's `last_error` is read in a table by a person: a provider's whole answer or a long
-# traceback would drown it (and grow the table with every failed morning).
-LAST_ERROR_LENGTH = 500
 
 
 def brief(text: str, limit: int = LAST_ERROR_LENGTH) -> str:
@@ -215,8 +216,10 @@ class Dispatcher:
             self._start(POOL_MIN)
 
     def _start(self, messages: int) -> None:
-        count = workers_for(self.workers, messages) if self.folder is not None else 0
-        if count and self.pool is None and self.folder is not None:
+        if self.pool is not None or self.folder is None:
+            return
+        count = workers_for(self.workers, messages)
+        if count:
             self.pool = Pool(count, self.kind, self.folder, self.policy, self.letters_dir,
                              self.engine.url.render_as_string(hide_password=False), self.as_of)
             self.result.workers = count
@@ -238,11 +241,8 @@ class Dispatcher:
                 for attempts in (self.pool.beyond() if wait else self.pool.done()):
                     self._record(attempts)
                 continue
-            self._record([
-                attempt(self.channel, action_id, action, message) if message is not None
-                else Attempt(action_id, action.dedupe_key, cancelled=True)
-                for action_id, (action, message) in sorted(
-                    read_messages(self.engine, claimed, self.as_of, self.policy).items())])
+            self._record(deliver_claimed(self.channel, self.engine, claimed, self.as_of,
+                                         self.policy))
 
     def _send(self, ids: list[int]) -> None:
         """SendGrid: concurrent calls at the provider's pace (dunning/concurrent_send.py)."""

@@ -73,6 +73,16 @@ def attempt(channel: Channel, action_id: int, action: Claimed, message: Message)
                        internal=traceback.format_exc())
 
 
+def deliver_claimed(channel: Channel, engine: Engine, ids: list[int], as_of: date,
+                    policy: Policy) -> list[Attempt]:
+    """Read a claimed chunk's messages and deliver them one by one (an action left with no
+    invoice to mention is cancelled), in the order of the actions."""
+    return [attempt(channel, action_id, action, message) if message is not None
+            else Attempt(action_id, action.dedupe_key, cancelled=True)
+            for action_id, (action, message) in sorted(
+                read_messages(engine, ids, as_of, policy).items())]
+
+
 def workers_for(setting: int | None, messages: int) -> int:
     """How many worker processes deliver `messages` messages: the setting when given (0: none,
     every message in the dispatcher), else one a core when there are enough of them."""
@@ -131,10 +141,7 @@ def _deliver(ids: list[int]) -> list[Attempt]:
     """Read the claimed actions' messages (a read of the ledger, beside the dispatcher's
     writes) and deliver them."""
     assert _worker is not None, "a worker delivers only once started"
-    return [attempt(_worker.channel, action_id, action, message) if message is not None
-            else Attempt(action_id, action.dedupe_key, cancelled=True)
-            for action_id, (action, message) in sorted(
-                read_messages(_worker.engine, ids, _worker.as_of, _worker.policy).items())]
+    return deliver_claimed(_worker.channel, _worker.engine, ids, _worker.as_of, _worker.policy)
 
 
 class Pool:

@@ -95,26 +95,26 @@ def read_messages(
             ):
                 reminders[action_id].append((when, stage))
     # The addresses a provider reported bad (dunning/delivery_events.py): not attempted again.
-    addresses = {a.strip().lower() for row in rows for a in (row.email or "").split(";")
-                 if a.strip()}
+    given = {row.id: tuple(a.strip() for a in (row.email or "").split(";") if a.strip())
+             for row in rows}
+    addresses = {a.lower() for each in given.values() for a in each}
     bad: set[str] = set()
     if addresses:
         with transaction(engine) as session:
             bad = set(session.execute(select(col(BadAddress.address)).where(
                 col(BadAddress.address).in_(sorted(addresses)))).scalars())
     for (action_id, customer_id, dedupe_key, kind, stage, template, customer_ref, name,
-         language, country, email, address, legal_id, phone) in rows:
+         language, country, _email, address, legal_id, phone) in rows:
         action = Claimed(action_id, customer_id, dedupe_key, kind, stage)
         if not lines[action_id]:
             out[action_id] = (action, None)
             continue
-        given = tuple(a.strip() for a in (email or "").split(";") if a.strip())
-        recipients = tuple(a for a in given if a.lower() not in bad)
+        recipients = tuple(a for a in given[action_id] if a.lower() not in bad)
         out[action_id] = (action, Message(
             customer_ref=customer_ref, customer_name=name, language=language, country=country,
             recipients=recipients, stage=stage, template=template or stage, as_of=as_of,
             lines=tuple(lines[action_id]), customer_address=address, customer_legal_id=legal_id,
             reminders=tuple(reminders[action_id]), customer_phone=phone,
-            bounced=tuple(a for a in given if a.lower() in bad),
+            bounced=tuple(a for a in given[action_id] if a.lower() in bad),
         ))
     return out

@@ -16,12 +16,11 @@ class Gate:
         self.interval = 1 / rate_per_second if rate_per_second else 0.0
         self.lock = threading.Lock()
         self.next = 0.0  # time.monotonic() of the next free slot
-        self.paused_until = 0.0
 
     def wait(self) -> None:
         with self.lock:
             now = time.monotonic()
-            slot = max(now, self.next, self.paused_until)
+            slot = max(now, self.next)
             self.next = slot + self.interval
         if slot > now:
             time.sleep(slot - now)
@@ -29,7 +28,7 @@ class Gate:
     def pause(self, seconds: float) -> None:
         """No call for `seconds` (a 429's reset), whichever thread asks next."""
         with self.lock:
-            self.paused_until = max(self.paused_until, time.monotonic() + seconds)
+            self.next = max(self.next, time.monotonic() + seconds)
 
 
 class Breaker:
