@@ -26,7 +26,8 @@ from dunning.policy import Policy
 from dunning.statuses import READY, UNDELIVERED, ActionStatus, TransitionEvent
 
 OPEN = READY  # a call task still to make: queued, or approved
-OUTCOMES = ("promise", "dispute", "no-answer", "wrong-contact", "paid-claimed", "callback")
+OUTCOMES = ("promise", "dispute", "no-answer", "wrong-contact", "paid-claimed", "callback",
+            "reached")
 
 
 def _invoices(session: Session, action_ids: list[int]) -> dict[int, list[Invoice]]:
@@ -211,6 +212,7 @@ def record_outcome(
     session.add(CallOutcome(action_id=task_id, outcome=outcome, by=by, at=now, business_date=on,
                             until=until, amount=amount, note=reason))
     task.updated_at = now
+    task.attempted_on = on  # the business date of the last call: the stage's delivery date
     paused = 0
     if outcome == "no-answer":
         task.attempts += 1

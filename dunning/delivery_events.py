@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 from sqlmodel import col
 
@@ -204,6 +204,10 @@ def _fallback(session: Session, policy: Policy, action: Action, today: date,
                                from_stage=action.stage, to_stage=action.stage,
                                state=states[invoice_id], business_date=today, at=now,
                                reason=why, actor="sendgrid", action_id=task_id))
+    # The call now carries the stage: the invoices held by the bounce go on once it is worked.
+    session.execute(update(Invoice).where(col(Invoice.stage_action_id) == action_id)
+                    .values(stage_action_id=task_id, review_on=None, updated_at=now)
+                    .execution_options(synchronize_session=False))
     return task_id
 
 

@@ -29,6 +29,10 @@ class InvoiceFacts:
     pending_stage: str | None = None  # a stage proposed and waiting for approval
     hold_until: date | None = None  # the customer is on hold through this date
     currency: str | None = None  # None: the policy's currency
+    # The stage's message: the date it reached the customer (None: on the day it was entered),
+    # or why it has not (dunning/ledger/delivery.py); a held invoice stays at its stage.
+    delivered_on: date | None = None
+    held: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +104,11 @@ def decide(invoice: InvoiceFacts, policy: Policy, as_of: date, explain: bool = T
                         if explain else "",
                         invoice.stage_entered_on + timedelta(days=1))
 
+    if invoice.stage is not None and invoice.held is not None:
+        # Looked at again every day: a delivery event, a posting, a call or a person lifts it.
+        return stay(f"held at {invoice.stage}: {invoice.held}" if explain else "",
+                    as_of + timedelta(days=1))
+
     stages = policy.stages
     current = policy.stage_index(invoice.stage)
     if invoice.stage is not None and current < 0:
@@ -133,18 +142,20 @@ def decide(invoice: InvoiceFacts, policy: Policy, as_of: date, explain: bool = T
         reasons.append(_lateness(days_overdue, stage)[1])
 
     previous = stages[current] if current >= 0 else None
-    if previous is not None and invoice.stage_entered_on is not None:
-        since = (as_of - invoice.stage_entered_on).days
+    # Spacing counts from the day the previous stage reached the customer.
+    reached = invoice.delivered_on or invoice.stage_entered_on
+    if previous is not None and reached is not None:
+        since = (as_of - reached).days
+        verb = "entered" if reached == invoice.stage_entered_on else "delivered"
         if since < stage.min_days_since_previous:
             return stay(
-                f"waiting for {stage.name}: {previous.name} entered {_days(since)} ago "
+                f"waiting for {stage.name}: {previous.name} {verb} {_days(since)} ago "
                 f"< {stage.min_days_since_previous}" if explain else "",
-                _earliest(invoice.stage_entered_on
-                          + timedelta(days=stage.min_days_since_previous), turns),
+                _earliest(reached + timedelta(days=stage.min_days_since_previous), turns),
             )
         if stage.min_days_since_previous > 0 and explain:
             reasons.append(
-                f"{previous.name} entered {_days(since)} ago ≥ {stage.min_days_since_previous}"
+                f"{previous.name} {verb} {_days(since)} ago ≥ {stage.min_days_since_previous}"
             )
 
     if stage.min_amount > 0:
@@ -170,6 +181,7 @@ def decide(invoice: InvoiceFacts, policy: Policy, as_of: date, explain: bool = T
 def first_move(invoice: InvoiceFacts, policy: Policy, start: date) -> date | None:
     """The first date from `start` on which decide() moves `invoice` (enters or proposes a
     stage) with the same facts; None: never while they stay as they are."""
+    held = invoice.stage is not None and invoice.held is not None
     day = start
     # Each answer holds until its review date, and there are a few kinds of answer per stage.
     for _ in range(4 * len(policy.stages) + 4):
@@ -178,6 +190,8 @@ def first_move(invoice: InvoiceFacts, policy: Policy, start: date) -> date | Non
             return day
         if decision.review_on is None:
             return None
+        if held and decision.review_on == day + timedelta(days=1):
+            return day  # held (or its stage entered today): looked at again every day
         day = decision.review_on
     return day  # an earlier date is safe: it only costs an evaluation
 
@@ -196,19 +210,22 @@ def review_after(invoice: InvoiceFacts, decision: Decision, policy: Policy,
             # Two proposals waiting at once: which one the ledger reads first is not ours to
             # guess, so it is looked at again tomorrow.
             return tomorrow
-        after = _moved(invoice, invoice.stage, invoice.stage_entered_on, decision.stage)
+        after = _moved(invoice, invoice.stage, invoice.stage_entered_on, decision.stage,
+                       invoice.delivered_on, invoice.held)
     else:
-        after = _moved(invoice, decision.stage, as_of, invoice.pending_stage)
+        # A new stage: its message goes out today (were it held, the next day's run sees it).
+        after = _moved(invoice, decision.stage, as_of, invoice.pending_stage, None, None)
     return first_move(after, policy, tomorrow)
 
 
 def _moved(invoice: InvoiceFacts, stage: str | None, entered: date | None,
-           pending: str | None) -> InvoiceFacts:
+           pending: str | None, delivered_on: date | None, held: str | None) -> InvoiceFacts:
     """The invoice with another stage or proposal (`dataclasses.replace` costs more than the
     decision itself, once per invoice of a full evaluation)."""
     return InvoiceFacts(invoice.invoice_id, invoice.customer_id, invoice.due_date,
                         invoice.amount, invoice.amount_open, stage, entered, invoice.state,
-                        invoice.rejected_stages, pending, invoice.hold_until, invoice.currency)
+                        invoice.rejected_stages, pending, invoice.hold_until, invoice.currency,
+                        delivered_on, held)
 
 
 def fingerprint(policy: Policy) -> str:

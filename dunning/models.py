@@ -82,6 +82,10 @@ class Invoice(SQLModel, table=True):
     amount_open: Decimal = _money()
     stage: str | None = Field(default=None, max_length=64)
     stage_entered_on: date | None = None
+    # The message or task that carried the current stage to the customer (the stage's action,
+    # or the fallback that replaced it): the ladder goes on from the stage once it is delivered
+    # (dunning/ledger/delivery.py). NULL: none to wait for (set by hand, or moved on by a person).
+    stage_action_id: int | None = None
     state: InvoiceState = _status(InvoiceState, 16, InvoiceState.ACTIVE)
     state_reason: str | None = None
     paused_until: date | None = None

@@ -23,6 +23,7 @@ from dunning.models import Action, Customer, LetterPosting
 from dunning.shards import Shard, in_shard
 from dunning.statuses import ActionStatus
 
+POSTABLE = (ActionStatus.SENT, ActionStatus.BOUNCED, ActionStatus.DROPPED)
 TRACKING_LENGTH = 64  # the column's; La Poste's numbers have 13 characters, others fewer than 30
 DEPOSIT_COLUMNS = ["recipient", "address", "reference", "action_id", "customer_id",
                    "letter_date", "tracking"]
@@ -59,7 +60,7 @@ class ToPost:
 
 def _unposted() -> Any:
     """The delivered formal notices without a posting record."""
-    return (col(Action.kind) == "letter", col(Action.status) == ActionStatus.SENT,
+    return (col(Action.kind) == "letter", col(Action.status).in_(POSTABLE),
             col(Action.document).is_not(None),
             ~select(col(LetterPosting.id)).where(col(LetterPosting.action_id) == Action.id)
             .exists())
@@ -193,7 +194,8 @@ def record_posting(session: Session, action_id: int, tracking: str, posted_on: d
     if action.kind != "letter":
         raise ConflictError(f"action {action_id} is a {action.kind} action, not a formal "
                             "notice: only letters are posted. Nothing was recorded.")
-    if action.status != ActionStatus.SENT or not action.document:
+    # Produced: sent, or its email copy bounced (the paper letter is what the posting proves).
+    if action.status not in POSTABLE or not action.document:
         raise ConflictError(f"the formal notice of action {action_id} is {action.status}, not "
                             "produced yet: it is posted once a run has delivered it. Nothing "
                             "was recorded.")

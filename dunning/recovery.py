@@ -41,7 +41,9 @@ from dunning.statuses import ActionStatus, RunStatus
 # A claim taken outside a run (a dispatch called by a command of its own) is dead after this.
 CLAIM_TTL = timedelta(hours=1)
 # What a person may send again, or declare sent.
-REDELIVERABLE = (ActionStatus.UNKNOWN, ActionStatus.FAILED)
+# A bounced or dropped email too, once its address is fixed in the accounting system.
+REDELIVERABLE = (ActionStatus.UNKNOWN, ActionStatus.FAILED, ActionStatus.BOUNCED,
+                 ActionStatus.DROPPED)
 MARKABLE = (ActionStatus.UNKNOWN, ActionStatus.FAILED)
 
 

@@ -52,6 +52,7 @@ class TransitionEvent(StrEnum):
     REJECTED = "rejected"  # a proposed step was rejected
     COLLECTED = "collected"  # the agency collected part of it
     FALLBACK = "fallback"  # a message bounced: the stage's fallback (a call task) took over
+    MOVED_ON = "moved_on"  # a person let it go on without its stage's message delivered
 
 
 class RunStatus(StrEnum):

@@ -13,6 +13,7 @@ from sqlmodel import col
 from dunning.db import saved_id
 from dunning.errors import NotFoundError
 from dunning.ladder import InvoiceFacts, decide
+from dunning.ledger.delivery import Delivery, stage_deliveries, with_stage_actions
 from dunning.ledger.evaluate import UNBLOCKED, blocked_stages
 from dunning.ledger.voice import paced_by_customer
 from dunning.models import Action, ActionInvoice, Customer, Invoice, LetterPosting, Transition
@@ -81,14 +82,18 @@ def _waiting(session: Session, invoices: list[Invoice], as_of: date,
         .where(col(Customer.hold_until).is_not(None))).all())
     blocked = blocked_stages(session, select(col(Invoice.id))
                              .where(col(Invoice.state) == InvoiceState.ACTIVE))
+    delivery = stage_deliveries(session, with_stage_actions(
+        (saved_id(i.id), i.stage_action_id) for i in active))
     facts = []
     for i in active:
         stages, waiting = blocked.get(saved_id(i.id), UNBLOCKED)
+        reached = delivery.get(saved_id(i.id), Delivery())
         facts.append(InvoiceFacts(
             invoice_id=saved_id(i.id), customer_id=i.customer_id, due_date=i.due_date,
             amount=i.amount, amount_open=i.amount_open, stage=i.stage,
             stage_entered_on=i.stage_entered_on, state=i.state, rejected_stages=stages,
-            pending_stage=waiting, hold_until=holds.get(i.customer_id), currency=i.currency))
+            pending_stage=waiting, hold_until=holds.get(i.customer_id), currency=i.currency,
+            delivered_on=reached.delivered_on, held=reached.held))
     decided = [(f, decide(f, policy, as_of)) for f in facts]
     return {invoice.invoice_id: f"due: {decision.stage}" if decision.stage else decision.reason
             for _, members in paced_by_customer(session, decided, policy, as_of)

@@ -103,6 +103,27 @@ def test_decide(invoice: InvoiceFacts, stage: str | None, reason: str) -> None:
     assert decision.days_overdue == (AS_OF - invoice.due_date).days
 
 
+def test_a_held_stage_stays_and_spacing_counts_from_delivery() -> None:
+    sent_late = replace(facts(40, stage="second_reminder", entered_days_ago=12),
+                        delivered_on=AS_OF - timedelta(days=3))
+    decision = decide(sent_late, POLICY, AS_OF)
+    assert decision.stage is None
+    assert decision.reason == "waiting for phone_call: second_reminder delivered 3 days ago < 5"
+    assert decision.review_on == AS_OF + timedelta(days=2)
+    assert decide(replace(sent_late, delivered_on=None), POLICY, AS_OF).stage == "phone_call"
+    held = replace(sent_late, held="its second_reminder email (action 7) bounced")
+    decision = decide(held, POLICY, AS_OF + timedelta(days=30))
+    assert (decision.stage, decision.reason) == (
+        None, "held at second_reminder: its second_reminder email (action 7) bounced")
+    assert decision.review_on == AS_OF + timedelta(days=31)
+    assert review_after(held, decision, POLICY, AS_OF + timedelta(days=30)) == (
+        AS_OF + timedelta(days=31))
+    # a hold says nothing before the stage's day is over, nor of an invoice without a stage
+    assert decide(replace(held, stage_entered_on=AS_OF), POLICY, AS_OF).reason.startswith(
+        "second_reminder entered 0 days ago")
+    assert decide(replace(facts(5), held="x"), POLICY, AS_OF).stage == "friendly_reminder"
+
+
 def test_a_zero_day_gap_still_waits_until_the_next_run() -> None:
     data = POLICY.model_dump(by_alias=True)
     for stage in data["stages"]:
@@ -293,8 +314,14 @@ def situations(draw: st.DrawFn) -> tuple[Policy, InvoiceFacts]:
         currency=draw(st.sampled_from([None, None, "JPY"])),
         hold_days=draw(st.sampled_from([None, None, -3, 0, 6])),
     )
+    # The stage's message: delivered on the day it was entered, days later, or held
+    entered = invoice.stage_entered_on
+    late = draw(st.sampled_from([None, None, 0, 3, 9]))
+    delivered_on = entered + timedelta(days=late) if entered and late is not None else None
+    held = draw(st.sampled_from([None, None, None, "its email bounced"]))
     return policy, replace(invoice, amount_open=min(invoice.amount, draw(
-        st.sampled_from([invoice.amount, Decimal("0"), Decimal("450")]))))
+        st.sampled_from([invoice.amount, Decimal("0"), Decimal("450")]))),
+        delivered_on=delivered_on, held=held)
 
 
 HORIZON = 200  # days looked at when the answer should never change
@@ -336,7 +363,8 @@ def test_the_ladder_moves_an_invoice_first_on_its_review_date(
     if decision.stage is not None and policy.stage(decision.stage).requires_approval:
         after = replace(invoice, pending_stage=decision.stage)
     elif decision.stage is not None:
-        after = replace(invoice, stage=decision.stage, stage_entered_on=AS_OF)
+        after = replace(invoice, stage=decision.stage, stage_entered_on=AS_OF,
+                        delivered_on=None, held=None)
     assert review is None or review > AS_OF
     last = review - timedelta(days=1) if review else days_after(HORIZON)
     day = AS_OF if decision.stage is not None else AS_OF + timedelta(days=1)
@@ -344,6 +372,7 @@ def test_the_ladder_moves_an_invoice_first_on_its_review_date(
         assert decide(after, policy, day).stage is None, day
         day += timedelta(days=1)
     # (Proposing a stage while another waits is looked at again the next day, to be safe.)
-    if review is not None and (decision.stage is None
-                               or invoice.pending_stage in (None, decision.stage)):
+    # (A held invoice is looked at again every day: a delivery may lift its hold.)
+    if review is not None and not (after.held and after.stage) and (
+            decision.stage is None or invoice.pending_stage in (None, decision.stage)):
         assert decide(after, policy, review).enters

@@ -12,7 +12,7 @@ import yaml
 from pypdf import PdfReader
 
 from tests.conftest import Portfolio
-from tests.helpers import as_json, cli, day, outbox, run
+from tests.helpers import as_json, cli, day, outbox, run, work_calls
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 
@@ -39,6 +39,7 @@ def _approved_notice(portfolio: Portfolio, language: str = "en") -> int:
     portfolio.write()
     for n in (0, 7, 12, 19):
         run(day(n))
+        work_calls()
     (notice,) = as_json("actions", "--status", "pending_approval")
     assert cli("approve", str(notice["action_id"]), "--by", "Claire").exit_code == 0
     return int(notice["action_id"])
@@ -112,6 +113,7 @@ def test_a_notice_recalls_the_reminders_of_its_own_invoices(
         report = run(day(n))
         if n == 15:
             assert report["evaluation"]["entered"] == {"pre_due_reminder": 1}
+        work_calls()
     (notice,) = as_json("actions", "--status", "pending_approval")
     assert notice["invoice_ids"] == ["I1"]
     assert cli("approve", str(notice["action_id"]), "--by", "Claire").exit_code == 0

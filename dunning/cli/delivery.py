@@ -1,5 +1,6 @@
 """Deliveries whose outcome a crash or a provider left open: `dunning recover`, `dunning
-redeliver`, `dunning mark-sent` (dunning/recovery.py)."""
+redeliver`, `dunning mark-sent` (dunning/recovery.py); invoices held by an undelivered step:
+`dunning move-on` (dunning/ledger/delivery.py)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,15 @@ from typing import Annotated
 
 import typer
 
-from dunning.cli.common import JsonOption, app, emit, handles_errors, open_session, who
+from dunning.cli.common import (
+    JsonOption,
+    app,
+    emit,
+    handles_errors,
+    ledger_day,
+    open_session,
+    who,
+)
 from dunning.errors import ConfigError
 
 
@@ -67,6 +76,29 @@ def mark_sent(
         result = {"action_id": action_id, "status": str(action.status), "by": by,
                   "reason": reason.strip()}
     emit(result, as_json, f"action {action_id} marked sent by {by}")
+
+
+@app.command("move-on")
+@handles_errors
+def move_on(
+    action_id: int,
+    by: Annotated[str, typer.Option("--by", help="Who lets the invoices go on.")],
+    reason: Annotated[str, typer.Option("--reason", help="Why, e.g. how the customer was "
+                                                           "reached (kept).")],
+    as_json: JsonOption = False,
+) -> None:
+    """Let the invoices held by an email or call task that did not reach the customer (failed,
+    bounced, unknown, never worked) go on up the ladder from the next run, recorded on each
+    invoice with who and why. A formal notice, an agency case or a court file is never
+    skipped: a later step relies on it."""
+    from dunning.ledger.delivery import move_on as release
+
+    by = who(by)
+    with ledger_day() as (ctx, session, on):
+        result = release(session, ctx.policy, action_id, by=by, reason=reason, on=on)
+    count = len(result["invoices"])
+    emit(result, as_json, f"{count} invoice{'s' if count != 1 else ''} of action {action_id} "
+                          f"({result['stage']}) go on from the next run, moved on by {by}")
 
 
 events_app = typer.Typer(help="SendGrid's delivery events.", no_args_is_help=True)

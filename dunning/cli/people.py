@@ -132,7 +132,7 @@ def call_done(
     task_id: int,
     by: Annotated[str, typer.Option("--by", help="Who called.")],
     outcome: Annotated[str, typer.Option("--outcome", help="promise, dispute, no-answer, "
-                                         "wrong-contact, paid-claimed or callback.")],
+                                         "wrong-contact, paid-claimed, callback or reached.")],
     until: Annotated[str | None, typer.Option("--until", metavar="YYYY-MM-DD",
                                               help="promise: the date they will pay by.")] = None,
     amount: Annotated[str | None, typer.Option("--amount", help="promise: the amount "

@@ -78,7 +78,7 @@ def approve(
         # review_on: a new stage, and the proposal that held them back is gone.
         session.execute(update(Invoice), [
             {"id": link.invoice_id, "stage": action.stage, "stage_entered_on": on,
-             "updated_at": now, "review_on": None}
+             "stage_action_id": action_id, "updated_at": now, "review_on": None}
             for link, _ in entering
         ])
     action.updated_at = now

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select, union_all, update
+from sqlalchemy import bindparam, func, select, union_all, update
 from sqlalchemy.orm import Session
 from sqlmodel import col
 
@@ -18,6 +18,7 @@ from dunning.coltypes import utcnow
 from dunning.contact import one_voice
 from dunning.db import chunks, saved_id, table_of
 from dunning.ladder import Decision, InvoiceFacts, decide, fingerprint, review_after
+from dunning.ledger.delivery import Delivery, stage_deliveries, with_stage_actions
 from dunning.ledger.transitions import transition_row
 from dunning.ledger.voice import paced_by_customer
 from dunning.models import Action, ActionInvoice, Customer, Invoice, Run, Transition
@@ -145,7 +146,8 @@ def facts_for(session: Session, low: int, high: int, shard: Shard | None = None,
     rows = session.execute(
         select(col(Invoice.id), col(Invoice.customer_id), col(Invoice.due_date),
                col(Invoice.amount), col(Invoice.amount_open), col(Invoice.stage),
-               col(Invoice.stage_entered_on), col(Invoice.state), col(Invoice.currency))
+               col(Invoice.stage_entered_on), col(Invoice.state), col(Invoice.currency),
+               col(Invoice.stage_action_id))
         .where(*mine)
         .order_by(col(Invoice.customer_id), col(Invoice.id))
         .with_for_update()
@@ -154,17 +156,24 @@ def facts_for(session: Session, low: int, high: int, shard: Shard | None = None,
     holds = {saved_id(customer_id): until for customer_id, until in session.execute(
         select(col(Customer.id), col(Customer.hold_until))
         .where(col(Customer.id).between(low, high), col(Customer.hold_until).is_not(None)))}
+    delivery = stage_deliveries(session, with_stage_actions(
+        (row.id, row.stage_action_id) for row in rows))
     facts = []
     for row in rows:
         stages, waiting = blocked.get(row.id, UNBLOCKED)
+        reached = delivery.get(row.id, DELIVERED)
         facts.append(InvoiceFacts(
             invoice_id=row.id, customer_id=row.customer_id, due_date=row.due_date,
             amount=row.amount, amount_open=row.amount_open, stage=row.stage,
             stage_entered_on=row.stage_entered_on, state=row.state,
             rejected_stages=stages, pending_stage=waiting,
             hold_until=holds.get(row.customer_id), currency=row.currency,
+            delivered_on=reached.delivered_on, held=reached.held,
         ))
     return facts
+
+
+DELIVERED = Delivery()
 
 
 UNBLOCKED: tuple[frozenset[str], None] = (frozenset(), None)
@@ -353,12 +362,12 @@ def _grow_proposals(session: Session, groups: Members, waiting: dict[tuple[int, 
 def _record_members(groups: Members, action_of: dict[tuple[int, str], int], policy: Policy,
                     as_of: date, run_id: str | None, now: datetime,
                     result: BatchResult) -> tuple[list[dict[str, Any]], list[dict[str, Any]],
-                                                  dict[int, str]]:
+                                                  dict[int, tuple[str, int]]]:
     """Each invoice's line on its action, and for stages without approval its transition and
     its new stage."""
     links: list[dict[str, Any]] = []
     transitions: list[dict[str, Any]] = []
-    stage_of: dict[int, str] = {}
+    stage_of: dict[int, tuple[str, int]] = {}
     for key, members in groups.items():
         action_id = action_of[key]
         for invoice, decision in members:
@@ -376,7 +385,7 @@ def _record_members(groups: Members, action_of: dict[tuple[int, str], int], poli
                 invoice.invoice_id, TransitionEvent.STAGE, from_stage=invoice.stage,
                 to_stage=stage_name, state=InvoiceState.ACTIVE, on=as_of, at=now,
                 reason=decision.reason, run_id=run_id, action_id=action_id))
-            stage_of[invoice.invoice_id] = stage_name
+            stage_of[invoice.invoice_id] = (stage_name, action_id)
     return links, transitions, stage_of
 
 
@@ -400,16 +409,16 @@ def _revive_links(session: Session, grown: list[int],
     return [link for link in links if (link["action_id"], link["invoice_id"]) not in known]
 
 
-
-
-def _write_moves(session: Session, stage_of: dict[int, str], review_of: dict[int, date | None],
-                 as_of: date, now: datetime | None) -> None:
+def _write_moves(session: Session, stage_of: dict[int, tuple[str, int]],
+                 review_of: dict[int, date | None], as_of: date, now: datetime | None) -> None:
     """Record the evaluated invoices' new stages and next review dates: one statement per
     (stage, review date) and chunk, not one per row, and each invoice written once (the review
-    date of an invoice entering a stage goes with its move)."""
+    date of an invoice entering a stage goes with its move); then the action of each new stage
+    (one statement executed for many rows)."""
     groups: dict[tuple[str | None, date | None], list[int]] = defaultdict(list)
     for invoice_id, review in review_of.items():
-        groups[(stage_of.get(invoice_id), review)].append(invoice_id)
+        moved = stage_of.get(invoice_id)
+        groups[(moved[0] if moved else None, review)].append(invoice_id)
     for (stage_name, review), ids in groups.items():
         values: dict[str, Any] = {"review_on": review}
         if stage_name is not None:
@@ -417,6 +426,13 @@ def _write_moves(session: Session, stage_of: dict[int, str], review_of: dict[int
         for batch in chunks(ids):
             session.execute(update(Invoice).where(col(Invoice.id).in_(batch)).values(**values)
                             .execution_options(synchronize_session=False))
+    if stage_of:
+        table = table_of(Invoice)
+        session.execute(
+            table.update().where(table.c.id == bindparam("invoice"))
+            .values(stage_action_id=bindparam("action")),
+            [{"invoice": invoice_id, "action": action_id}
+             for invoice_id, (_, action_id) in stage_of.items()])
 
 
 def _collectors(session: Session, customer_ids: set[int]) -> dict[int, str | None]:
