@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from tests.conftest import Portfolio
-from tests.helpers import as_json, cli, day, run, status
+from tests.helpers import as_json, cli, day, run, status, work_calls
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 
@@ -178,6 +178,7 @@ def test_a_dispute_without_a_call_takes_the_invoice_out_of_pending_messages(
     portfolio.write()
     for n in (0, 7, 12, 19):
         run(day(n))
+        work_calls()
     notice = as_json("actions", "--status", "pending_approval")[0]
     assert sorted(notice["invoice_ids"]) == ["I1", "I2"]
     result = cli("dispute", "I1", "--by", "Claire", "--reason", "price not as quoted")
@@ -238,6 +239,7 @@ def test_an_invoice_back_from_a_dispute_rejoins_its_waiting_proposal(portfolio: 
     portfolio.write()
     for n in (0, 7, 12, 19):
         run(day(n))
+        work_calls()
     assert cli("dispute", "A", "--by", "Claire", "--reason", "wrong quantity").exit_code == 0
     (notice,) = as_json("actions", "--status", "pending_approval")
     assert notice["invoice_ids"] == ["B"]

@@ -11,7 +11,7 @@ from datetime import date, timedelta
 from pathlib import Path
 
 from tests.conftest import Portfolio, query
-from tests.helpers import as_json, change_policy, cli, day, outbox, run
+from tests.helpers import as_json, change_policy, cli, day, outbox, run, work_calls
 
 GAP, PER_MONTH, DEADLINE = 7, 4, 8  # the default policy's contact and letters settings
 
@@ -65,6 +65,7 @@ def test_one_voice_over_ten_weeks(portfolio: Portfolio, db_url: str, policy_file
             portfolio.pay("P2")
             portfolio.write()
         run(today)
+        work_calls()  # the collectors call every day
         if today == day(18):
             result = cli("dispute", "P3", "--reason", "goods returned", "--by", "Sam")
             assert result.exit_code == 0, result.stderr

@@ -47,6 +47,11 @@ def notices_delivered(portfolio: Portfolio) -> dict[str, int]:
     """Up to the formal notices, approved on day 1 and produced on day 2: their action ids."""
     seed(portfolio)
     run(day(0))
+    # C2's reminder could not go (no email address): the credit manager moves on to the post
+    (failed,) = as_json("actions", "--status", "failed")
+    assert failed["customer_id"] == "C2"
+    assert cli("move-on", str(failed["action_id"]), "--by", "Claire", "--reason",
+               "no email address: by registered post").exit_code == 0
     run(day(1))
     pending = [a for a in as_json("actions", "--status", "pending_approval")
                if a["stage"] == "formal_notice"]
@@ -210,22 +215,27 @@ def test_the_court_file_cites_the_posting_record(portfolio: Portfolio, letters_d
                                                  workdir: Path) -> None:
     ids = notices_delivered(portfolio)
     run(day(2))
-    assert cli("letter-posted", str(ids["C1"]), "--tracking", "1A 234 567 8901 2", "--on",
-               str(day(2)), "--by", "Paul").exit_code == 0
+    # C2's notice went by post only: no court file until its posting is recorded
     run(day(5))
+    assert [a["customer_id"] for a in as_json("actions", "--status", "pending_approval")] == [
+        "C1"]
+    assert cli("letter-posted", str(ids["C2"]), "--tracking", "1A 234 567 8901 2", "--on",
+               str(day(2)), "--by", "Paul").exit_code == 0
+    run(day(6))
     proposed = [a for a in as_json("actions", "--status", "pending_approval")
                            if a["stage"] == "injunction"]
     assert len(proposed) == 2
     for action in proposed:
         assert cli("approve", str(action["action_id"]), "--by", "Claire").exit_code == 0
-    assert run(day(6))["injunctions"]["sent"] == 2
+    assert run(day(7))["injunctions"]["sent"] == 2
 
-    posted = _proof(workdir / "court", "C1")
+    posted = _proof(workdir / "court", "C2")
     assert "n° 1A23456789012, déposée le 4 novembre 2026" in posted
-    assert "aucun dépôt" not in posted and "ap@c1.example" in posted
-    unposted = _proof(workdir / "court", "C2")
+    assert "aucun dépôt" not in posted
+    assert "pas d'adresse électronique connue du débiteur" in posted
+    assert "courrier électronique le" not in posted, "never an email that was not sent"
+    # C1's notice reached it by email (its copy): the file says so, and that no posting is known
+    unposted = _proof(workdir / "court", "C1")
     assert "aucun dépôt en recommandé n'est enregistré" in unposted
-    assert "dépôt en recommandé non enregistré" in unposted
-    assert "pas d'adresse électronique connue du débiteur" in unposted
-    assert "courrier électronique le" not in unposted, "never an email that was not sent"
+    assert "dépôt en recommandé non enregistré" in unposted and "ap@c1.example" in unposted
 
