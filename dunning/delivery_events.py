@@ -6,10 +6,11 @@ is recorded (table `delivery_event`) once: SendGrid sends an event again when it
 was received, and its `sg_event_id` tells. What an action's events say does not depend on their
 order: `delivered` to any recipient settles it as `sent`; else a `bounce`, `dropped` or
 `spamreport` makes it `bounced` or `dropped`, flags the address (no later message is attempted
-to it) and starts its stage's fallback (`on_bounce: phone`: a call task, with a transition that
-says why); else `processed` (SendGrid took it) settles an `unknown` one as `sent`. `deferred`
-and the engagement events are recorded only. An action still `sending` (its dispatcher has not
-recorded it yet) is settled by the next run (`settle_reported`).
+to it) and starts its stage's fallback (`on_bounce: letter`: a reminder letter by post;
+`phone`: a call task; each with a transition that says why); else `processed` (SendGrid took
+it) settles an `unknown` one as `sent`. `deferred` and the engagement events are recorded only.
+An action still `sending` (its dispatcher has not recorded it yet) is settled by the next run
+(`settle_reported`).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 from sqlmodel import col
 
+from dunning.channels.letter import REMINDER_LETTER
 from dunning.channels.sendgrid import CUSTOM_ARG
 from dunning.coltypes import utcnow
 from dunning.db import chunks, saved_id
@@ -53,7 +55,7 @@ class Received:
     duplicates: int = 0
     unmatched: int = 0  # no action carries its key (another system's mail, or a key lost)
     changed: dict[int, str] = field(default_factory=dict)  # action -> its new status
-    fallbacks: list[int] = field(default_factory=list)  # call tasks created or extended
+    fallbacks: list[int] = field(default_factory=list)  # letters or call tasks, created or extended
 
     def as_dict(self) -> dict[str, Any]:
         return {"recorded": self.recorded, "duplicates": self.duplicates,
@@ -158,13 +160,14 @@ def _apply(session: Session, policy: Policy, action_id: int, today: date,
 
 def _fallback(session: Session, policy: Policy, action: Action, today: date,
               now: datetime) -> int | None:
-    """The stage's `on_bounce`: a call task about the bounced email's invoices (the customer's
-    open task, extended, if it has one), each invoice's transition saying why."""
+    """The stage's `on_bounce`: a reminder letter by post, or a call task (the customer's open
+    task, extended, if it has one), about the bounced email's invoices, each invoice's
+    transition saying why; the invoices held by the email wait on it instead."""
     try:
         rung = policy.stage(action.stage)
     except KeyError:
         return None
-    if rung.on_bounce != "phone":
+    if rung.on_bounce == "none":
         return None
     action_id = saved_id(action.id)
     invoices = list(session.execute(
@@ -174,10 +177,20 @@ def _fallback(session: Session, policy: Policy, action: Action, today: date,
                col(ActionInvoice.dropped_reason).is_(None))).all())
     if not invoices:
         return None
-    task = session.execute(
-        select(Action).where(col(Action.customer_id) == action.customer_id,
-                             col(Action.kind) == "phone", col(Action.status).in_(READY))
-        .order_by(col(Action.id)).limit(1)).scalar()
+    if rung.on_bounce == "letter":
+        task: Action | None = Action(
+            dedupe_key=f"bounce-letter:{action_id}", kind="letter", stage=action.stage,
+            template=REMINDER_LETTER, customer_id=action.customer_id,
+            status=ActionStatus.QUEUED, business_date=today, created_at=now, updated_at=now)
+        session.add(task)
+        session.flush()
+        instead = "a letter by post instead"
+    else:
+        task = session.execute(
+            select(Action).where(col(Action.customer_id) == action.customer_id,
+                                 col(Action.kind) == "phone", col(Action.status).in_(READY))
+            .order_by(col(Action.id)).limit(1)).scalar()
+        instead = "a call instead"
     if task is None:
         collector = session.execute(select(col(Customer.collector)).where(
             col(Customer.id) == action.customer_id)).scalar()
@@ -194,7 +207,7 @@ def _fallback(session: Session, policy: Policy, action: Action, today: date,
     states = dict(session.execute(select(col(Invoice.id), col(Invoice.state)).where(
         col(Invoice.id).in_([row.invoice_id for row in invoices]))).all())
     why = (f"the {action.stage} email of {action.business_date.isoformat()} bounced: "
-           "a call instead")
+           f"{instead}")
     for invoice_id, amount_open, days_overdue in invoices:
         if invoice_id not in already:
             session.add(ActionInvoice(action_id=task_id, invoice_id=invoice_id,
@@ -204,7 +217,8 @@ def _fallback(session: Session, policy: Policy, action: Action, today: date,
                                from_stage=action.stage, to_stage=action.stage,
                                state=states[invoice_id], business_date=today, at=now,
                                reason=why, actor="sendgrid", action_id=task_id))
-    # The call now carries the stage: the invoices held by the bounce go on once it is worked.
+    # The fallback now carries the stage: the invoices held by the bounce go on once it is
+    # delivered (the letter posted, the call worked).
     session.execute(update(Invoice).where(col(Invoice.stage_action_id) == action_id)
                     .values(stage_action_id=task_id, review_on=None, updated_at=now)
                     .execution_options(synchronize_session=False))

@@ -286,8 +286,9 @@ class LetterPosting(SQLModel, table=True):
 
     id: int | None = Field(default=None, primary_key=True)
     action_id: int = Field(foreign_key="action.id", unique=True)
-    # The registered-mail number, without spaces, in capitals: each letter has its own.
-    tracking: str = Field(max_length=64, unique=True)
+    # The registered-mail number, without spaces, in capitals: each letter has its own. None:
+    # a reminder letter, posted by ordinary mail.
+    tracking: str | None = Field(default=None, max_length=64, unique=True)
     posted_on: date
     by: str = Field(max_length=100)
     at: datetime = _stamp()

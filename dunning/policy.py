@@ -34,9 +34,9 @@ class Stage(_Strict):
     min_amount: Decimal = Field(Decimal("0"), ge=0)
     requires_approval: bool = False
     template: str | None = None
-    # What replaces an email of this stage that bounces (or is dropped): a call task, or
-    # nothing. (A postal copy, `letter`, is not built yet.)
-    on_bounce: Literal["phone", "none"] = "none"
+    # What replaces an email of this stage that bounces (or is dropped): a reminder letter by
+    # post, a call task, or nothing.
+    on_bounce: Literal["letter", "phone", "none"] = "none"
 
     @field_validator("name")
     @classmethod

@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 from sqlmodel import col
 
 from dunning import spreadsheet
-from dunning.channels.letter import letter_date
+from dunning.channels.letter import REMINDER_LETTER, letter_date
 from dunning.db import transaction
 from dunning.errors import ConfigError, ConflictError, DunningError, NotFoundError
 from dunning.files import write_atomically
@@ -25,8 +25,10 @@ from dunning.statuses import ActionStatus
 
 POSTABLE = (ActionStatus.SENT, ActionStatus.BOUNCED, ActionStatus.DROPPED)
 TRACKING_LENGTH = 64  # the column's; La Poste's numbers have 13 characters, others fewer than 30
+# `mail`: registered (a formal notice: on the post office's deposit list, its number in
+# `tracking`) or ordinary (a reminder letter replacing a bounced email).
 DEPOSIT_COLUMNS = ["recipient", "address", "reference", "action_id", "customer_id",
-                   "letter_date", "tracking"]
+                   "letter_date", "tracking", "mail"]
 
 
 @dataclass(frozen=True)
@@ -40,6 +42,7 @@ class ToPost:
     document: str
     delivered_on: date  # the business date it was produced and queued for posting
     letter_date: date  # the date it bears
+    registered: bool = True  # a formal notice; False: a reminder letter, by ordinary mail
 
     @property
     def reference(self) -> str:
@@ -55,7 +58,8 @@ class ToPost:
         return {"action_id": self.action_id, "customer_id": self.customer_ref,
                 "recipient": self.recipient, "address": self.address_line(),
                 "reference": self.reference, "letter_date": self.letter_date.isoformat(),
-                "delivered_on": self.delivered_on.isoformat(), "document": self.document}
+                "delivered_on": self.delivered_on.isoformat(), "document": self.document,
+                "mail": "registered" if self.registered else "ordinary"}
 
 
 def _unposted() -> Any:
@@ -71,20 +75,21 @@ def to_post(session: Session, on: date | None = None) -> list[ToPost]:
     customer then action."""
     query = (select(col(Action.id), col(Customer.external_id), col(Customer.name),
                     col(Customer.address), col(Action.document), col(Action.attempted_on),
-                    col(Action.business_date))
+                    col(Action.business_date), col(Action.template))
              .join(Customer, col(Customer.id) == Action.customer_id)
              .where(*_unposted())
              .order_by(col(Customer.external_id), col(Action.id)))
     if on is not None:
         query = query.where(col(Action.attempted_on) == on)
     out = []
-    for action_id, customer_ref, name, address, document, attempted_on, decided_on in (
+    for action_id, customer_ref, name, address, document, attempted_on, decided_on, template in (
             session.execute(query)):
         if action_id is None or document is None:  # never: narrows the columns' types
             continue
         delivered_on = attempted_on or decided_on
         out.append(ToPost(action_id, customer_ref, name, address, document, delivered_on,
-                          letter_date(document) or delivered_on))
+                          letter_date(document) or delivered_on,
+                          registered=template != REMINDER_LETTER))
     return out
 
 
@@ -144,7 +149,8 @@ def print_day(engine: Engine, on: date, out: Path) -> Printed:
     for letter in letters:
         writer.writerow([letter.recipient, letter.address_line(), letter.reference,
                          letter.action_id, letter.customer_ref,
-                         letter.letter_date.isoformat(), ""])
+                         letter.letter_date.isoformat(), "",
+                         "registered" if letter.registered else "ordinary"])
     deposit_list = out.with_suffix(".csv")
     out.parent.mkdir(parents=True, exist_ok=True)
     write_atomically(out, pdf.getvalue())
@@ -157,7 +163,7 @@ class Posting:
     """A posting record, and whether this call made it (False: it was already there)."""
 
     action_id: int
-    tracking: str
+    tracking: str | None  # None: a reminder letter, by ordinary mail
     posted_on: date
     by: str
     recorded: bool
@@ -174,26 +180,27 @@ def _compact(tracking: str) -> str:
     return "".join(tracking.split()).upper()
 
 
-def record_posting(session: Session, action_id: int, tracking: str, posted_on: date, by: str,
-                   business_day: date) -> Posting:
-    """Record that the formal notice of `action_id` was posted by registered mail on
-    `posted_on` under `tracking`; the same record again changes nothing. Refuses (nothing
-    recorded) what cannot be true: not a delivered letter, an empty or overlong number, a date
-    after the business date or before the letter, another number for a letter already posted,
-    a number already given to another letter."""
-    tracking = _compact(tracking)
-    if not tracking:
-        raise ConfigError("the registered-mail number is empty; give the number on the "
-                          "post office's receipt. Nothing was recorded.")
-    if len(tracking) > TRACKING_LENGTH or not tracking.isprintable():
-        raise ConfigError(f"{tracking[:TRACKING_LENGTH]!r} is not a registered-mail number (at "
-                          f"most {TRACKING_LENGTH} printable characters). Nothing was recorded.")
+def record_posting(session: Session, action_id: int, tracking: str | None, posted_on: date,
+                   by: str, business_day: date) -> Posting:
+    """Record that the letter of `action_id` was posted on `posted_on`: a formal notice by
+    registered mail under `tracking`, a reminder letter by ordinary mail (no number); the same
+    record again changes nothing. Refuses (nothing recorded) what cannot be true: not a
+    delivered letter, a formal notice without a number, an overlong number, a date after the
+    business date or before the letter, another number for a letter already posted, a number
+    already given to another letter."""
     action = session.get(Action, action_id)
     if action is None:
         raise NotFoundError(f"no action {action_id}", what="action")
     if action.kind != "letter":
         raise ConflictError(f"action {action_id} is a {action.kind} action, not a formal "
                             "notice: only letters are posted. Nothing was recorded.")
+    tracking = _compact(tracking or "") or None
+    if tracking is None and action.template != REMINDER_LETTER:
+        raise ConfigError("the registered-mail number is empty; give the number on the "
+                          "post office's receipt. Nothing was recorded.")
+    if tracking is not None and (len(tracking) > TRACKING_LENGTH or not tracking.isprintable()):
+        raise ConfigError(f"{tracking[:TRACKING_LENGTH]!r} is not a registered-mail number (at "
+                          f"most {TRACKING_LENGTH} printable characters). Nothing was recorded.")
     # Produced: sent, or its email copy bounced (the paper letter is what the posting proves).
     if action.status not in POSTABLE or not action.document:
         raise ConflictError(f"the formal notice of action {action_id} is {action.status}, not "
@@ -216,8 +223,9 @@ def record_posting(session: Session, action_id: int, tracking: str, posted_on: d
         raise ConflictError(f"the formal notice of action {action_id} is already recorded as "
                             f"posted on {existing.posted_on} under number {existing.tracking} "
                             f"(by {existing.by}). Nothing was recorded.")
-    other = session.execute(select(col(LetterPosting.action_id))
-                            .where(col(LetterPosting.tracking) == tracking)).scalars().first()
+    other = None if tracking is None else session.execute(
+        select(col(LetterPosting.action_id))
+        .where(col(LetterPosting.tracking) == tracking)).scalars().first()
     if other is not None:
         raise ConflictError(f"the registered-mail number {tracking} is already recorded for the "
                             f"formal notice of action {other}; each letter has its own. Nothing "

@@ -18,7 +18,8 @@ from dunning.ledger.evaluate import UNBLOCKED, blocked_stages
 from dunning.ledger.voice import paced_by_customer
 from dunning.models import Action, ActionInvoice, Customer, Invoice, LetterPosting, Transition
 from dunning.policy import Policy
-from dunning.statuses import UNDELIVERED, ActionStatus, InvoiceState
+from dunning.posting import POSTABLE
+from dunning.statuses import UNDELIVERED, InvoiceState
 
 
 def _money(value: Any) -> str | None:
@@ -174,10 +175,11 @@ def action_list(session: Session, status: str | None = None) -> list[dict[str, A
             "provider_id": action.provider_id,
             "document": action.document,
             "last_error": action.last_error,
-            # A formal notice delivered (produced and kept) is to post until a person records
-            # its registered-mail number and posting date.
-            "to_post": action.kind == "letter" and action.status == ActionStatus.SENT
-            and action_id not in posted,
+            # A letter produced and kept (its email copy sent, or bounced) is to post until a
+            # person records its posting (a formal notice: with its registered-mail number).
+            "to_post": action.kind == "letter" and action.status in POSTABLE
+            and bool(action.document) and action_id not in posted,
+            "template": action.template,
             "tracking": posted[action_id].tracking if action_id in posted else None,
             "posted_on": posted[action_id].posted_on.isoformat() if action_id in posted
             else None,

@@ -1,6 +1,7 @@
 """SendGrid's Event Webhook, served by the real `dunning events serve` and posted to with
 `requests`, signed with a P-256 key made for the test: only signed, fresh requests are taken;
-events settle unknown messages, bounces flag the address and call the customer instead."""
+events settle unknown messages, bounces flag the address and send a letter or call the customer
+instead, and the invoices wait for that fallback to reach the customer."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ import requests
 import yaml
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from pypdf import PdfReader
 from pytest_httpserver import HTTPServer
 from werkzeug import Response
 
@@ -141,6 +143,14 @@ def test_a_bounce_flags_the_address_and_calls_the_customer_instead(
     assert (task["kind"], task["status"], task["invoice_ids"]) == ("phone", "queued", ["I0000"])
     (why,) = query(db_url, "SELECT reason FROM transition WHERE event = 'fallback'")
     assert "bounced: a call instead" in why[0]
+    # The invoice waits for the call, then goes on from the day it was made
+    run(day(7))
+    waiting = {row["invoice_id"]: row["waiting"] for row in as_json("status")}["I0000"]
+    assert f"its friendly_reminder call task (action {task_id}) is not worked yet" in waiting
+    done = as_json("call-done", str(task_id), "--by", "Marc", "--outcome", "reached")
+    assert done["status"] == "sent"
+    assert run(day(13))["evaluation"]["entered"] == {}  # 6 days after the call
+    assert run(day(14))["evaluation"]["entered"] == {"second_reminder": 1}
     # a later message to the bad address is not attempted
     portfolio.invoice("I0001", "C0000", due=day(20))
     portfolio.write()
@@ -148,3 +158,54 @@ def test_a_bounce_flags_the_address_and_calls_the_customer_instead(
     failed = [e for e in report["dispatch"]["errors"] if e["customer_id"] == "C0000"]
     assert failed and "every email address bounced" in failed[0]["error"]
     assert len(httpserver.log) == 1, "nothing posted to the bounced address"
+
+
+def test_a_bounce_sends_a_reminder_letter_by_post_and_the_ladder_waits_for_its_posting(
+        portfolio: Portfolio, policy_file: Path, httpserver: HTTPServer, db_url: str,
+        monkeypatch: pytest.MonkeyPatch, endpoint: str) -> None:
+    data = yaml.safe_load(policy_file.read_text(encoding="utf-8"))
+    for stage in data["stages"]:
+        if stage["name"] == "friendly_reminder":
+            stage["on_bounce"] = "letter"
+    policy_file.write_text(yaml.safe_dump(data), encoding="utf-8")
+    letters = portfolio.folder / "letters"
+    monkeypatch.setenv("DUNNING_LETTERS_DIR", str(letters))
+    monkeypatch.setenv("SENDGRID_API_KEY", "SG.test-key")
+    monkeypatch.setenv("SENDGRID_API_HOST", httpserver.url_for("").rstrip("/"))
+    httpserver.expect_request("/v3/mail/send", method="POST").respond_with_handler(
+        lambda request: Response("", status=202, headers={"X-Message-Id": "m1"}))
+    one_invoice_each(portfolio, 1)
+    run(day(0))
+    (email,) = as_json("actions")
+    key = query(db_url, f"SELECT dedupe_key FROM action WHERE id = {email['action_id']}")[0][0]
+    answer = _post(endpoint, [_event("bounce", key, "b1", reason="550 no such user")])
+    (letter_id,) = answer.json()["fallbacks"]
+    assert query(db_url, f"SELECT kind, template, status FROM action WHERE id = {letter_id}") \
+        == [("letter", "reminder_letter", "queued")]
+    (why,) = query(db_url, "SELECT reason FROM transition WHERE event = 'fallback'")
+    assert why[0].endswith("bounced: a letter by post instead")
+
+    # The next run prints it for the post (no email: the address bounced), without interest
+    report = run(day(1))
+    assert (report["letters"]["sent"], report["letters"]["post_only"]) == (1, 1)
+    assert len(httpserver.log) == 1, "nothing emailed"
+    (pdf,) = letters.glob("*.pdf")
+    text = " ".join(" ".join(page.extract_text().split()) for page in PdfReader(pdf).pages)
+    assert "Reminder of unpaid invoices" in text and "could not be delivered" in text
+    assert "F-I0000" in text and "interest" not in text.lower()
+    assert "14 November 2026" in text  # the date to pay by: the letter's date + payment_days
+    printed = as_json("letters", "print", "--date", day(1).isoformat(), "--out",
+                      str(portfolio.folder / "post.pdf"))
+    assert [row["mail"] for row in printed["rows"]] == ["ordinary"]
+
+    # The second reminder waits for the letter's posting, and counts from it
+    run(day(8))
+    waiting = {row["invoice_id"]: row["waiting"] for row in as_json("status")}["I0000"]
+    assert waiting.startswith("held at friendly_reminder: its friendly_reminder reminder letter")
+    assert "waits to be posted" in waiting
+    posted = as_json("letter-posted", str(letter_id), "--on", day(8).isoformat(), "--by", "Paul")
+    assert (posted["tracking"], posted["recorded"]) == (None, True)
+    run(day(9))
+    waiting = {row["invoice_id"]: row["waiting"] for row in as_json("status")}["I0000"]
+    assert waiting == "waiting for second_reminder: friendly_reminder delivered 1 day ago < 7"
+    assert run(day(15))["evaluation"]["entered"] == {"second_reminder": 1}

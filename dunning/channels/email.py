@@ -17,7 +17,7 @@ from jinja2 import (
 )
 
 from dunning.channels.formatting import day, elide_before, locale_for, money, totals
-from dunning.channels.letter import deadline, produce
+from dunning.channels.letter import REMINDER_LETTER, deadline, produce
 from dunning.channels.message import SECTIONS, Attachment, Message, Rendered
 from dunning.channels.outbox import Outbox
 from dunning.channels.protocol import Claimed, Delivered
@@ -197,7 +197,8 @@ class MessageChannel:
         # whatever else happens; the email copy goes only to a customer with an address.
         assert self.letters_dir is not None
         path, pdf, dated = produce(message, self.policy, self.letters_dir, action_id)
-        if not message.recipients:
+        if not message.recipients or message.template == REMINDER_LETTER:
+            # A reminder letter replaces an email that bounced: it goes by post only.
             return Delivered(POST_ONLY, document=str(path))
         rendered = self.renderer.render(dated, extra={"deadline": deadline(dated, self.policy)},
                                         attachments=(Attachment(path.name, pdf,

@@ -1,6 +1,8 @@
 """Formal notice letters: an A4 PDF per customer (WeasyPrint), with the statutory interest and
 the fixed recovery compensation of each invoice, kept in the letters folder, to be posted by
-registered mail, and sent as an email attachment when the customer has an address."""
+registered mail, and sent as an email attachment when the customer has an address. And the
+reminder letter (`REMINDER_LETTER`) that replaces a bounced reminder email (a stage's
+`on_bounce: letter`): the amounts open and a date to pay by, posted by ordinary mail."""
 
 from __future__ import annotations
 
@@ -48,6 +50,10 @@ STAGE_LABELS = {
 logging.getLogger("weasyprint").setLevel(logging.ERROR)
 
 _PLACE_DATE = N_("%(place)s, %(date)s")  # the town and date heading a letter
+
+# The template of the postal letter replacing a bounced reminder email: a letter action with it
+# is a reminder by ordinary post, never a formal notice.
+REMINDER_LETTER = "reminder_letter"
 
 
 def stage_label(stage: str, language: str) -> str:
@@ -99,6 +105,27 @@ def letter_context(letter: Message, policy: Policy) -> dict[str, Any]:
         for currency, amount in part.items():
             everything[currency] += amount
     deadline = letter.as_of + timedelta(days=policy.letters.deadline_days)
+    return {
+        **_letterhead(letter, policy, everything),
+        "invoices": rows,
+        "totals": SimpleNamespace(principal=totals(principal, locale),
+                                  interest=totals(interest, locale),
+                                  compensation=totals(compensation, locale),
+                                  total=totals(everything, locale)),
+        "deadline": day(deadline, locale, "long"),
+        "deadline_days": policy.letters.deadline_days,
+        "reminders": [f"{day(when, locale, 'long')} ({stage_label(stage, letter.language)})"
+                      for when, stage in letter.reminders],
+        "law": rule.law,
+        "agreed_rate": _percent(policy.law.rate, letter.language, locale)
+        if policy.law.rate is not None else None,
+    }
+
+
+def _letterhead(letter: Message, policy: Policy, due: dict[str, Decimal]) -> dict[str, Any]:
+    """What every letter says besides its body: who writes to whom, where and when, the
+    reference and the transfer QR code of the sums `due`."""
+    locale = locale_for(letter.language, letter.country)
     creditor = policy.creditor
     date_text = day(letter.as_of, locale, "long")
     place = _place(creditor.address)
@@ -114,21 +141,29 @@ def letter_context(letter: Message, policy: Policy) -> dict[str, Any]:
         "place_date": wording.gettext(_PLACE_DATE) % {"place": place, "date": date_text}
         if place else date_text,
         "reference": reference,
-        "qr": _transfer_qr(letter, policy, everything, reference),
-        "invoices": rows,
-        "totals": SimpleNamespace(principal=totals(principal, locale),
-                                  interest=totals(interest, locale),
-                                  compensation=totals(compensation, locale),
-                                  total=totals(everything, locale)),
-        "deadline": day(deadline, locale, "long"),
-        "deadline_days": policy.letters.deadline_days,
-        "reminders": [f"{day(when, locale, 'long')} ({stage_label(stage, letter.language)})"
-                      for when, stage in letter.reminders],
-        "law": rule.law,
-        "agreed_rate": _percent(policy.law.rate, letter.language, locale)
-        if policy.law.rate is not None else None,
+        "qr": _transfer_qr(letter, policy, due, reference),
         "as_of": date_text,
         "language": letter.language,
+    }
+
+
+def reminder_context(letter: Message, policy: Policy) -> dict[str, Any]:
+    """What the reminder letter says: the amounts open (no interest claimed) and the date to
+    pay by (`payment_days` after the letter, like a firmer reminder's)."""
+    locale = locale_for(letter.language, letter.country)
+    due: dict[str, Decimal] = defaultdict(Decimal)
+    rows = []
+    for line in letter.lines:
+        due[line.currency] += line.amount_open
+        rows.append(SimpleNamespace(
+            number=line.number, issue_date=day(line.issue_date, locale) if line.issue_date
+            else "", due_date=day(line.due_date, locale), days_overdue=line.days_overdue,
+            principal=money(line.amount_open, line.currency, locale)))
+    return {
+        **_letterhead(letter, policy, due),
+        "invoices": rows,
+        "totals": SimpleNamespace(total=totals(due, locale)),
+        "deadline": day(letter.as_of + timedelta(days=policy.payment_days), locale, "long"),
     }
 
 
@@ -151,7 +186,8 @@ def render_pdf(letter: Message, policy: Policy) -> tuple[bytes, dict[str, Any]]:
     from weasyprint import HTML
 
     try:
-        context = letter_context(letter, policy)
+        context = (reminder_context(letter, policy) if letter.template == REMINDER_LETTER
+                   else letter_context(letter, policy))
     except DunningError as exc:  # e.g. a reference rate not yet in config/rates.yaml
         raise DeliveryError(str(exc)) from None
     html = notice_html(letter, context)

@@ -64,25 +64,30 @@ def letters_print(
 @handles_errors
 def letter_posted(
     action_id: int,
-    tracking: Annotated[str, typer.Option("--tracking", metavar="NUMBER",
-                                          help="The registered-mail number.")],
     posted_on: Annotated[str, typer.Option("--on", metavar="YYYY-MM-DD",
                                            help="The date it was handed to the post.")],
     by: Annotated[str, typer.Option("--by", help="Who posted it.")],
+    tracking: Annotated[str | None, typer.Option(
+        "--tracking", metavar="NUMBER", help="The registered-mail number (a formal notice's; "
+                                             "a reminder letter goes by ordinary mail).")] = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Record that a formal notice was posted by registered mail: its number and date.
+    """Record that a letter was posted: a formal notice by registered mail, with its number,
+    a reminder letter by ordinary mail; and the date.
 
-    This record is the letter's proof of sending (the court file cites it). Recording the same
-    again changes nothing; another number for a letter already recorded is refused (exit 2)."""
+    This record is the letter's proof of sending (the court file cites it) and lets the ladder
+    go on from its stage. Recording the same again changes nothing; another number for a
+    letter already recorded is refused (exit 2)."""
     from dunning.posting import record_posting
 
     name = who(by)
     when = parse_date(posted_on, "--on")
     with ledger_day() as (_, session, business_day):
         posting = record_posting(session, action_id, tracking, when, name, business_day)
+    how = (f"by registered mail {posting.tracking}" if posting.tracking
+           else "by ordinary mail")
     emit(posting.as_dict(), as_json,
-         (f"formal notice {action_id}: posted on {posting.posted_on} by registered mail "
-          f"{posting.tracking}, recorded" if posting.recorded else
-          f"formal notice {action_id}: already recorded as posted on {posting.posted_on} "
-          f"under {posting.tracking}; nothing changed"))
+         (f"letter {action_id}: posted on {posting.posted_on} {how}, recorded"
+          if posting.recorded else
+          f"letter {action_id}: already recorded as posted on {posting.posted_on} {how}; "
+          "nothing changed"))

@@ -36,7 +36,9 @@ DEMO_TOKEN = "demo-agency-token"  # the local agency double's; never a real secr
 DEMO_TOKEN_ENV = "DUNNING_AGENCY_TOKEN"  # the variable the demo policy names for it
 DEMO_RATE = "12.15"  # the sample creditor's terms of sale: ECB rate of 2026-01-01 + 10 points
 APPROVED_STAGES = ("letter", "agency", "injunction")
-OUTCOMES = ("no-answer", "promise", "callback", "paid-claimed")
+# What the demo's calls give, in turn (a phone stage counts once its task is worked: `reached`
+# and an exhausted `no-answer` let escalation go on, the others pause or postpone).
+OUTCOMES = ("reached", "no-answer", "promise", "reached", "callback", "paid-claimed")
 
 
 def _demo_policy(ctx: daily.Context, agency_url: str, folder: Path) -> Path:
@@ -74,11 +76,11 @@ def _credit_manager(ctx: daily.Context, on: date) -> int:
 
 
 def _collectors(ctx: daily.Context, on: date, turn: int) -> int:
-    """The demo's collectors work the first call task due each day."""
+    """The demo's collectors work the first three call tasks due each day."""
     with transaction(ctx.engine) as session:
-        due = [t for t in open_tasks(session, on) if t["due_on"] <= on.isoformat()][:1]
-        for task in due:
-            outcome = OUTCOMES[turn % len(OUTCOMES)]
+        due = [t for t in open_tasks(session, on) if t["due_on"] <= on.isoformat()][:3]
+        for n, task in enumerate(due):
+            outcome = OUTCOMES[(3 * turn + n) % len(OUTCOMES)]
             record_outcome(session, ctx.policy, task["task_id"], by=task["assignee"],
                            outcome=outcome, on=on,
                            until=on + timedelta(days=7 if outcome == "promise" else 2)

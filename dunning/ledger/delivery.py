@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session
 from sqlmodel import col
 
 from dunning.channels.email import POST_ONLY
+from dunning.channels.letter import REMINDER_LETTER
 from dunning.coltypes import utcnow
 from dunning.db import chunks, saved_id, table_of
 from dunning.errors import ConfigError, ConflictError, NotFoundError
@@ -62,7 +63,7 @@ def stage_deliveries(session: Session, stage_actions: dict[int, int]) -> dict[in
             select(col(Action.id), col(Action.kind), col(Action.stage), col(Action.status),
                    col(Action.attempted_on), col(Action.business_date),
                    col(Action.provider_id), col(Action.last_error), col(Action.retryable),
-                   col(Action.assignee), col(Action.due_on))
+                   col(Action.assignee), col(Action.due_on), col(Action.template))
             .where(col(Action.id).in_(part))
         ):
             actions[saved_id(found.id)] = found
@@ -85,14 +86,17 @@ def stage_deliveries(session: Session, stage_actions: dict[int, int]) -> dict[in
             continue
         left = dropped.get((action_id, invoice_id))
         if left is not None:
-            out[invoice_id] = Delivery(held=f"it left its {row.stage} {_noun(row.kind)} "
+            out[invoice_id] = Delivery(held=f"it left its {row.stage} "
+                                            f"{_noun(row.kind, row.template)} "
                                             f"(action {action_id}) before it went out ({left})")
         else:
             out[invoice_id] = _delivery(action_id, row, posted.get(action_id))
     return out
 
 
-def _noun(kind: str) -> str:
+def _noun(kind: str, template: str | None = None) -> str:
+    if template == REMINDER_LETTER:
+        return "reminder letter"
     return {"email": "email", "letter": "formal notice", "phone": "call task",
             "agency": "agency case", "injunction": "court file"}.get(kind, kind)
 
@@ -100,7 +104,7 @@ def _noun(kind: str) -> str:
 def _delivery(action_id: int, row: Any, posted_on: date | None) -> Delivery:
     status, kind = row.status, row.kind
     on = row.attempted_on or row.business_date
-    what = f"its {row.stage} {_noun(kind)} (action {action_id})"
+    what = f"its {row.stage} {_noun(kind, row.template)} (action {action_id})"
     if posted_on is not None:
         return Delivery(delivered_on=posted_on)
     if kind == "phone":
@@ -110,6 +114,9 @@ def _delivery(action_id: int, row: Any, posted_on: date | None) -> Delivery:
             due = f", due {row.due_on}" if row.due_on else ""
             return Delivery(held=f"{what} is not worked yet ({row.assignee}{due})")
     elif status == ActionStatus.SENT:
+        if kind == "letter" and row.template == REMINDER_LETTER:
+            return Delivery(held=f"{what} waits to be posted: record its posting with "
+                                 f"`dunning letter-posted {action_id} --on DATE`")
         if kind == "letter" and row.provider_id == POST_ONLY:
             return Delivery(held=f"{what} waits to be posted (no email address): record its "
                                  f"posting with `dunning letter-posted {action_id}`")
@@ -149,7 +156,7 @@ def move_on(session: Session, policy: Policy, action_id: int, *, by: str, reason
     action = session.get(Action, action_id, with_for_update=True)
     if action is None:
         raise NotFoundError(f"no action {action_id}", what="action")
-    if action.kind not in MOVABLE_KINDS:
+    if action.kind not in MOVABLE_KINDS and action.template != REMINDER_LETTER:
         proof = ("record its posting with `dunning letter-posted`" if action.kind == "letter"
                  else "deliver it (`dunning redeliver`)")
         raise ConflictError(f"action {action_id} is a {_noun(action.kind)}: a later step "
@@ -167,7 +174,8 @@ def move_on(session: Session, policy: Policy, action_id: int, *, by: str, reason
                             "Nothing changed.")
     now = utcnow()
     ids = [saved_id(i.id) for i in waiting]
-    why = f"moved on without its {action.stage} {_noun(action.kind)} (action {action_id}): " \
+    why = f"moved on without its {action.stage} {_noun(action.kind, action.template)} " \
+          f"(action {action_id}): " \
           f"{reason.strip()}"
     for part in chunks(ids):
         session.execute(update(Invoice).where(col(Invoice.id).in_(part))

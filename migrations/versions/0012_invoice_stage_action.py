@@ -1,4 +1,5 @@
-"""invoice.stage_action_id: the message or task that carried the invoice's current stage
+"""invoice.stage_action_id: the message or task that carried the invoice's current stage;
+letter_posting.tracking optional (a reminder letter goes by ordinary mail)
 
 Revision ID: 0012
 Revises: 0011
@@ -28,8 +29,12 @@ def upgrade() -> None:
             ORDER BY t.id DESC LIMIT 1)
         WHERE stage IS NOT NULL
     """)
+    with op.batch_alter_table('letter_posting') as batch:
+        batch.alter_column('tracking', existing_type=sa.String(length=64), nullable=True)
 
 
 def downgrade() -> None:
+    with op.batch_alter_table('letter_posting') as batch:
+        batch.alter_column('tracking', existing_type=sa.String(length=64), nullable=False)
     with op.batch_alter_table('invoice') as batch:
         batch.drop_column('stage_action_id')

@@ -10,7 +10,7 @@ from datetime import date, datetime
 from decimal import Decimal
 from pathlib import Path
 
-from sqlalchemy import Engine, insert, select
+from sqlalchemy import Engine, insert, or_, select
 from sqlalchemy.orm import Session
 from sqlmodel import col
 
@@ -25,6 +25,7 @@ from dunning.channels.agency.models import (
     Total,
     amount,
 )
+from dunning.channels.letter import REMINDER_LETTER
 from dunning.channels.message import Message
 from dunning.channels.protocol import Claimed
 from dunning.db import transaction
@@ -125,7 +126,8 @@ def history(session: Session, customer_id: int, invoice_refs: Sequence[str]) -> 
                              col(Action.status) == ActionStatus.SENT)
         .order_by(col(Action.business_date), col(Action.id))
     ).scalars():
-        what = _CHANNEL_WORDS.get(action.kind, action.kind)
+        what = ("reminder letter" if action.template == REMINDER_LETTER
+                else _CHANNEL_WORDS.get(action.kind, action.kind))
         via = f" ({action.provider_id})" if action.provider_id else ""
         entries.append(HistoryEntry(
             date=action.business_date, at=action.sent_at, event="message"
@@ -156,7 +158,8 @@ def latest_notice(session: Session, customer_id: int) -> Action | None:
     return session.execute(
         select(Action)
         .where(col(Action.customer_id) == customer_id, col(Action.kind) == "letter",
-               col(Action.status) == ActionStatus.SENT, col(Action.document).is_not(None))
+               col(Action.status) == ActionStatus.SENT, col(Action.document).is_not(None),
+               or_(col(Action.template).is_(None), col(Action.template) != REMINDER_LETTER))
         .order_by(col(Action.sent_at).desc(), col(Action.id).desc()).limit(1)
     ).scalars().first()
 
