@@ -193,7 +193,7 @@ def test_a_bounce_sends_a_reminder_letter_by_post_and_the_ladder_waits_for_its_p
     text = " ".join(" ".join(page.extract_text().split()) for page in PdfReader(pdf).pages)
     assert "Reminder of unpaid invoices" in text and "could not be delivered" in text
     assert "F-I0000" in text and "interest" not in text.lower()
-    assert "14 November 2026" in text  # the date to pay by: the letter's date + payment_days
+    assert "11 November 2026" in text  # the date to pay by: the letter's date + payment_days
     printed = as_json("letters", "print", "--date", day(1).isoformat(), "--out",
                       str(portfolio.folder / "post.pdf"))
     assert [row["mail"] for row in printed["rows"]] == ["ordinary"]

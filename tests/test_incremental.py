@@ -36,6 +36,22 @@ START = date(2026, 11, 2)  # a Monday
 SEED = 20261102
 
 
+@pytest.fixture(autouse=True)
+def plain_letters(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The shipped templates, with a formal notice of one blank page: the ledgers deliver
+    their notices (the ladder waits for that) without spending two seconds of WeasyPrint on
+    each of a hundred letters nobody reads here (tests/test_letters.py reads them)."""
+    import shutil
+
+    from dunning.resources import templates_dir
+
+    folder = tmp_path / "templates"
+    shutil.copytree(templates_dir(), folder)
+    (folder / "letters" / "formal_notice.html.j2").write_text(
+        "<!DOCTYPE html><html><body></body></html>", encoding="utf-8")
+    monkeypatch.setenv("DUNNING_TEMPLATES_DIR", str(folder))
+
+
 @pytest.fixture
 def twin_url(db_url: str, tmp_path: Path) -> Iterator[str]:
     """A second empty database of the same kind as `db_url`."""
