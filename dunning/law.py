@@ -15,6 +15,7 @@ open amount, actual/365. Nothing is rounded here but `Claim.rounded()`, half-up 
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from datetime import date, timedelta
 from decimal import ROUND_CEILING, ROUND_HALF_UP, Decimal
@@ -44,22 +45,39 @@ class RateTable:
         """The rate in force on `day`; refused past `known_through` rather than guessed."""
         if day > self.known_through:
             raise ConfigError(
-                f"config/rates.yaml: {self.key}: the {self.name} on {day} is not known (the "
-                f"table is complete through {self.known_through}); add the rate in force on "
-                f"that date from {self.source.split(':')[0]}, or set law.rate in the policy"
+                f"{rates_file()}: {self.key}: the {self.name} on {day} is not known (the "
+                f"table is complete through {self.known_through}); download the rates from "
+                f"{self.source.split(':')[0]} as CSV and run `dunning rates import FILE`, or "
+                "set law.rate in the policy"
             )
         rate = None
         for since, value in self.changes:
             if since <= day:
                 rate = value
         if rate is None:
-            raise ConfigError(f"config/rates.yaml: {self.key}: no rate before {day}")
+            raise ConfigError(f"{rates_file()}: {self.key}: no rate before {day}")
         return rate
 
 
-@lru_cache(maxsize=4)
+def rates_file() -> Path:
+    """The rate tables in use: DUNNING_RATES_FILE when set (a copy kept current with `dunning
+    rates import`), else the shipped config/rates.yaml."""
+    override = os.environ.get("DUNNING_RATES_FILE")
+    return Path(override) if override else resource_dir("config") / "rates.yaml"
+
+
 def load_rates(path: Path | None = None) -> dict[str, RateTable]:
-    path = path or resource_dir("config") / "rates.yaml"
+    path = path or rates_file()
+    try:
+        stamp = path.stat().st_mtime_ns
+    except OSError as exc:
+        raise ConfigError(f"{path}: the rate tables cannot be read ({exc.strerror})") from None
+    return _load_rates(path, stamp)
+
+
+@lru_cache(maxsize=4)
+def _load_rates(path: Path, stamp: int) -> dict[str, RateTable]:
+    """The tables of `path` as of its modification time `stamp` (an import changes it)."""
     data = yaml.safe_load(path.read_text(encoding="utf-8"))
     tables = {}
     for key, spec in data.items():

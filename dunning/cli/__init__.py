@@ -6,9 +6,10 @@ once.
     run       dunning run: the daily flow once
     looking   status, history, actions
     people    approve, reject; calls and call-done; dispute, resolve, hold
-    delivery  recover, redeliver, mark-sent
+    delivery  recover, redeliver, mark-sent, move-on; events serve
     letters   dunning letters print, dunning letter-posted
     agency    dunning agency sync, dunning agency export
+    rates     dunning rates import
     serve     demo and serve
 """
 
@@ -24,4 +25,4 @@ def main() -> None:
 
 
 # The commands register themselves on `app`, in the order `dunning --help` lists them.
-from dunning.cli import db, run, looking, people, delivery, letters, agency, serve  # noqa: E402,F401,I001
+from dunning.cli import db, run, looking, people, delivery, letters, agency, rates, serve  # noqa: E402,F401,I001
