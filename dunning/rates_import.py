@@ -120,8 +120,7 @@ def read_series(path: Path) -> Series:
     delimiter = ";" if head.count(";") > head.count(",") else ","
     rows = list(csv.reader(io.StringIO(text), delimiter=delimiter))
     header = [cell.strip() for cell in rows[0]]
-    for reader in (_ecb_portal, _ecb_api, _boe_database, _boe_history, _bundesbank_sdmx,
-                   _bundesbank_bbk):
+    for reader in (_ecb_portal, _sdmx, _boe_database, _boe_history, _bundesbank_bbk):
         series = reader(path, header, rows)
         if series is not None:
             if not series.points:
@@ -156,20 +155,28 @@ def _ecb_portal(path: Path, header: list[str], rows: list[list[str]]) -> Series 
     return series
 
 
-def _ecb_api(path: Path, header: list[str], rows: list[list[str]]) -> Series | None:
+def _sdmx(path: Path, header: list[str], rows: list[list[str]]) -> Series | None:
+    """SDMX-CSV (the ECB's data API `csvdata`, the Bundesbank's): one row an observation, its
+    series named in the row (the ECB's KEY, the Bundesbank's dimensions)."""
     names = {name: index for index, name in enumerate(header)}
-    if not {"KEY", "TIME_PERIOD", "OBS_VALUE"} <= names.keys():
+    if not {"TIME_PERIOD", "OBS_VALUE"} <= names.keys():
         return None
-    series = Series("ecb_mro", "ECB data API")
+    series: Series | None = None
     for number, row in enumerate(rows[1:], start=2):
-        if len(row) <= max(names.values()) or not ECB.search(row[names["KEY"]]):
+        if len(row) <= max(names["TIME_PERIOD"], names["OBS_VALUE"]):
             continue
-        series.periodic = row[names.get("FREQ", 0)] == "D" if "FREQ" in names else False
+        if ECB.search(",".join(row)):
+            frequency = row[names["FREQ"]] if "FREQ" in names else ""
+            series = series or Series("ecb_mro", "ECB data API", periodic=frequency == "D")
+        elif BUNDESBANK in ";".join(row):
+            series = series or Series("de_base", "Bundesbank SDMX-CSV", monthly=True)
+        else:
+            continue
         rate = _rate(row[names["OBS_VALUE"]], f"{path}:{number}: OBS_VALUE")
         if rate is not None:
             series.points.append((_iso_date(row[names["TIME_PERIOD"]],
                                             f"{path}:{number}: TIME_PERIOD"), rate, number))
-    return series if series.points else None
+    return series
 
 
 def _boe_database(path: Path, header: list[str], rows: list[list[str]]) -> Series | None:
@@ -199,22 +206,6 @@ def _boe_history(path: Path, header: list[str], rows: list[list[str]]) -> Series
             series.points.append((_english_date(row[0], f"{path}:{number}: Date Changed"),
                                   rate, number))
     return series
-
-
-def _bundesbank_sdmx(path: Path, header: list[str], rows: list[list[str]]) -> Series | None:
-    names = {name: index for index, name in enumerate(header)}
-    if not {"TIME_PERIOD", "OBS_VALUE"} <= names.keys() or "KEY" in names:
-        return None
-    series = Series("de_base", "Bundesbank SDMX-CSV", monthly=True)
-    for number, row in enumerate(rows[1:], start=2):
-        if len(row) <= max(names["TIME_PERIOD"], names["OBS_VALUE"]) or \
-                BUNDESBANK not in ";".join(row):
-            continue
-        rate = _rate(row[names["OBS_VALUE"]], f"{path}:{number}: OBS_VALUE")
-        if rate is not None:
-            series.points.append((_iso_date(row[names["TIME_PERIOD"]],
-                                            f"{path}:{number}: TIME_PERIOD"), rate, number))
-    return series if series.points else None
 
 
 def _bundesbank_bbk(path: Path, header: list[str], rows: list[list[str]]) -> Series | None:

@@ -135,3 +135,23 @@ def test_the_installed_command_and_a_missing_rate_names_it(tmp_path: Path) -> No
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["dry_run"] is True
     assert not (tmp_path / "kept").exists(), "a dry run writes nothing"
+
+
+def test_sdmx_csv_of_the_ecbs_api_and_of_the_bundesbank(tables: Path, tmp_path: Path) -> None:
+    ecb = ("KEY,FREQ,REF_AREA,CURRENCY,PROVIDER_FM,INSTRUMENT_FM,PROVIDER_FM_ID,DATA_TYPE_FM,"
+           "TIME_PERIOD,OBS_VALUE,OBS_STATUS,TITLE\n"
+           + "".join(f"FM.D.U2.EUR.4F.KR.MRR_FR.LEV,D,U2,EUR,4F,KR,MRR_FR,LEV,{day},{rate},A,"
+                     '"Main refinancing operations, fixed rate"\n'
+                     for day, rate in (("2026-01-30", "2.15"), ("2026-02-02", "2.15"),
+                                       ("2026-02-04", "2.4"), ("2026-02-05", "2.4"))))
+    done = _import(_write(tmp_path, "ecb-api.csv", ecb))
+    assert (done["format"], done["added"], done["known_through"]) == (
+        "ECB data API", [{"from": "2026-02-04", "rate": "2.4"}], "2026-02-05")
+    german = ("DATAFLOW;BBK_STD_FREQ;BBK_STD_AREA;BBK_IRCBR_REF_SEC;BBK_IRCBR_CATEGORY;"
+              "BBK_STD_CURRENCY;BBK_IRCBR_SUFFIX;TIME_PERIOD;OBS_VALUE;BBK_COMM_OBS\n"
+              "BBK:BBIN1(1.0);M;DE;BBK;BBKBAS2;EUR;ME;2026-06;1.27;\n"
+              "BBK:BBIN1(1.0);M;DE;BBK;BBKBAS2;EUR;ME;2026-07;1.52;Ab 1. Juli 1,52%\n"
+              "BBK:BBIN1(1.0);M;DE;BBK;BBKBAS2;EUR;ME;2026-08;.;\n")
+    done = _import(_write(tmp_path, "bbk-sdmx.csv", german))
+    assert (done["format"], done["added"], done["known_through"]) == (
+        "Bundesbank SDMX-CSV", [{"from": "2026-07-01", "rate": "1.52"}], "2026-07-31")
