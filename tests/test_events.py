@@ -117,18 +117,25 @@ def test_a_delivered_event_settles_an_unknown_message_whatever_the_order(
         ("delivered",), ("processed",)]
 
 
-def test_a_bounce_flags_the_address_and_calls_the_customer_instead(
-        portfolio: Portfolio, policy_file: Path, httpserver: HTTPServer, db_url: str,
-        monkeypatch: pytest.MonkeyPatch, endpoint: str) -> None:
+def _bouncing(policy_file: Path, monkeypatch: pytest.MonkeyPatch, httpserver: HTTPServer,
+              fallback: str) -> None:
+    """Every email stage's `on_bounce` set to `fallback`; SendGrid played by `httpserver`,
+    taking every message."""
     data = yaml.safe_load(policy_file.read_text(encoding="utf-8"))
     for stage in data["stages"]:
         if stage["channel"] == "email":
-            stage["on_bounce"] = "phone"
+            stage["on_bounce"] = fallback
     policy_file.write_text(yaml.safe_dump(data), encoding="utf-8")
     monkeypatch.setenv("SENDGRID_API_KEY", "SG.test-key")
     monkeypatch.setenv("SENDGRID_API_HOST", httpserver.url_for("").rstrip("/"))
     httpserver.expect_request("/v3/mail/send", method="POST").respond_with_handler(
         lambda request: Response("", status=202, headers={"X-Message-Id": "m1"}))
+
+
+def test_a_bounce_flags_the_address_and_calls_the_customer_instead(
+        portfolio: Portfolio, policy_file: Path, httpserver: HTTPServer, db_url: str,
+        monkeypatch: pytest.MonkeyPatch, endpoint: str) -> None:
+    _bouncing(policy_file, monkeypatch, httpserver, "phone")
     one_invoice_each(portfolio, 1)
     run(day(0))
     (email,) = [a for a in as_json("actions") if a["kind"] == "email"]
@@ -163,17 +170,9 @@ def test_a_bounce_flags_the_address_and_calls_the_customer_instead(
 def test_a_bounce_sends_a_reminder_letter_by_post_and_the_ladder_waits_for_its_posting(
         portfolio: Portfolio, policy_file: Path, httpserver: HTTPServer, db_url: str,
         monkeypatch: pytest.MonkeyPatch, endpoint: str) -> None:
-    data = yaml.safe_load(policy_file.read_text(encoding="utf-8"))
-    for stage in data["stages"]:
-        if stage["name"] == "friendly_reminder":
-            stage["on_bounce"] = "letter"
-    policy_file.write_text(yaml.safe_dump(data), encoding="utf-8")
+    _bouncing(policy_file, monkeypatch, httpserver, "letter")
     letters = portfolio.folder / "letters"
     monkeypatch.setenv("DUNNING_LETTERS_DIR", str(letters))
-    monkeypatch.setenv("SENDGRID_API_KEY", "SG.test-key")
-    monkeypatch.setenv("SENDGRID_API_HOST", httpserver.url_for("").rstrip("/"))
-    httpserver.expect_request("/v3/mail/send", method="POST").respond_with_handler(
-        lambda request: Response("", status=202, headers={"X-Message-Id": "m1"}))
     one_invoice_each(portfolio, 1)
     run(day(0))
     (email,) = as_json("actions")
