@@ -150,7 +150,9 @@ def _alive(pid: int) -> bool:
 
 
 def _written(folder: Path, ids: set[int]) -> dict[int, str]:
-    """The outbox's files of these actions (named `<action id, 8 digits or more>_<key>.eml`)."""
+    """The outbox's files of these actions (named `<action id, 8 digits or more>_<key>.eml`).
+    A half-written one (`.eml.tmp`: the process died before renaming it) was never written:
+    removed, as nobody will finish it (the claims of these actions are dead)."""
     found: dict[int, str] = {}
     try:
         entries = os.scandir(folder)
@@ -159,8 +161,12 @@ def _written(folder: Path, ids: set[int]) -> dict[int, str]:
     with entries:
         for entry in entries:
             head = entry.name.split("_", 1)[0]  # eight digits at least (Outbox.write)
-            if entry.name.endswith(".eml") and head.isdigit() and int(head) in ids:
+            if not head.isdigit() or int(head) not in ids:
+                continue
+            if entry.name.endswith(".eml"):
                 found[int(head)] = entry.name
+            elif entry.name.endswith(".eml.tmp"):
+                Path(entry.path).unlink(missing_ok=True)
     return found
 
 
