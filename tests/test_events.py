@@ -167,6 +167,7 @@ def test_a_bounce_flags_the_address_and_calls_the_customer_instead(
     assert len(httpserver.log) == 1, "nothing posted to the bounced address"
 
 
+@pytest.mark.sqlite_only  # the fallback's queries run on both in the test above
 def test_a_bounce_sends_a_reminder_letter_by_post_and_the_ladder_waits_for_its_posting(
         portfolio: Portfolio, policy_file: Path, httpserver: HTTPServer, db_url: str,
         monkeypatch: pytest.MonkeyPatch, endpoint: str) -> None:

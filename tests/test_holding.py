@@ -97,6 +97,7 @@ def test_no_agency_case_before_the_formal_notice_is_posted(
     assert agency["stage"] == "collection_agency"
 
 
+@pytest.mark.sqlite_only  # the same queries as the tests above, on both
 def test_a_person_moves_on_an_invoice_whose_email_cannot_go(
         portfolio: Portfolio, policy_file: Path, db_url: str) -> None:
     change_policy(policy_file, contact={"min_days_between": 0, "max_per_month": 10})
@@ -125,6 +126,7 @@ def test_a_person_moves_on_an_invoice_whose_email_cannot_go(
     assert query(db_url, "SELECT count(*) FROM delivery_event WHERE event = 'move_on'") == [(1,)]
 
 
+@pytest.mark.sqlite_only  # the same queries as the tests above, on both
 def test_a_call_not_made_holds_the_invoice_until_its_attempts_are_used_up(
         portfolio: Portfolio, policy_file: Path, db_url: str) -> None:
     data = yaml.safe_load(policy_file.read_text(encoding="utf-8"))
