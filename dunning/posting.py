@@ -45,6 +45,11 @@ class ToPost:
     registered: bool = True  # a formal notice; False: a reminder letter, by ordinary mail
 
     @property
+    def mail(self) -> str:
+        """How it is posted: `registered` (a formal notice) or `ordinary`."""
+        return "registered" if self.registered else "ordinary"
+
+    @property
     def reference(self) -> str:
         """Our reference, as printed in the letter."""
         return f"{self.customer_ref}-{self.letter_date.isoformat()}"
@@ -59,7 +64,7 @@ class ToPost:
                 "recipient": self.recipient, "address": self.address_line(),
                 "reference": self.reference, "letter_date": self.letter_date.isoformat(),
                 "delivered_on": self.delivered_on.isoformat(), "document": self.document,
-                "mail": "registered" if self.registered else "ordinary"}
+                "mail": self.mail}
 
 
 def _unposted() -> Any:
@@ -149,8 +154,7 @@ def print_day(engine: Engine, on: date, out: Path) -> Printed:
     for letter in letters:
         writer.writerow([letter.recipient, letter.address_line(), letter.reference,
                          letter.action_id, letter.customer_ref,
-                         letter.letter_date.isoformat(), "",
-                         "registered" if letter.registered else "ordinary"])
+                         letter.letter_date.isoformat(), "", letter.mail])
     deposit_list = out.with_suffix(".csv")
     out.parent.mkdir(parents=True, exist_ok=True)
     write_atomically(out, pdf.getvalue())

@@ -22,7 +22,7 @@ from jinja2 import TemplatesNotFound
 
 from dunning import law
 from dunning.channels.formatting import day, elide_before, locale_for, money, totals
-from dunning.channels.message import Message
+from dunning.channels.message import Line, Message
 from dunning.channels.templating import environment, translations
 from dunning.channels.transfer import CURRENCY, qr_png, remittance
 from dunning.errors import DeliveryError, DunningError
@@ -92,11 +92,8 @@ def letter_context(letter: Message, policy: Policy) -> dict[str, Any]:
         interest[line.currency] += result.interest
         compensation[result.compensation_currency] += result.compensation
         rates = {p.rate for p in result.periods}
-        rows.append(SimpleNamespace(
-            number=line.number, issue_date=day(line.issue_date, locale) if line.issue_date
-            else "", due_date=day(line.due_date, locale), days_overdue=line.days_overdue,
-            principal=money(line.amount_open, line.currency, locale),
-            interest=money(result.interest, line.currency, locale),
+        rows.append(_row(
+            line, locale, interest=money(result.interest, line.currency, locale),
             compensation=money(result.compensation, result.compensation_currency, locale),
             rate=_percent(rates.pop(), letter.language, locale) if len(rates) == 1 else "",
         ))
@@ -120,6 +117,15 @@ def letter_context(letter: Message, policy: Policy) -> dict[str, Any]:
         "agreed_rate": _percent(policy.law.rate, letter.language, locale)
         if policy.law.rate is not None else None,
     }
+
+
+def _row(line: Line, locale: Any, **claimed: str) -> SimpleNamespace:
+    """An invoice's line in a letter's table, formatted for the debtor, with what the letter
+    claims on it besides the principal (a formal notice's interest and compensation)."""
+    return SimpleNamespace(
+        number=line.number, issue_date=day(line.issue_date, locale) if line.issue_date else "",
+        due_date=day(line.due_date, locale), days_overdue=line.days_overdue,
+        principal=money(line.amount_open, line.currency, locale), **claimed)
 
 
 def _letterhead(letter: Message, policy: Policy, due: dict[str, Decimal]) -> dict[str, Any]:
@@ -155,10 +161,7 @@ def reminder_context(letter: Message, policy: Policy) -> dict[str, Any]:
     rows = []
     for line in letter.lines:
         due[line.currency] += line.amount_open
-        rows.append(SimpleNamespace(
-            number=line.number, issue_date=day(line.issue_date, locale) if line.issue_date
-            else "", due_date=day(line.due_date, locale), days_overdue=line.days_overdue,
-            principal=money(line.amount_open, line.currency, locale)))
+        rows.append(_row(line, locale))
     return {
         **_letterhead(letter, policy, due),
         "invoices": rows,

@@ -39,6 +39,7 @@ APPROVED_STAGES = ("letter", "agency", "injunction")
 # What the demo's calls give, in turn (a phone stage counts once its task is worked: `reached`
 # and an exhausted `no-answer` let escalation go on, the others pause or postpone).
 OUTCOMES = ("reached", "no-answer", "promise", "reached", "callback", "paid-claimed")
+CALLS_A_DAY = 3  # call tasks the demo's collectors work each day
 
 
 def _demo_policy(ctx: daily.Context, agency_url: str, folder: Path) -> Path:
@@ -76,11 +77,11 @@ def _credit_manager(ctx: daily.Context, on: date) -> int:
 
 
 def _collectors(ctx: daily.Context, on: date, turn: int) -> int:
-    """The demo's collectors work the first three call tasks due each day."""
+    """The demo's collectors work the first CALLS_A_DAY call tasks due each day."""
     with transaction(ctx.engine) as session:
-        due = [t for t in open_tasks(session, on) if t["due_on"] <= on.isoformat()][:3]
+        due = [t for t in open_tasks(session, on) if t["due_on"] <= on.isoformat()][:CALLS_A_DAY]
         for n, task in enumerate(due):
-            outcome = OUTCOMES[(3 * turn + n) % len(OUTCOMES)]
+            outcome = OUTCOMES[(CALLS_A_DAY * turn + n) % len(OUTCOMES)]
             record_outcome(session, ctx.policy, task["task_id"], by=task["assignee"],
                            outcome=outcome, on=on,
                            until=on + timedelta(days=7 if outcome == "promise" else 2)

@@ -4,11 +4,12 @@ goes on from a stage only once it did (dunning/ladder.py reads `delivered_on` an
 A stage is delivered when its action is: an email sent (SendGrid took it, or reported it
 delivered); a formal notice posted (its registered-mail posting recorded) or its email copy
 sent; a call task worked (an outcome recorded, or its attempts used up); an agency case or court
-file handed over. A fallback that replaced a bounced email (a call task) becomes the stage's
-action. A step queued, failed, bounced, dropped or of unknown outcome holds the invoice at its
-stage, with the reason, until it is delivered, a fallback reaches the customer, or a person moves
-it on (`move_on`: emails and calls only; a formal notice, an agency case or a court file is
-never skipped, so no agency case or court file follows a notice that did not reach the debtor).
+file handed over. A fallback that replaced a bounced email (a reminder letter, posted; a call
+task, worked) becomes the stage's action. A step queued, failed, bounced, dropped or of unknown
+outcome holds the invoice at its stage, with the reason, until it is delivered, a fallback
+reaches the customer, or a person moves it on (`move_on`: emails, calls and reminder letters; a
+formal notice, an agency case or a court file is never skipped, so no agency case or court file
+follows a notice that did not reach the debtor).
 """
 
 from __future__ import annotations
@@ -148,9 +149,9 @@ def held_by(session: Session, action_id: int) -> list[Invoice]:
 
 def move_on(session: Session, policy: Policy, action_id: int, *, by: str, reason: str,
             on: date) -> dict[str, Any]:
-    """A person lets the invoices held by an undelivered email or call task go on up the
-    ladder (the customer was reached another way, or will not be by this channel), recorded
-    with who and why on each invoice."""
+    """A person lets the invoices held by an undelivered email, call task or reminder letter go
+    on up the ladder (the customer was reached another way, or will not be by this channel),
+    recorded with who and why on each invoice."""
     if not reason.strip():
         raise ConfigError("say why the invoices go on without this message (--reason)")
     action = session.get(Action, action_id, with_for_update=True)
